@@ -1,0 +1,42 @@
+"""The `facegate` command: one module per command group, errors translated here, once."""
+
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+from appliance import __version__
+from appliance.errors import FaceGateError
+
+# command group modules; each has register(subparsers) adding its commands.
+COMMAND_MODULES = ("appliance.cli.models", "appliance.cli.detect", "appliance.cli.evaluate",
+                   "appliance.cli.config")
+
+EXIT_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(prog="facegate", description="Face-recognition door access.")
+    parser.add_argument("--version", action="version", version="facegate " + __version__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(commands)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.handler(args) or 0)
+    except FaceGateError as err:
+        print("facegate: error: %s" % err, file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130

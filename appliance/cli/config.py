@@ -1,0 +1,18 @@
+"""`facegate config`: print the documented defaults or check a config file."""
+
+from appliance import config as config_module
+
+
+def register(commands) -> None:
+    parser = commands.add_parser("config", help="print the default config or check a file")
+    parser.add_argument("--check", metavar="FILE", help="validate FILE and exit")
+    parser.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    if args.check:
+        config_module.load(args.check)
+        print("%s: ok" % args.check)
+    else:
+        print(config_module.defaults_toml(), end="")
+    return 0

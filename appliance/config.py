@@ -1,0 +1,155 @@
+"""Declared settings: every field has a default, bounds and a one-line description.
+
+A config file is TOML with one table per section below. Unknown sections or keys are an error
+that names the key and the file; the same declarations print the documented default file
+(`facegate config --defaults`).
+"""
+
+import sys
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+from appliance.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the board's Python may be 3.9 or 3.10
+    import tomli as tomllib
+
+
+def setting(default: Any, doc: str, minimum: Optional[float] = None,
+            maximum: Optional[float] = None, choices: Optional[Tuple[Any, ...]] = None):
+    return field(default=default, metadata={"doc": doc, "min": minimum, "max": maximum,
+                                            "choices": choices})
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    dir: str = setting("", "directory holding installed models (empty: $FACEGATE_MODELS_DIR or ./models)")
+    backend: str = setting("onnxruntime", "inference backend",
+                           choices=("onnxruntime", "opencv", "rknnlite", "rknn"))
+    threads: int = setting(0, "CPU threads per model (0: the runtime's choice)", 0, 64)
+    detector: str = setting("retinaface_mnet025", "detector model id from the manifest")
+    embedder: str = setting("mobilefacenet_128d", "embedder model id from the manifest")
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    input_size: int = setting(320, "detector input side in pixels", choices=(256, 320, 480, 640))
+    keep_frame_aspect: bool = setting(False, "fit the input to the frame's aspect instead of a square")
+    score_threshold: float = setting(0.6, "minimum face score", 0.05, 0.99)
+    nms_threshold: float = setting(0.4, "IoU above which overlapping detections merge", 0.1, 0.9)
+    flip_landmarks: bool = setting(False, "also detect on the mirrored image and average landmarks "
+                                          "(steadier alignment, twice the detector time)")
+
+
+@dataclass(frozen=True)
+class EmbedderConfig:
+    flip: bool = setting(True, "average the embeddings of the face and its mirror image")
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    min_interocular: float = setting(24.0, "minimum distance between the eyes, in frame pixels", 0, 1000)
+    max_yaw: float = setting(0.45, "maximum left-right turn (nose offset / eye distance)", 0, 2)
+    max_pitch: float = setting(0.6, "maximum up-down tilt (deviation of the eye-nose-mouth ratio)", 0, 2)
+    max_roll_degrees: float = setting(30.0, "maximum in-plane rotation of the eye line", 0, 90)
+    min_sharpness: float = setting(40.0, "minimum variance of the Laplacian on the aligned face", 0, 10000)
+    min_brightness: float = setting(40.0, "minimum mean grey level of the aligned face", 0, 255)
+    max_brightness: float = setting(220.0, "maximum mean grey level of the aligned face", 0, 255)
+
+
+@dataclass(frozen=True)
+class LivenessConfig:
+    enabled: bool = setting(False, "run MiniFASNet liveness (V2 at 2.7x and V1SE at 4.0x, fused)")
+    threshold: float = setting(0.5, "minimum fused live probability", 0, 1)
+
+
+@dataclass(frozen=True)
+class MatchingConfig:
+    distance_threshold: float = setting(0.55, "accept when cosine distance <= this", 0, 2)
+    min_margin: float = setting(0.05, "and the next person is at least this much farther", 0, 2)
+
+
+@dataclass(frozen=True)
+class Config:
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    liveness: LivenessConfig = field(default_factory=LivenessConfig)
+    matching: MatchingConfig = field(default_factory=MatchingConfig)
+
+
+def _check_value(section: str, spec, value: Any, source: str) -> Any:
+    name = "%s.%s" % (section, spec.name)
+    expected = spec.type if isinstance(spec.type, type) else type(spec.default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ConfigError("%s: %s must be %s, got %r" % (source, name, expected.__name__, value))
+    meta = spec.metadata
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError("%s: %s must be one of %s, got %r"
+                          % (source, name, ", ".join(map(str, meta["choices"])), value))
+    if meta.get("min") is not None and value < meta["min"]:
+        raise ConfigError("%s: %s must be >= %s, got %r" % (source, name, meta["min"], value))
+    if meta.get("max") is not None and value > meta["max"]:
+        raise ConfigError("%s: %s must be <= %s, got %r" % (source, name, meta["max"], value))
+    return value
+
+
+def from_dict(raw: Dict[str, Any], source: str = "<config>", base: Optional[Config] = None) -> Config:
+    config = base or Config()
+    sections = {f.name: f for f in fields(Config)}
+    for section_name, values in raw.items():
+        if section_name not in sections:
+            raise ConfigError("%s: unknown section [%s]; known sections: %s"
+                              % (source, section_name, ", ".join(sections)))
+        if not isinstance(values, dict):
+            raise ConfigError("%s: [%s] must be a table" % (source, section_name))
+        current = getattr(config, section_name)
+        declared = {f.name: f for f in fields(current)}
+        updates = {}
+        for key, value in values.items():
+            if key not in declared:
+                raise ConfigError("%s: unknown key '%s' in [%s]; known keys: %s"
+                                  % (source, key, section_name, ", ".join(declared)))
+            updates[key] = _check_value(section_name, declared[key], value, source)
+        config = replace(config, **{section_name: replace(current, **updates)})
+    return config
+
+
+def load(path: Optional[Path] = None) -> Config:
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            raw = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError("config file %s does not exist" % path) from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError("%s is not valid TOML: %s" % (path, err)) from err
+    return from_dict(raw, str(path))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"%s"' % value.replace("\\", "\\\\").replace('"', '\\"')
+    return repr(value)
+
+
+def defaults_toml() -> str:
+    """The documented default config file, generated from the declarations."""
+    lines = []
+    for section in fields(Config):
+        lines.append("[%s]" % section.name)
+        for spec in fields(section.default_factory()):
+            lines.append("# %s" % spec.metadata["doc"])
+            lines.append("%s = %s" % (spec.name, _toml_value(spec.default)))
+        lines.append("")
+    return "\n".join(lines)

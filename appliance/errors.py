@@ -1,0 +1,41 @@
+"""The package's one exception family.
+
+Every error a user can cause or fix derives from FaceGateError and carries a message that says
+what to do; the CLI, the state machine and the MQTT replies translate it once at their boundary.
+"""
+
+
+class FaceGateError(Exception):
+    """Base of every error FaceGate raises on purpose."""
+
+
+class ConfigError(FaceGateError):
+    """A config file or setting is invalid."""
+
+
+class ModelError(FaceGateError):
+    """A model file is missing, corrupt, or does not match its manifest."""
+
+
+class BackendError(FaceGateError):
+    """An inference runtime is missing or failed."""
+
+
+class ImageError(FaceGateError):
+    """An image could not be read or decoded."""
+
+
+class GalleryError(FaceGateError):
+    """The gallery database refused an operation."""
+
+
+class CameraError(FaceGateError):
+    """A camera source cannot be opened or read."""
+
+
+class RelayError(FaceGateError):
+    """The relay cannot be reached or did not take a command."""
+
+
+class CommandError(FaceGateError):
+    """A remote command was refused."""

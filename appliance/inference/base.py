@@ -1,0 +1,72 @@
+"""The runner interface every backend implements, and the shared float preprocessing."""
+
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from appliance.errors import ModelError
+from appliance.models import InputSpec, ModelSpec
+
+
+def to_float_tensor(images_bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """uint8 NHWC BGR batch -> float32 tensor in the model's colour order, mean/std and layout."""
+    batch = images_bgr.astype(np.float32)
+    if spec.colour == "RGB":
+        batch = batch[..., ::-1]
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    batch = (batch - mean) / std
+    if spec.layout == "NCHW":
+        batch = batch.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(batch)
+
+
+class Runner:
+    """Load a model described by its manifest entry, run it, close it.
+
+    `run` takes a uint8 NHWC batch of BGR images (what OpenCV gives) and returns the outputs in
+    the manifest's order. Colour order, mean/std and layout are the backend's job because NPU
+    backends fold them into the model and want the uint8 pixels as they are.
+    """
+
+    backend = "abstract"
+
+    def __init__(self, spec: ModelSpec, path: Path, threads: int = 0) -> None:
+        self.spec = spec
+        self.path = path
+        self.threads = threads
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return self.spec.input
+
+    def run(self, images_bgr: np.ndarray) -> List[np.ndarray]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the runtime's resources; safe to call twice."""
+
+    def warm_up(self, size: Tuple[int, int]) -> None:
+        """Run once on a mid-grey image so the first real frame is not slow, and check outputs."""
+        height, width = size
+        outputs = self.run(np.full((1, height, width, 3), 128, dtype=np.uint8))
+        check_outputs(self.spec, outputs)
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def check_outputs(spec: ModelSpec, outputs: Sequence[np.ndarray],
+                  expected_count: Optional[int] = None) -> None:
+    count = len(spec.outputs) if expected_count is None else expected_count
+    if len(outputs) != count:
+        raise ModelError("model %s gave %d outputs, the manifest names %d; the file does not match "
+                         "its manifest entry" % (spec.model_id, len(outputs), count))
+    for name, value in zip(spec.outputs, outputs):
+        if not np.all(np.isfinite(value)):
+            raise ModelError("model %s output %s is not finite at warm-up; the file is corrupt or "
+                             "the backend cannot run it" % (spec.model_id, name))

@@ -1,0 +1,31 @@
+"""Face embedder: an aligned 112x112 BGR crop -> unit vector."""
+
+import numpy as np
+
+from appliance.inference.base import Runner
+
+
+def normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+class Embedder:
+    def __init__(self, runner: Runner, flip: bool = False) -> None:
+        self.runner = runner
+        self.flip = flip
+        self.model_id = runner.spec.model_id
+        self.size = int(runner.spec.extra.get("embedding_size", 0)) or None
+
+    def embed(self, aligned_bgr: np.ndarray) -> np.ndarray:
+        """Unit vector for one aligned crop; with flip, the mean of it and its mirror image."""
+        vector = self.runner.run(aligned_bgr[None])[0].reshape(-1)
+        if self.flip:
+            mirrored = np.ascontiguousarray(aligned_bgr[:, ::-1])
+            vector = normalise(vector) + normalise(self.runner.run(mirrored[None])[0].reshape(-1))
+        return normalise(vector.astype(np.float32))
+
+
+def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """1 - cosine similarity of two unit vectors: 0 same direction, 1 unrelated, 2 opposite."""
+    return float(1.0 - np.dot(a, b))

@@ -1,0 +1,143 @@
+"""The face pipeline: detect -> quality -> [liveness] -> align -> embed, built from a Config."""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import cv2
+import numpy as np
+
+from appliance.config import Config
+from appliance.errors import ImageError, ModelError
+from appliance.inference import load_runner
+from appliance.models import get_spec, installed_path, models_dir
+from appliance.vision.align import align_face
+from appliance.vision.detector import DETECTOR_FAMILIES, Detector, Face
+from appliance.vision.embedder import Embedder
+from appliance.vision.geometry import box_iou
+from appliance.vision.liveness import LivenessChecker
+from appliance.vision.quality import Quality, assess
+
+log = logging.getLogger(__name__)
+
+LIVENESS_MODELS = ("minifasnet_v2_2.7", "minifasnet_v1se_4.0")
+# Mirroring swaps the left and right landmarks: eyes, nose, mouth corners.
+_MIRROR_ORDER = [1, 0, 2, 4, 3]
+
+
+@dataclass
+class FaceResult:
+    face: Face
+    quality: Quality
+    aligned: np.ndarray
+    embedding: Optional[np.ndarray] = None
+    live_score: Optional[float] = None
+
+
+def read_image(path) -> np.ndarray:
+    """Read an image file as BGR, or raise ImageError saying what is wrong with it."""
+    path = Path(path)
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as err:
+        raise ImageError("cannot read %s: %s" % (path, err.strerror or err)) from err
+    if data.size == 0:
+        raise ImageError("%s is empty" % path)
+    return decode_image(data, str(path))
+
+
+def decode_image(data: np.ndarray, name: str = "image") -> np.ndarray:
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        raise ImageError("%s is not a readable image (corrupt, truncated or not JPEG/PNG)" % name)
+    return image
+
+
+class FacePipeline:
+    def __init__(self, config: Config, detector: Detector, embedder: Embedder,
+                 liveness: Optional[LivenessChecker] = None) -> None:
+        self.config = config
+        self.detector = detector
+        self.embedder = embedder
+        self.liveness = liveness
+
+    @classmethod
+    def from_config(cls, config: Config) -> "FacePipeline":
+        directory = models_dir(config.models.dir or None)
+        backend, threads = config.models.backend, config.models.threads
+
+        def runner_for(model_id: str, role: str, warmup=None):
+            spec = get_spec(model_id)
+            if spec.role != role:
+                raise ModelError("model %s is a %s, not a %s" % (model_id, spec.role, role))
+            return load_runner(backend, spec, installed_path(spec, directory), warmup, threads)
+
+        size = config.detector.input_size
+        detector_runner = runner_for(config.models.detector, "detector", (size, size))
+        if not detector_runner.spec.commercial_use:
+            log.warning("detector %s has a non-commercial licence: use it for comparison only",
+                        config.models.detector)
+        family = DETECTOR_FAMILIES[detector_runner.spec.extra["family"]]
+        detector = family(detector_runner, size, config.detector.keep_frame_aspect,
+                          config.detector.score_threshold, config.detector.nms_threshold)
+        embedder = Embedder(runner_for(config.models.embedder, "embedder"), config.embedder.flip)
+        liveness = None
+        if config.liveness.enabled:
+            liveness = LivenessChecker([runner_for(m, "liveness") for m in LIVENESS_MODELS])
+        return cls(config, detector, embedder, liveness)
+
+    def detect(self, frame: np.ndarray) -> List[Face]:
+        faces = self.detector.detect(frame)
+        if self.config.detector.flip_landmarks and faces:
+            faces = self._average_with_mirror(frame, faces)
+        return faces
+
+    def _average_with_mirror(self, frame: np.ndarray, faces: List[Face]) -> List[Face]:
+        width = frame.shape[1]
+        mirrored = self.detector.detect(np.ascontiguousarray(frame[:, ::-1]))
+        if not mirrored:
+            return faces
+        boxes = np.stack([np.array([width - f.box[2], f.box[1], width - f.box[0], f.box[3]])
+                          for f in mirrored])
+        for face in faces:
+            overlaps = box_iou(face.box, boxes)
+            best = int(np.argmax(overlaps))
+            if overlaps[best] < 0.5:
+                continue
+            points = mirrored[best].landmarks[_MIRROR_ORDER].copy()
+            points[:, 0] = width - points[:, 0]
+            face.landmarks = (face.landmarks + points) / 2
+            face.box = (face.box + boxes[best]) / 2
+        return faces
+
+    def analyse_face(self, frame: np.ndarray, face: Face, embed: bool = True) -> FaceResult:
+        aligned = align_face(frame, face.landmarks)
+        result = FaceResult(face, assess(face.landmarks, aligned, self.config.quality), aligned)
+        if self.liveness is not None:
+            result.live_score = self.liveness.score(frame, face.box)
+            if result.live_score < self.config.liveness.threshold:
+                result.quality.reasons.append("liveness %.2f below %.2f"
+                                              % (result.live_score, self.config.liveness.threshold))
+        if embed:
+            result.embedding = self.embedder.embed(aligned)
+        return result
+
+    def analyse(self, frame: np.ndarray, embed: bool = True) -> List[FaceResult]:
+        return [self.analyse_face(frame, face, embed) for face in self.detect(frame)]
+
+    def close(self) -> None:
+        self.detector.runner.close()
+        self.embedder.runner.close()
+        if self.liveness is not None:
+            self.liveness.close()
+
+
+def central_face(faces: List[Face], frame_shape) -> Optional[Face]:
+    """The face whose box centre is nearest the frame centre (a portrait's subject)."""
+    if not faces:
+        return None
+    centre = np.array([frame_shape[1] / 2, frame_shape[0] / 2])
+    def distance(face: Face) -> float:
+        return float(np.hypot(*((face.box[:2] + face.box[2:]) / 2 - centre)))
+    return min(faces, key=distance)

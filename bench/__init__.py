@@ -1,0 +1,1 @@
+"""Benchmarks behind `make bench`; each module registers functions that return figures."""

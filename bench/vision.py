@@ -1,0 +1,51 @@
+"""Vision pipeline speed: detector per input size, embedder, the whole one-face path, liveness."""
+
+import os
+from pathlib import Path
+
+from appliance.config import from_dict
+from appliance.vision.align import align_face
+from appliance.vision.pipeline import FacePipeline, read_image
+
+from bench.harness import benchmark, time_call
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+PORTRAIT = SHARED / "data" / "seed-samples" / "probes" / "obama.jpg"
+GROUP = SHARED / "data" / "seed-samples" / "probes" / "4_2.jpg"
+
+
+def _pipeline(**sections):
+    raw = {"models": {"dir": os.environ.get("FACEGATE_MODELS_DIR", "models")}}
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    return FacePipeline.from_config(from_dict(raw))
+
+
+@benchmark("vision")
+def vision() -> dict:
+    figures = {"host_cpus": os.cpu_count(), "portrait": PORTRAIT.name, "group_photo": GROUP.name}
+    group, portrait = read_image(GROUP), read_image(PORTRAIT)
+    pipeline = _pipeline(embedder={"flip": False})
+    for size in (320, 480, 640):
+        pipeline.detector.input_size = size
+        figures["detector_%d" % size] = time_call(lambda: pipeline.detector.detect(group))
+    pipeline.detector.input_size = 320
+    face = pipeline.detect(portrait)[0]
+    aligned = align_face(portrait, face.landmarks)
+    figures["align"] = time_call(lambda: align_face(portrait, face.landmarks), repeats=200)
+    figures["embedder"] = time_call(lambda: pipeline.embedder.embed(aligned))
+    pipeline.embedder.flip = True
+    figures["embedder_flip"] = time_call(lambda: pipeline.embedder.embed(aligned))
+
+    def one_face():
+        found = pipeline.detect(portrait)[0]
+        pipeline.analyse_face(portrait, found)
+
+    for flip in (False, True):
+        pipeline.embedder.flip = flip
+        figures["detect320_align_embed%s" % ("_flip" if flip else "")] = time_call(one_face)
+    pipeline.close()
+    live = _pipeline(liveness={"enabled": True})
+    figures["liveness_two_models"] = time_call(lambda: live.liveness.score(portrait, face.box))
+    live.close()
+    return figures

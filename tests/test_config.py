@@ -1,0 +1,45 @@
+import pytest
+
+from appliance import config as config_module
+from appliance.errors import ConfigError
+
+
+def test_defaults_file_round_trips(tmp_path):
+    path = tmp_path / "defaults.toml"
+    path.write_text(config_module.defaults_toml())
+    assert config_module.load(path) == config_module.Config()
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = tmp_path / "site.toml"
+    path.write_text("[detector]\ninput_sise = 320\n")
+    with pytest.raises(ConfigError) as err:
+        config_module.load(path)
+    assert "input_sise" in str(err.value) and str(path) in str(err.value)
+
+
+def test_unknown_section_and_bad_values(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[detektor]\n")
+    with pytest.raises(ConfigError, match="detektor"):
+        config_module.load(path)
+    with pytest.raises(ConfigError, match="input_size must be one of"):
+        config_module.from_dict({"detector": {"input_size": 300}})
+    with pytest.raises(ConfigError, match="must be <= 0.99"):
+        config_module.from_dict({"detector": {"score_threshold": 1.5}})
+    with pytest.raises(ConfigError, match="must be bool"):
+        config_module.from_dict({"embedder": {"flip": "yes"}})
+
+
+def test_values_are_applied_and_ints_widen_to_float():
+    config = config_module.from_dict({"matching": {"distance_threshold": 1}, "detector": {"input_size": 640}})
+    assert config.matching.distance_threshold == 1.0 and config.detector.input_size == 640
+
+
+def test_invalid_toml_and_missing_file(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("[detector\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config_module.load(path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        config_module.load(tmp_path / "absent.toml")

@@ -1,0 +1,108 @@
+"""Model installation from a mirror and loading against the manifest."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from appliance.errors import BackendError, ModelError
+from appliance.inference import load_runner
+from appliance.models import get_spec, installed_path, load_manifest
+from appliance.models.install import install
+
+from conftest import SHARED, run_cli
+
+MIRROR = SHARED / "models"
+
+
+def test_manifest_declares_every_model_fully():
+    for model_id, spec in load_manifest().items():
+        assert len(spec.sha256) == 64 and spec.role in {"detector", "embedder", "liveness"}
+        assert len(spec.outputs) == len(spec.output_roles)
+        assert (MIRROR / spec.file).is_file(), "manifest names %s, not in the mirror" % spec.file
+
+
+def test_install_copies_verifies_and_prepares(tmp_path):
+    lines = install(["mobilefacenet_128d", "retinaface_mnet025"], MIRROR, tmp_path / "m")
+    assert [line.split()[-1] for line in lines] == ["copied", "copied"]
+    spec = get_spec("retinaface_mnet025")
+    assert installed_path(spec, tmp_path / "m").name == "retinaface_mnet025.symbolic_hw.onnx"
+    assert install(["mobilefacenet_128d"], MIRROR, tmp_path / "m")[0].endswith("present")
+
+
+def test_hash_mismatch_names_file_and_both_hashes(tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "mobilefacenet_128d.onnx").write_bytes(b"not the model")
+    with pytest.raises(ModelError) as err:
+        install(["mobilefacenet_128d"], mirror, tmp_path / "m")
+    message = str(err.value)
+    assert "mobilefacenet_128d.onnx" in message
+    assert get_spec("mobilefacenet_128d").sha256 in message
+    assert "actual 5" not in message and "actual " in message
+    assert not (tmp_path / "m" / "mobilefacenet_128d.onnx").exists()
+
+
+def test_missing_mirror_and_missing_file_are_clear(tmp_path):
+    with pytest.raises(ModelError, match="does not exist; set FACEGATE_MODEL_MIRROR"):
+        install(["mobilefacenet_128d"], tmp_path / "nowhere", tmp_path / "m")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="not in the model mirror"):
+        install(["mobilefacenet_128d"], tmp_path / "empty", tmp_path / "m")
+
+
+def test_cli_install_from_missing_mirror_is_one_line(tmp_path):
+    result = run_cli("models", "install", "--mirror", tmp_path / "nowhere", "--dir", tmp_path / "m")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and "FACEGATE_MODEL_MIRROR" in result.stderr
+
+
+def test_loading_an_uninstalled_model_says_run_make_models(tmp_path):
+    with pytest.raises(ModelError, match="make models"):
+        installed_path(get_spec("mobilefacenet_128d"), tmp_path)
+
+
+def test_corrupt_model_file_is_a_model_error(tmp_path):
+    spec = get_spec("mobilefacenet_128d")
+    broken = tmp_path / spec.file
+    broken.write_bytes(b"\x08\x01garbage")
+    with pytest.raises(ModelError, match="cannot load"):
+        load_runner("onnxruntime", spec, broken)
+
+
+def test_unknown_backend_names_the_choices(models_dir):
+    spec = get_spec("mobilefacenet_128d")
+    with pytest.raises(BackendError, match="onnxruntime"):
+        load_runner("tensorrt", spec, installed_path(spec, models_dir))
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "opencv"])
+def test_backends_agree_on_the_embedding(models_dir, backend):
+    spec = get_spec("mobilefacenet_128d")
+    rng = np.random.default_rng(1)
+    face = rng.integers(0, 255, (1, 112, 112, 3), dtype=np.uint8)
+    reference = load_runner("onnxruntime", spec, installed_path(spec, models_dir)).run(face)[0]
+    with load_runner(backend, spec, installed_path(spec, models_dir)) as runner:
+        output = runner.run(face)[0]
+    assert output.shape == (1, 128)
+    assert float(np.dot(output[0], reference[0])) > 0.999
+
+
+def test_detector_runs_at_several_sizes_after_preparation(models_dir):
+    spec = get_spec("retinaface_mnet025")
+    with load_runner("onnxruntime", spec, installed_path(spec, models_dir), (320, 320)) as runner:
+        for height, width, anchors in ((320, 320, 4200), (480, 480, 9450), (256, 320, 3360)):
+            outputs = runner.run(np.zeros((1, height, width, 3), np.uint8))
+            assert outputs[spec.output_index("scores")].reshape(-1, 2).shape[0] == anchors
+
+
+def test_copy_of_mirror_with_one_bad_file_refuses_only_that_file(tmp_path):
+    mirror = tmp_path / "mirror"
+    shutil.copytree(MIRROR, mirror)
+    target = mirror / "minifasnet_v2_2.7.onnx"
+    target.chmod(0o644)
+    target.write_bytes(target.read_bytes()[:-10])
+    with pytest.raises(ModelError, match="minifasnet_v2_2.7.onnx: sha256 mismatch"):
+        install(["mobilefacenet_128d", "minifasnet_v2_2.7"], mirror, tmp_path / "m")
+    assert (tmp_path / "m" / "mobilefacenet_128d.onnx").is_file()
