@@ -9,8 +9,11 @@ export FACEGATE_MODELS_DIR ?= $(abspath models)
 # Debian packages the tests need (mosquitto arrives with the MQTT work).
 DEBIAN_PACKAGES :=
 LFW ?= ../shared/data/lfw-dev
+SEED ?= ../shared/data/seed-samples
+DEMO := demo
+PORTRAITS := obama.jpg ldh.jpg lm.jpg zhangxueyou.jpg 5.jpg
 
-.PHONY: all venv models system-deps test test-slow bench run eval-lfw clean
+.PHONY: all venv models system-deps test test-slow bench run demo eval-lfw eval-identification clean
 
 all: test
 
@@ -41,8 +44,22 @@ test-slow: venv models system-deps
 bench: venv models
 	$(PY) -m bench.run --out bench/results.json
 
+# The demo: enrol the seed gallery, make a video of visitors from the probe photos, identify them.
+demo: venv models
+	@test -d $(SEED)/gallery || { echo "the seed samples are missing: expected $(SEED)/gallery (set SEED=...)"; exit 2; }
+	mkdir -p $(DEMO)
+	rm -f $(DEMO)/gallery.db $(DEMO)/gallery.db-wal $(DEMO)/gallery.db-shm
+	$(VENV)/bin/facegate enroll --from-dir $(SEED)/gallery --gallery $(DEMO)/gallery.db
+	$(PY) tools/make-demo-video $(DEMO)/visitors.mp4 $(addprefix $(SEED)/probes/,$(PORTRAITS))
+
+run: demo
+	$(VENV)/bin/facegate identify --video $(DEMO)/visitors.mp4 --gallery $(DEMO)/gallery.db
+
+eval-identification: venv models
+	$(VENV)/bin/facegate eval-identification --images $(LFW)/images --json eval-identification.json
+
 eval-lfw: venv models
 	$(VENV)/bin/facegate eval-lfw --pairs $(LFW)/pairs.txt --images $(LFW)/images --json eval-lfw.json
 
 clean:
-	rm -rf $(VENV) models .pytest_cache bench/results.json
+	rm -rf $(VENV) models .pytest_cache bench/results.json $(DEMO)

@@ -73,6 +73,25 @@ class MatchingConfig:
 
 
 @dataclass(frozen=True)
+class GalleryConfig:
+    path: str = setting("gallery.db", "the gallery's SQLite file")
+    max_templates: int = setting(10, "most templates (photos) kept per person", 1, 100)
+    keep_crops: bool = setting(True, "keep each template's aligned 112x112 face for re-embedding")
+
+
+@dataclass(frozen=True)
+class EnrolmentConfig:
+    min_interocular: float = setting(40.0, "minimum eye distance in an enrolment photo, pixels", 0, 1000)
+    max_yaw: float = setting(0.3, "maximum left-right turn in an enrolment photo", 0, 2)
+    max_pitch: float = setting(0.4, "maximum up-down tilt in an enrolment photo", 0, 2)
+    max_roll_degrees: float = setting(25.0, "maximum in-plane rotation in an enrolment photo", 0, 90)
+    min_sharpness: float = setting(40.0, "minimum sharpness of an enrolment photo", 0, 10000)
+    min_brightness: float = setting(50.0, "minimum brightness of an enrolment photo", 0, 255)
+    max_brightness: float = setting(210.0, "maximum brightness of an enrolment photo", 0, 255)
+    duplicate_distance: float = setting(0.45, "refuse a face this close to another person unless forced", 0, 2)
+
+
+@dataclass(frozen=True)
 class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
@@ -80,6 +99,8 @@ class Config:
     quality: QualityConfig = field(default_factory=QualityConfig)
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
     matching: MatchingConfig = field(default_factory=MatchingConfig)
+    gallery: GalleryConfig = field(default_factory=GalleryConfig)
+    enrolment: EnrolmentConfig = field(default_factory=EnrolmentConfig)
 
 
 def _check_value(section: str, spec, value: Any, source: str) -> Any:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.harness import BENCHMARKS
 
-MODULES = ("bench.vision",)
+MODULES = ("bench.vision", "bench.gallery")
 
 
 def _rows(prefix: str, value):

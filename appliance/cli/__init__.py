@@ -9,7 +9,8 @@ from appliance import __version__
 from appliance.errors import FaceGateError
 
 # command group modules; each has register(subparsers) adding its commands.
-COMMAND_MODULES = ("appliance.cli.models", "appliance.cli.detect", "appliance.cli.evaluate",
+COMMAND_MODULES = ("appliance.cli.models", "appliance.cli.detect", "appliance.cli.gallery",
+                   "appliance.cli.identify", "appliance.cli.evaluate",
                    "appliance.cli.config")
 
 EXIT_ERROR = 2

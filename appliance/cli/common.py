@@ -27,3 +27,35 @@ def load_config(args: argparse.Namespace) -> Config:
 
 def with_section(config: Config, section: str, **values) -> Config:
     return replace(config, **{section: replace(getattr(config, section), **values)})
+
+
+def add_gallery_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gallery", help="gallery database file, overriding the config")
+
+
+def open_gallery(args: argparse.Namespace, config: Config, model_id=None):
+    from appliance.gallery.store import GalleryStore
+
+    path = getattr(args, "gallery", None) or config.gallery.path
+    return GalleryStore(path, model_id=model_id, max_templates=config.gallery.max_templates)
+
+
+class Progress:
+    """A one-line progress bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, total: int, label: str) -> None:
+        import sys
+
+        self.total, self.label, self.done = total, label, 0
+        self.stream = sys.stderr
+        self.enabled = self.stream.isatty() and total > 0
+
+    def step(self) -> None:
+        self.done += 1
+        if self.enabled:
+            filled = int(30 * self.done / self.total)
+            self.stream.write("\r%s [%s%s] %d/%d" % (self.label, "#" * filled, "." * (30 - filled),
+                                                     self.done, self.total))
+            if self.done == self.total:
+                self.stream.write("\n")
+            self.stream.flush()

@@ -1,0 +1,132 @@
+"""`facegate enroll`, `facegate people`, `facegate gallery`: managing who may enter."""
+
+import sys
+from pathlib import Path
+
+from appliance.cli.common import (Progress, add_config_options, add_gallery_option, load_config,
+                                  open_gallery)
+from appliance.errors import FaceGateError
+
+
+def register(commands) -> None:
+    enroll = commands.add_parser("enroll", help="enrol a person from photos, or a folder of people")
+    enroll.add_argument("name", nargs="?", help="the person's display name")
+    enroll.add_argument("photos", nargs="*", help="photos of that person alone")
+    enroll.add_argument("--from-dir", help="a folder with a sub-folder per person, or NAME_N.jpg files")
+    enroll.add_argument("--add", action="store_true", help="add photos to an enrolled person")
+    enroll.add_argument("--force", action="store_true",
+                        help="enrol even when the face matches another person closely")
+    enroll.add_argument("--note", default="", help="a note kept with the person")
+    add_config_options(enroll)
+    add_gallery_option(enroll)
+    enroll.set_defaults(handler=run_enroll)
+
+    people = commands.add_parser("people", help="list, show, remove, disable or enable people")
+    people.add_argument("action", choices=["list", "show", "remove", "disable", "enable"])
+    people.add_argument("person", nargs="?", help="name or id (all but list)")
+    add_config_options(people)
+    add_gallery_option(people)
+    people.set_defaults(handler=run_people)
+
+    gallery = commands.add_parser("gallery", help="export, import or re-embed the whole gallery")
+    gallery.add_argument("action", choices=["export", "import", "reembed", "info"])
+    gallery.add_argument("file", nargs="?", help="the export file (export and import)")
+    add_config_options(gallery)
+    add_gallery_option(gallery)
+    gallery.set_defaults(handler=run_gallery)
+
+
+def _print_report(report) -> int:
+    for person, count in report.enrolled:
+        print("enrolled %s (%s): %d photo%s" % (person.name, person.id, count, "" if count == 1 else "s"))
+    for item, reason in report.skipped:
+        print("skipped %s: %s" % (item, reason))
+    photos = sum(count for _, count in report.enrolled)
+    print("%d %s enrolled from %d photos, %d skipped"
+          % (len(report.enrolled), "person" if len(report.enrolled) == 1 else "people", photos,
+             len(report.skipped)))
+    return 0 if report.enrolled else 1
+
+
+def run_enroll(args) -> int:
+    from appliance.gallery.enrol import Enroller, group_photos
+    from appliance.vision.pipeline import FacePipeline
+
+    if bool(args.from_dir) == bool(args.name):
+        raise FaceGateError("give either NAME PHOTO... or --from-dir DIR")
+    if args.name and not args.photos:
+        raise FaceGateError("no photos given for %s" % args.name)
+    config = load_config(args)
+    pipeline = FacePipeline.from_config(config)
+    store = open_gallery(args, config, pipeline.embedder.model_id)
+    try:
+        enroller = Enroller(config, pipeline, store)
+        if args.from_dir:
+            total = sum(len(p) for p in group_photos(Path(args.from_dir)).values())
+            progress = Progress(total, "enrolling")
+            report = enroller.enrol_folder(Path(args.from_dir), args.force, args.add, progress.step)
+        else:
+            report = enroller.enrol(args.name, [Path(p) for p in args.photos], args.force,
+                                    args.add, args.note)
+    finally:
+        store.close()
+        pipeline.close()
+    return _print_report(report)
+
+
+def run_people(args) -> int:
+    config = load_config(args)
+    with open_gallery(args, config) as store:
+        if args.action == "list":
+            people = store.people()
+            for person in people:
+                print("%-28s %-28s %2d templates %s" % (person.id, person.name, person.templates,
+                                                        "" if person.enabled else "(disabled)"))
+            print("%d people" % len(people))
+            return 0
+        if not args.person:
+            raise FaceGateError("'people %s' needs a person's name or id" % args.action)
+        if args.action == "show":
+            person = store.find(args.person)
+            for key in ("id", "name", "note", "enabled", "valid_from", "valid_until", "created",
+                        "templates"):
+                print("%-12s %s" % (key, getattr(person, key)))
+        elif args.action == "remove":
+            person = store.remove(args.person)
+            print("removed %s (%s)" % (person.name, person.id))
+        else:
+            person = store.set_enabled(args.person, args.action == "enable")
+            print("%s %s" % (args.action + "d", person.name))
+    return 0
+
+
+def run_gallery(args) -> int:
+    from appliance.gallery import transfer
+
+    config = load_config(args)
+    if args.action in ("export", "import") and not args.file:
+        raise FaceGateError("'gallery %s' needs a file" % args.action)
+    if args.action == "reembed":
+        from appliance.vision.pipeline import FacePipeline
+
+        pipeline = FacePipeline.from_config(config)
+        try:
+            with open_gallery(args, config) as store:
+                count = transfer.reembed(store, pipeline.embedder)
+        finally:
+            pipeline.close()
+        print("re-embedded %d templates with %s" % (count, pipeline.embedder.model_id))
+        return 0
+    with open_gallery(args, config) as store:
+        if args.action == "export":
+            counts = transfer.export_gallery(store, Path(args.file))
+            print("exported %(people)d people, %(templates)d templates to " % counts + args.file)
+        elif args.action == "import":
+            added, skipped = transfer.import_gallery(store, Path(args.file))
+            print("imported %d people; %d already present, skipped" % (added, len(skipped)))
+            for name in skipped:
+                print("  skipped %s" % name, file=sys.stderr)
+        else:
+            for key, value in store.counts().items():
+                print("%-10s %s" % (key, value))
+    return 0

@@ -1,0 +1,104 @@
+"""`facegate identify`: name every face in a photo or a video stream (the seed's predict/rtspPredict)."""
+
+import time
+
+import cv2
+
+from appliance.cli.common import add_config_options, add_gallery_option, load_config, open_gallery
+from appliance.cli.detect import write_image
+from appliance.errors import FaceGateError
+from appliance.gallery.decision import decide
+from appliance.gallery.index import GalleryIndex
+
+
+def register(commands) -> None:
+    parser = commands.add_parser("identify", help="name every face in an image or a video")
+    parser.add_argument("image", nargs="?", help="a photo")
+    parser.add_argument("--video", help="a video file, RTSP URL, camera index or GStreamer pipeline")
+    parser.add_argument("--out", help="write an annotated copy of the photo here")
+    add_config_options(parser)
+    add_gallery_option(parser)
+    parser.set_defaults(handler=run)
+
+
+def _label(decision) -> str:
+    match = decision.match
+    if decision.accepted:
+        return "%s (distance %.3f, margin %.3f)" % (match.person.name, match.distance, match.margin)
+    return "unknown (%s)" % decision.reason
+
+
+def _ascii_name(decision) -> str:
+    if not decision.accepted:
+        return "unknown"
+    name = decision.match.person.name
+    return name if name.isascii() else decision.match.person.id
+
+
+def identify_frame(pipeline, index, config, frame):
+    """[(FaceResult, Decision)] for every face; faces failing quality are decided as unknown."""
+    results = []
+    for result in pipeline.analyse(frame):
+        results.append((result, decide(index.search(result.embedding), config.matching)))
+    return results
+
+
+def run(args) -> int:
+    from appliance.vision.pipeline import FacePipeline, read_image
+
+    if bool(args.image) == bool(args.video):
+        raise FaceGateError("give either IMAGE or --video SOURCE")
+    config = load_config(args)
+    pipeline = FacePipeline.from_config(config)
+    store = open_gallery(args, config, pipeline.embedder.model_id)
+    try:
+        index = GalleryIndex(store)
+        if not len(index):
+            print("note: the gallery is empty; every face will be unknown")
+        if args.video:
+            return _run_video(args, config, pipeline, index)
+        image = read_image(args.image)
+        results = identify_frame(pipeline, index, config, image)
+        print("%s: %d face%s" % (args.image, len(results), "" if len(results) == 1 else "s"))
+        for number, (result, decision) in enumerate(results, 1):
+            x1, y1, x2, y2 = (int(v) for v in result.face.box)
+            quality = "" if result.quality.passed else "  [quality: %s]" % "; ".join(result.quality.reasons)
+            print("  %d. (%d, %d)-(%d, %d) %s%s" % (number, x1, y1, x2, y2, _label(decision), quality))
+        if args.out:
+            for result, decision in results:
+                x1, y1, x2, y2 = (int(v) for v in result.face.box)
+                colour = (0, 200, 0) if decision.accepted else (0, 0, 230)
+                cv2.rectangle(image, (x1, y1), (x2, y2), colour, 2)
+                cv2.putText(image, _ascii_name(decision), (x1, max(14, y1 - 5)),
+                            cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2, cv2.LINE_AA)
+            write_image(args.out, image)
+        return 0
+    finally:
+        store.close()
+        pipeline.close()
+
+
+def _run_video(args, config, pipeline, index) -> int:
+    from appliance.camera import LatestFrameReader
+
+    reader = LatestFrameReader(args.video)
+    processed, started, last_seen = 0, time.monotonic(), None
+    try:
+        while True:
+            frame = reader.latest()
+            if frame is None:
+                break
+            index.refresh()  # picks up enrolments made while the stream runs
+            results = identify_frame(pipeline, index, config, frame.image)
+            processed += 1
+            # print when who is in view changes, not every frame
+            seen = sorted(d.match.person.name if d.accepted else "unknown" for _, d in results)
+            if seen != last_seen:
+                labels = sorted(_label(d) if d.accepted else "unknown" for _, d in results)
+                print("%7.2fs frame %d: %s" % (frame.captured - started, frame.number,
+                                               ", ".join(labels) if labels else "no face"), flush=True)
+                last_seen = seen
+    finally:
+        reader.close()
+    print("processed %d frames, dropped %d stale ones" % (processed, reader.dropped))
+    return 0

@@ -1,0 +1,144 @@
+"""Enrolment rules: one good face per photo, stricter quality than at the door, no duplicates."""
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from appliance.config import Config, QualityConfig
+from appliance.errors import FaceGateError, GalleryError
+from appliance.gallery.index import GalleryIndex
+from appliance.gallery.store import GalleryStore, Person, Template
+from appliance.vision.pipeline import FacePipeline, read_image
+from appliance.vision.quality import assess
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+class EnrolmentRefused(FaceGateError):
+    """A photo or a person was refused, with the reason."""
+
+
+@dataclass
+class EnrolReport:
+    enrolled: List[Tuple[Person, int]] = field(default_factory=list)  # person, templates added
+    skipped: List[Tuple[str, str]] = field(default_factory=list)  # photo or name, reason
+
+
+def enrolment_limits(config: Config) -> QualityConfig:
+    rules = config.enrolment
+    return QualityConfig(min_interocular=rules.min_interocular, max_yaw=rules.max_yaw,
+                         max_pitch=rules.max_pitch, max_roll_degrees=rules.max_roll_degrees,
+                         min_sharpness=rules.min_sharpness, min_brightness=rules.min_brightness,
+                         max_brightness=rules.max_brightness)
+
+
+def encode_crop(aligned_bgr: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", aligned_bgr)
+    return data.tobytes() if ok else b""
+
+
+def group_photos(folder: Path) -> Dict[str, List[Path]]:
+    """Photos by person: a sub-folder per person, or flat files named NAME_N.jpg (the seed's way)."""
+    if not folder.is_dir():
+        raise FaceGateError("%s is not a folder" % folder)
+    groups: Dict[str, List[Path]] = {}
+    for entry in sorted(folder.iterdir()):
+        if entry.is_dir():
+            photos = sorted(p for p in entry.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if photos:
+                groups.setdefault(entry.name, []).extend(photos)
+        elif entry.suffix.lower() in IMAGE_SUFFIXES:
+            name = re.sub(r"[_-]\d+$", "", entry.stem) or entry.stem
+            groups.setdefault(name, []).append(entry)
+    return groups
+
+
+class Enroller:
+    def __init__(self, config: Config, pipeline: FacePipeline, store: GalleryStore,
+                 index: Optional[GalleryIndex] = None) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.store = store
+        self.index = index or GalleryIndex(store)
+        self.limits = enrolment_limits(config)
+
+    def template_from_image(self, image: np.ndarray, source: str) -> Template:
+        faces = self.pipeline.detect(image)
+        if not faces:
+            raise EnrolmentRefused("no face found")
+        if len(faces) > 1:
+            raise EnrolmentRefused("%d faces in the photo; use a photo of this person alone"
+                                   % len(faces))
+        result = self.pipeline.analyse_face(image, faces[0], embed=False)
+        quality = assess(faces[0].landmarks, result.aligned, self.limits)
+        if not quality.passed:
+            raise EnrolmentRefused("; ".join(quality.reasons))
+        embedding = self.pipeline.embedder.embed(result.aligned)
+        score = faces[0].score * max(0.0, 1.0 - abs(quality.yaw))
+        crop = encode_crop(result.aligned) if self.config.gallery.keep_crops else None
+        return Template(embedding, round(score, 4), source, crop)
+
+    def _duplicate_of(self, templates: Sequence[Template], person_id: Optional[str]):
+        self.index.refresh()
+        for template in templates:
+            match = self.index.search(template.embedding)
+            if (match.person is not None and match.person.id != person_id
+                    and match.distance <= self.config.enrolment.duplicate_distance):
+                return match
+        return None
+
+    def enrol(self, name: str, photos: Sequence[Path], force: bool = False, add: bool = False,
+              note: str = "", report: Optional[EnrolReport] = None,
+              on_photo: Optional[Callable[[], None]] = None) -> EnrolReport:
+        """Enrol (or with add=True extend) one person from photos; refusals go to the report."""
+        report = report or EnrolReport()
+        templates = []
+        for photo in photos:
+            try:
+                templates.append(self.template_from_image(read_image(photo), Path(photo).name))
+            except FaceGateError as err:
+                report.skipped.append((str(photo), str(err)))
+            if on_photo:
+                on_photo()
+        if not templates:
+            report.skipped.append((name, "not enrolled: no usable photo"))
+            return report
+        existing = self._existing(name) if add else None
+        duplicate = None if force else self._duplicate_of(templates, existing.id if existing else None)
+        if duplicate is not None:
+            report.skipped.append((name, "not enrolled: looks like %s already enrolled (distance "
+                                         "%.2f); use --force if this is a different person"
+                                   % (duplicate.person.name, duplicate.distance)))
+            return report
+        model_id = self.pipeline.embedder.model_id
+        try:
+            if existing is not None:
+                person = self.store.add_templates(existing.id, templates, model_id)
+            else:
+                person = self.store.enrol(name, templates, model_id, note=note)
+        except GalleryError as err:
+            report.skipped.append((name, "not enrolled: %s" % err))
+            return report
+        self.index.refresh()
+        report.enrolled.append((person, len(templates)))
+        return report
+
+    def _existing(self, name: str) -> Optional[Person]:
+        try:
+            return self.store.find(name)
+        except GalleryError:
+            return None
+
+    def enrol_folder(self, folder: Path, force: bool = False, add: bool = False,
+                     on_photo: Optional[Callable[[], None]] = None) -> EnrolReport:
+        report = EnrolReport()
+        for name, photos in group_photos(folder).items():
+            self.enrol(name, photos, force=force, add=add, report=report, on_photo=on_photo)
+        return report

@@ -1,0 +1,79 @@
+"""In-memory 1:N index over all templates: one matrix product, best template per person.
+
+The index is an immutable snapshot swapped in whole when the gallery changes, so a search in
+progress keeps the snapshot it started with and never waits for a rebuild.
+"""
+
+import threading
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from appliance.gallery.store import GalleryStore, Person
+
+
+@dataclass(frozen=True)
+class Match:
+    person: Optional[Person]  # best person, None for an empty gallery
+    distance: float  # cosine distance to that person's closest template
+    margin: float  # how much farther the second-best person is (inf with one person)
+    second: Optional[Person] = None
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    version: int
+    people: List[Person]  # one per group of rows, in row order
+    starts: np.ndarray  # first row of each person's group
+    matrix: np.ndarray  # (templates, dims) float32, rows grouped by person
+
+
+def _build(store: GalleryStore) -> _Snapshot:
+    person_ids, matrix, version = store.matrix()
+    by_id: Dict[str, Person] = {p.id: p for p in store.people()}
+    if not person_ids:
+        return _Snapshot(version, [], np.zeros(0, np.int64), matrix)
+    ids = np.asarray(person_ids)
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    people = [by_id[person_ids[i]] for i in starts]
+    return _Snapshot(version, people, starts, np.ascontiguousarray(matrix))
+
+
+class GalleryIndex:
+    def __init__(self, store: GalleryStore) -> None:
+        self.store = store
+        self._snapshot = _build(store)
+        self._rebuild_lock = threading.Lock()
+
+    @property
+    def version(self) -> int:
+        return self._snapshot.version
+
+    def __len__(self) -> int:
+        return int(self._snapshot.matrix.shape[0])
+
+    def refresh(self) -> bool:
+        """Rebuild if the gallery changed since the snapshot; True when a new one was swapped in."""
+        if self.store.version == self._snapshot.version:
+            return False
+        with self._rebuild_lock:  # only one rebuild at a time; searches never take this lock
+            if self.store.version == self._snapshot.version:
+                return False
+            self._snapshot = _build(self.store)
+        return True
+
+    def search(self, vector: np.ndarray) -> Match:
+        snapshot = self._snapshot  # one read: the rest of the search uses this snapshot
+        if not snapshot.people:
+            return Match(None, float("inf"), float("inf"))
+        similarities = snapshot.matrix @ np.asarray(vector, dtype=np.float32)
+        best_per_person = np.maximum.reduceat(similarities, snapshot.starts)
+        if best_per_person.size == 1:
+            return Match(snapshot.people[0], float(1.0 - best_per_person[0]), float("inf"))
+        top_two = np.argpartition(-best_per_person, 1)[:2]
+        first, second = sorted(top_two, key=lambda i: -best_per_person[i])
+        distance = float(1.0 - best_per_person[first])
+        return Match(snapshot.people[first], distance,
+                     float(best_per_person[first] - best_per_person[second]),
+                     snapshot.people[second])

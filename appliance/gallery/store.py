@@ -1,0 +1,325 @@
+"""The gallery database: people, templates, schema migrations, a change counter.
+
+SQLite in WAL mode with synchronous=FULL: every enrolment is one transaction, so a power cut
+leaves either the whole enrolment or none of it. Embeddings are tied to the model that made
+them; mixing models in one gallery is refused.
+"""
+
+import datetime
+import logging
+import re
+import sqlite3
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import sqlite_utils
+
+from appliance.errors import GalleryError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _migrate_to_1(db: sqlite_utils.Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key")
+    db["people"].create({"id": str, "name": str, "note": str, "enabled": int, "valid_from": str,
+                         "valid_until": str, "created": str, "updated": str}, pk="id",
+                        not_null={"name", "enabled"})
+    db["people"].create_index(["name"], unique=True)
+    db["templates"].create({"id": int, "person_id": str, "embedding": bytes, "model_id": str,
+                            "quality": float, "source": str, "created": str, "crop": bytes},
+                           pk="id", foreign_keys=[("person_id", "people", "id")],
+                           not_null={"person_id", "embedding", "model_id"})
+    db["templates"].create_index(["person_id"])
+
+
+# Migration N takes a database at version N-1 to version N; each runs in one transaction.
+MIGRATIONS = {1: _migrate_to_1}
+
+
+@dataclass
+class Person:
+    id: str
+    name: str
+    note: str
+    enabled: bool
+    valid_from: Optional[str]
+    valid_until: Optional[str]
+    created: str
+    templates: int = 0
+
+    def valid_at(self, when: datetime.datetime) -> bool:
+        stamp = when.isoformat()
+        return ((not self.valid_from or self.valid_from <= stamp)
+                and (not self.valid_until or stamp <= self.valid_until))
+
+
+@dataclass
+class Template:
+    embedding: np.ndarray
+    quality: float = 0.0
+    source: str = ""
+    crop: Optional[bytes] = None  # the aligned 112x112 face as PNG, for re-embedding
+
+
+def _person_id_for(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:24]
+    return "%s-%s" % (slug or "p", uuid.uuid4().hex[:8])
+
+
+class GalleryStore:
+    def __init__(self, path, model_id: Optional[str] = None, max_templates: int = 10,
+                 timeout: float = 5.0) -> None:
+        self.path = Path(path)
+        self.max_templates = max_templates
+        try:
+            self._connection = sqlite3.connect(str(self.path), timeout=timeout,
+                                               check_same_thread=False, isolation_level=None)
+            self.db = sqlite_utils.Database(self._connection)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.Error as err:
+            raise GalleryError(self._explain(err)) from err
+        self.model_id = self._bind_model(model_id)
+
+    def _explain(self, err: sqlite3.Error) -> str:
+        text = str(err)
+        if "readonly" in text or "read-only" in text:
+            return ("gallery %s is read-only: check the file's and its folder's permissions "
+                    "(SQLite also writes %s-wal beside it)" % (self.path, self.path.name))
+        if "locked" in text or "busy" in text:
+            return ("gallery %s is locked by another process; stop the other writer or retry"
+                    % self.path)
+        if "unable to open" in text:
+            return "cannot open gallery %s: does its folder exist and is it writable?" % self.path
+        if "not a database" in text or "malformed" in text:
+            return ("%s is not a FaceGate gallery (not an SQLite database, or damaged); restore "
+                    "it from an export" % self.path)
+        return "gallery %s: %s" % (self.path, text)
+
+    def _migrate(self) -> None:
+        version = self._schema_version()
+        if version > SCHEMA_VERSION:
+            raise GalleryError("gallery %s has schema version %d, newer than this FaceGate "
+                               "understands (%d); upgrade FaceGate" % (self.path, version, SCHEMA_VERSION))
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self._transaction():
+                MIGRATIONS[target](self.db)
+                self._set_meta("schema_version", str(target))
+            log.info("gallery %s migrated to schema %d", self.path, target)
+
+    def _schema_version(self) -> int:
+        if not self.db["meta"].exists():
+            return 0
+        row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _transaction(self, mode: str = "IMMEDIATE"):
+        return _Transaction(self, mode)
+
+    def _get_meta(self, key: str) -> Optional[str]:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", [key]).fetchone()
+        return row[0] if row else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO meta(key, value) VALUES(?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value=excluded.value", [key, value])
+
+    def _bind_model(self, model_id: Optional[str]) -> Optional[str]:
+        stored = self._get_meta("model_id")
+        if model_id and stored and stored != model_id:
+            raise GalleryError("gallery %s holds embeddings of model %s, the pipeline uses %s; "
+                               "run 'facegate gallery reembed' or use a gallery made with %s"
+                               % (self.path, stored, model_id, model_id))
+        return stored or model_id
+
+    @property
+    def version(self) -> int:
+        """Counter bumped by every change; the index and the doors' sync compare it."""
+        return int(self._get_meta("gallery_version") or 0)
+
+    def _bump(self) -> int:
+        version = self.version + 1
+        self._set_meta("gallery_version", str(version))
+        return version
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> "GalleryStore":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # people -----------------------------------------------------------------------------
+    def _row_to_person(self, row) -> Person:
+        return Person(id=row["id"], name=row["name"], note=row["note"] or "",
+                      enabled=bool(row["enabled"]), valid_from=row["valid_from"],
+                      valid_until=row["valid_until"], created=row["created"],
+                      templates=int(row.get("templates") or 0))
+
+    def people(self) -> List[Person]:
+        rows = self.db.query("SELECT p.*, (SELECT COUNT(*) FROM templates t WHERE t.person_id = p.id)"
+                             " AS templates FROM people p ORDER BY p.name")
+        return [self._row_to_person(row) for row in rows]
+
+    def find(self, key: str) -> Person:
+        """A person by id or by exact name."""
+        rows = list(self.db.query(
+            "SELECT p.*, (SELECT COUNT(*) FROM templates t WHERE t.person_id = p.id) AS templates "
+            "FROM people p WHERE p.id = ? OR p.name = ?", [key, key]))
+        if not rows:
+            raise GalleryError("no person %r in the gallery; 'facegate people list' shows who is "
+                               "enrolled" % key)
+        return self._row_to_person(rows[0])
+
+    def enrol(self, name: str, templates: Sequence[Template], model_id: str, note: str = "",
+              person_id: Optional[str] = None, valid_from: Optional[str] = None,
+              valid_until: Optional[str] = None) -> Person:
+        """Add a new person with their templates, all in one transaction."""
+        if not name.strip():
+            raise GalleryError("a person needs a non-empty name")
+        if not templates:
+            raise GalleryError("no usable photo for %s: nothing enrolled" % name)
+        self._check_model(model_id)
+        if len(templates) > self.max_templates:
+            raise GalleryError("%d templates for %s, the maximum is %d"
+                               % (len(templates), name, self.max_templates))
+        person_id = person_id or _person_id_for(name)
+        stamp = _now()
+        with self._transaction():
+            if self.db.execute("SELECT 1 FROM people WHERE name = ? OR id = ?",
+                               [name, person_id]).fetchone():
+                raise GalleryError("%s is already enrolled; add photos to that person with "
+                                   "'facegate enroll --add %s PHOTO...' or choose another name"
+                                   % (name, name))
+            self.db["people"].insert({"id": person_id, "name": name, "note": note, "enabled": 1,
+                                      "valid_from": valid_from, "valid_until": valid_until,
+                                      "created": stamp, "updated": stamp})
+            self._insert_templates(person_id, templates, model_id, stamp)
+            self._bind_model_row(model_id)
+            self._bump()
+        return self.find(person_id)
+
+    def add_templates(self, key: str, templates: Sequence[Template], model_id: str) -> Person:
+        self._check_model(model_id)
+        with self._transaction():
+            person = self.find(key)
+            if person.templates + len(templates) > self.max_templates:
+                raise GalleryError("%s has %d templates; adding %d would pass the maximum of %d"
+                                   % (person.name, person.templates, len(templates),
+                                      self.max_templates))
+            self._insert_templates(person.id, templates, model_id, _now())
+            self._bind_model_row(model_id)
+            self._bump()
+        return self.find(person.id)
+
+    def _check_model(self, model_id: str) -> None:
+        if self.model_id and model_id != self.model_id:
+            raise GalleryError("refusing embeddings of model %s in a gallery of model %s"
+                               % (model_id, self.model_id))
+
+    def _bind_model_row(self, model_id: str) -> None:
+        if not self._get_meta("model_id"):
+            self._set_meta("model_id", model_id)
+            self.model_id = model_id
+
+    def _insert_templates(self, person_id: str, templates: Iterable[Template], model_id: str,
+                          stamp: str) -> None:
+        self.db["templates"].insert_all(
+            {"person_id": person_id,
+             "embedding": np.asarray(t.embedding, dtype=np.float32).tobytes(),
+             "model_id": model_id, "quality": float(t.quality), "source": t.source,
+             "created": stamp, "crop": t.crop}
+            for t in templates)
+
+    def remove(self, key: str) -> Person:
+        with self._transaction():
+            person = self.find(key)
+            self.db.execute("DELETE FROM templates WHERE person_id = ?", [person.id])
+            self.db.execute("DELETE FROM people WHERE id = ?", [person.id])
+            self._bump()
+        return person
+
+    def set_enabled(self, key: str, enabled: bool) -> Person:
+        with self._transaction():
+            person = self.find(key)
+            self.db.execute("UPDATE people SET enabled = ?, updated = ? WHERE id = ?",
+                            [int(enabled), _now(), person.id])
+            self._bump()
+        return self.find(person.id)
+
+    # templates --------------------------------------------------------------------------
+    def matrix(self) -> Tuple[List[str], np.ndarray, int]:
+        """(person id per row, float32 matrix of unit embeddings, gallery version), person-sorted."""
+        with self._transaction("DEFERRED"):  # one snapshot for the version and the rows
+            version = self.version
+            rows = self.db.execute("SELECT person_id, embedding FROM templates "
+                                   "ORDER BY person_id, id").fetchall()
+        if not rows:
+            return [], np.zeros((0, 0), np.float32), version
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+        matrix = matrix.reshape(len(rows), -1)
+        return [r[0] for r in rows], matrix, version
+
+    def templates_with_crops(self) -> List[Tuple[int, Optional[bytes]]]:
+        return [(r[0], r[1]) for r in self.db.execute("SELECT id, crop FROM templates ORDER BY id")]
+
+    def replace_embeddings(self, embeddings: Sequence[Tuple[int, np.ndarray]], model_id: str) -> None:
+        """Swap every template's embedding for one of another model, in one transaction."""
+        with self._transaction():
+            for template_id, vector in embeddings:
+                self.db.execute("UPDATE templates SET embedding = ?, model_id = ? WHERE id = ?",
+                                [np.asarray(vector, np.float32).tobytes(), model_id, template_id])
+            self._set_meta("model_id", model_id)
+            self.model_id = model_id
+            self._bump()
+
+    def counts(self) -> dict:
+        people = self.db.execute("SELECT COUNT(*), SUM(enabled) FROM people").fetchone()
+        templates = self.db.execute("SELECT COUNT(*) FROM templates").fetchone()[0]
+        return {"people": people[0], "enabled": int(people[1] or 0), "templates": templates,
+                "version": self.version, "model_id": self.model_id}
+
+    def integrity_ok(self) -> bool:
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, with SQLite errors turned into GalleryError that says what to do."""
+
+    def __init__(self, store: GalleryStore, mode: str) -> None:
+        self.store = store
+        self.mode = mode
+
+    def __enter__(self):
+        try:
+            self.store.db.execute("BEGIN " + self.mode)
+        except sqlite3.Error as err:
+            raise GalleryError(self.store._explain(err)) from err
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> bool:
+        connection = self.store._connection
+        if exc_type is None:
+            try:
+                connection.execute("COMMIT")
+            except sqlite3.Error as err:
+                connection.execute("ROLLBACK")
+                raise GalleryError(self.store._explain(err)) from err
+            return False
+        connection.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            raise GalleryError(self.store._explain(exc)) from exc
+        return False
