@@ -1,0 +1,123 @@
+"""Model manifest: what each model file is, its hash, and how to feed it.
+
+Nothing about a model is guessed from its file name or tensor shapes; it is read from
+manifest.json, which the repository keeps next to this module.
+"""
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from appliance.errors import ModelError
+
+MANIFEST_PATH = Path(__file__).with_name("manifest.json")
+MODELS_DIR_ENV = "FACEGATE_MODELS_DIR"
+DEFAULT_MODELS_DIR = "models"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    size: Tuple[int, int]  # (height, width)
+    layout: str  # "NCHW" or "NHWC"
+    colour: str  # "BGR" or "RGB"
+    mean: Tuple[float, float, float]
+    std: Tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    model_id: str
+    role: str
+    file: str
+    sha256: str
+    input: InputSpec
+    outputs: List[str]
+    output_roles: List[str]
+    prepare: Optional[str] = None
+    commercial_use: bool = True
+    licence: str = ""
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prepared_file(self) -> str:
+        """The file a runner loads: the prepared copy when the model needs preparation."""
+        if not self.prepare:
+            return self.file
+        stem, dot, ext = self.file.rpartition(".")
+        return "%s.%s.%s" % (stem, self.prepare, ext)
+
+    def output_index(self, role: str) -> int:
+        try:
+            return self.output_roles.index(role)
+        except ValueError:
+            raise ModelError("model %s has no output with role %r" % (self.model_id, role)) from None
+
+
+def load_manifest(path: Path = MANIFEST_PATH) -> Dict[str, ModelSpec]:
+    with open(path, encoding="utf-8") as handle:
+        raw = json.load(handle)
+    specs = {}
+    for model_id, entry in raw["models"].items():
+        known = {"role", "file", "sha256", "input", "outputs", "output_roles", "prepare",
+                 "commercial_use", "licence"}
+        inp = entry["input"]
+        specs[model_id] = ModelSpec(
+            model_id=model_id,
+            role=entry["role"],
+            file=entry["file"],
+            sha256=entry["sha256"],
+            input=InputSpec(
+                name=inp["name"],
+                size=(int(inp["size"][0]), int(inp["size"][1])),
+                layout=inp["layout"],
+                colour=inp["colour"],
+                mean=tuple(float(v) for v in inp["mean"]),
+                std=tuple(float(v) for v in inp["std"]),
+            ),
+            outputs=list(entry["outputs"]),
+            output_roles=list(entry["output_roles"]),
+            prepare=entry.get("prepare"),
+            commercial_use=bool(entry.get("commercial_use", True)),
+            licence=entry.get("licence", ""),
+            extra={k: v for k, v in entry.items() if k not in known},
+        )
+    return specs
+
+
+def get_spec(model_id: str) -> ModelSpec:
+    specs = load_manifest()
+    if model_id not in specs:
+        raise ModelError("unknown model %r; the manifest names: %s"
+                         % (model_id, ", ".join(sorted(specs))))
+    return specs[model_id]
+
+
+def models_dir(configured: Optional[str] = None) -> Path:
+    """Where installed models live: the config's setting, else $FACEGATE_MODELS_DIR, else ./models."""
+    return Path(configured or os.environ.get(MODELS_DIR_ENV) or DEFAULT_MODELS_DIR)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def installed_path(spec: ModelSpec, directory: Path) -> Path:
+    """Path of the file a runner should load, checked to exist and to come from the right source."""
+    source = directory / spec.file
+    if not source.is_file():
+        raise ModelError("model file %s is missing; run 'make models' (or 'facegate models install')"
+                         % source)
+    target = directory / spec.prepared_file
+    if spec.prepare:
+        stamp = directory / (spec.prepared_file + ".source-sha256")
+        if not target.is_file() or not stamp.is_file() or stamp.read_text().strip() != spec.sha256:
+            raise ModelError("prepared model %s is missing or stale; run 'make models'" % target)
+    return target

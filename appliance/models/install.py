@@ -1,0 +1,79 @@
+"""Install model files from a mirror directory, check their sha256, and prepare them.
+
+Weights never live in git: `make models` calls this to copy what the manifest names from a
+mirror (default ../shared/models, or $FACEGATE_MODEL_MIRROR) into the models directory.
+"""
+
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable, List, Optional
+
+from appliance.errors import ModelError
+from appliance.models import ModelSpec, load_manifest, models_dir, sha256_of
+
+MIRROR_ENV = "FACEGATE_MODEL_MIRROR"
+DEFAULT_MIRROR = "../shared/models"
+
+
+def mirror_dir(configured: Optional[str] = None) -> Path:
+    return Path(configured or os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR)
+
+
+def check_hash(path: Path, expected: str) -> None:
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ModelError("%s: sha256 mismatch, expected %s, actual %s; the mirror holds a different "
+                         "file than the manifest names, replace it with the right one"
+                         % (path, expected, actual))
+
+
+def install_one(spec: ModelSpec, mirror: Path, target_dir: Path) -> str:
+    """Copy one model (unless an identical copy is there), verify it, prepare it. Returns a status word."""
+    target = target_dir / spec.file
+    if target.is_file() and sha256_of(target) == spec.sha256:
+        status = "present"
+    else:
+        source = mirror / spec.file
+        if not source.is_file():
+            raise ModelError("%s is not in the model mirror %s; put the file there or point %s at a "
+                             "directory that has it" % (spec.file, mirror, MIRROR_ENV))
+        check_hash(source, spec.sha256)
+        partial = target.with_name(target.name + ".partial")
+        shutil.copyfile(source, partial)
+        check_hash(partial, spec.sha256)
+        os.replace(partial, target)
+        status = "copied"
+    if spec.prepare:
+        prepare(spec, target_dir)
+    return status
+
+
+def prepare(spec: ModelSpec, target_dir: Path) -> None:
+    from appliance.models.prepare import PREPARERS
+
+    if spec.prepare not in PREPARERS:
+        raise ModelError("model %s asks for unknown preparation %r" % (spec.model_id, spec.prepare))
+    stamp = target_dir / (spec.prepared_file + ".source-sha256")
+    prepared = target_dir / spec.prepared_file
+    if prepared.is_file() and stamp.is_file() and stamp.read_text().strip() == spec.sha256:
+        return
+    PREPARERS[spec.prepare](target_dir / spec.file, prepared)
+    stamp.write_text(spec.sha256 + "\n")
+
+
+def install(model_ids: Iterable[str], mirror: Path, target_dir: Path) -> List[str]:
+    specs = load_manifest()
+    if not mirror.is_dir():
+        raise ModelError("model mirror %s does not exist; set %s to a directory holding the files "
+                         "named in appliance/models/manifest.json" % (mirror, MIRROR_ENV))
+    target_dir.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for model_id in model_ids:
+        if model_id not in specs:
+            raise ModelError("unknown model %r; the manifest names: %s"
+                             % (model_id, ", ".join(sorted(specs))))
+        status = install_one(specs[model_id], mirror, target_dir)
+        lines.append("%-22s %s" % (model_id, status))
+    return lines
+
