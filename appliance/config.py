@@ -68,7 +68,8 @@ class LivenessConfig:
 
 @dataclass(frozen=True)
 class MatchingConfig:
-    distance_threshold: float = setting(0.55, "accept when cosine distance <= this", 0, 2)
+    distance_threshold: float = setting(0.55, "accept when cosine distance <= this (a development default: "
+                                                 "measure and set it per site)", 0, 2)
     min_margin: float = setting(0.05, "and the next person is at least this much farther", 0, 2)
 
 
