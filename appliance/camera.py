@@ -4,7 +4,6 @@ A reader thread keeps only the newest frame with its capture time, so a slow con
 works on what the camera sees now and stale frames are dropped, as at a real door.
 """
 
-import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -15,8 +14,6 @@ import cv2
 import numpy as np
 
 from appliance.errors import CameraError
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

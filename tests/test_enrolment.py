@@ -4,7 +4,6 @@ import shutil
 
 import pytest
 
-from appliance.config import from_dict
 from appliance.gallery.decision import decide
 from appliance.gallery.enrol import Enroller, group_photos
 from appliance.gallery.index import GalleryIndex

@@ -1,7 +1,6 @@
 """Options and helpers shared by the command modules."""
 
 import argparse
-from dataclasses import replace
 
 from appliance import config as config_module
 from appliance.config import Config
@@ -23,10 +22,6 @@ def load_config(args: argparse.Namespace) -> Config:
     if overrides:
         config = config_module.from_dict({"models": overrides}, "command line", config)
     return config
-
-
-def with_section(config: Config, section: str, **values) -> Config:
-    return replace(config, **{section: replace(getattr(config, section), **values)})
 
 
 def add_gallery_option(parser: argparse.ArgumentParser) -> None:

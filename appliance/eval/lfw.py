@@ -5,7 +5,6 @@ are reported, so a detector cannot look better by failing on hard images.
 """
 
 import json
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +14,6 @@ import numpy as np
 
 from appliance.errors import FaceGateError
 from appliance.vision.pipeline import FacePipeline, central_face, read_image
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -1,8 +1,7 @@
 """Enrolment rules: one good face per photo, stricter quality than at the door, no duplicates."""
 
-import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -15,8 +14,6 @@ from appliance.gallery.index import GalleryIndex
 from appliance.gallery.store import GalleryStore, Person, Template
 from appliance.vision.pipeline import FacePipeline, read_image
 from appliance.vision.quality import assess
-
-log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -32,11 +29,8 @@ class EnrolReport:
 
 
 def enrolment_limits(config: Config) -> QualityConfig:
-    rules = config.enrolment
-    return QualityConfig(min_interocular=rules.min_interocular, max_yaw=rules.max_yaw,
-                         max_pitch=rules.max_pitch, max_roll_degrees=rules.max_roll_degrees,
-                         min_sharpness=rules.min_sharpness, min_brightness=rules.min_brightness,
-                         max_brightness=rules.max_brightness)
+    """The enrolment section's stricter limits, as the quality gate's own settings."""
+    return QualityConfig(**{f.name: getattr(config.enrolment, f.name) for f in fields(QualityConfig)})
 
 
 def encode_crop(aligned_bgr: np.ndarray) -> bytes:

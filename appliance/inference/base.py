@@ -1,7 +1,7 @@
 """The runner interface every backend implements, and the shared float preprocessing."""
 
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 
@@ -60,9 +60,8 @@ class Runner:
         self.close()
 
 
-def check_outputs(spec: ModelSpec, outputs: Sequence[np.ndarray],
-                  expected_count: Optional[int] = None) -> None:
-    count = len(spec.outputs) if expected_count is None else expected_count
+def check_outputs(spec: ModelSpec, outputs: Sequence[np.ndarray]) -> None:
+    count = len(spec.outputs)
     if len(outputs) != count:
         raise ModelError("model %s gave %d outputs, the manifest names %d; the file does not match "
                          "its manifest entry" % (spec.model_id, len(outputs), count))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterable, List, Optional
 
 from appliance.errors import ModelError
-from appliance.models import ModelSpec, load_manifest, models_dir, sha256_of
+from appliance.models import ModelSpec, load_manifest, sha256_of
 
 MIRROR_ENV = "FACEGATE_MODEL_MIRROR"
 DEFAULT_MIRROR = "../shared/models"

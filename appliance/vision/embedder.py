@@ -15,7 +15,6 @@ class Embedder:
         self.runner = runner
         self.flip = flip
         self.model_id = runner.spec.model_id
-        self.size = int(runner.spec.extra.get("embedding_size", 0)) or None
 
     def embed(self, aligned_bgr: np.ndarray) -> np.ndarray:
         """Unit vector for one aligned crop; with flip, the mean of it and its mirror image."""
