@@ -12,6 +12,7 @@ from appliance.config import Config, QualityConfig
 from appliance.errors import FaceGateError, GalleryError
 from appliance.gallery.index import GalleryIndex
 from appliance.gallery.store import GalleryStore, Person, Template
+from appliance.vision.align import align_face
 from appliance.vision.pipeline import FacePipeline, read_image
 from appliance.vision.quality import assess
 
@@ -70,13 +71,14 @@ class Enroller:
         if len(faces) > 1:
             raise EnrolmentRefused("%d faces in the photo; use a photo of this person alone"
                                    % len(faces))
-        result = self.pipeline.analyse_face(image, faces[0], embed=False)
-        quality = assess(faces[0].landmarks, result.aligned, self.limits)
+        # Only the enrolment limits apply here, so align and assess once, not via the door's gate.
+        aligned = align_face(image, faces[0].landmarks)
+        quality = assess(faces[0].landmarks, aligned, self.limits)
         if not quality.passed:
             raise EnrolmentRefused("; ".join(quality.reasons))
-        embedding = self.pipeline.embedder.embed(result.aligned)
+        embedding = self.pipeline.embedder.embed(aligned)
         score = faces[0].score * max(0.0, 1.0 - abs(quality.yaw))
-        crop = encode_crop(result.aligned) if self.config.gallery.keep_crops else None
+        crop = encode_crop(aligned) if self.config.gallery.keep_crops else None
         return Template(embedding, round(score, 4), source, crop)
 
     def _duplicate_of(self, templates: Sequence[Template], person_id: Optional[str]):

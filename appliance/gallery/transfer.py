@@ -53,7 +53,7 @@ def import_gallery(store: GalleryStore, path: Path) -> Tuple[int, List[str]]:
     if store.model_id and model_id != store.model_id:
         raise GalleryError("%s holds embeddings of model %s, this gallery uses %s"
                            % (path, model_id, store.model_id))
-    present = {p.id for p in store.people()} | {p.name for p in store.people()}
+    present = {key for p in store.people() for key in (p.id, p.name)}
     added, skipped = 0, []
     for entry in document.get("people", []):
         if entry["id"] in present or entry["name"] in present:
