@@ -12,6 +12,8 @@ LFW ?= ../shared/data/lfw-dev
 SEED ?= ../shared/data/seed-samples
 DEMO := demo
 PORTRAITS := obama.jpg ldh.jpg lm.jpg zhangxueyou.jpg 5.jpg
+# two visitors nobody enrolled, from LFW when it is there
+STRANGERS := Aaron_Sorkin/Aaron_Sorkin_0001.jpg Abdoulaye_Wade/Abdoulaye_Wade_0001.jpg
 
 .PHONY: all venv models system-deps test test-slow bench run demo eval-lfw eval-identification clean
 
@@ -50,10 +52,18 @@ demo: venv models
 	mkdir -p $(DEMO)
 	rm -f $(DEMO)/gallery.db $(DEMO)/gallery.db-wal $(DEMO)/gallery.db-shm
 	$(VENV)/bin/facegate enroll --from-dir $(SEED)/gallery --gallery $(DEMO)/gallery.db
-	$(PY) tools/make-demo-video $(DEMO)/visitors.mp4 $(addprefix $(SEED)/probes/,$(PORTRAITS))
+	$(PY) tools/make-demo-video $(DEMO)/visitors.mp4 $(addprefix $(SEED)/probes/,$(PORTRAITS)) \
+	  $(wildcard $(addprefix $(LFW)/images/,$(STRANGERS)))
 
+# `make run`: the appliance on the demo video, driving an emulated relay on a pseudo-terminal.
 run: demo
-	$(VENV)/bin/facegate identify --video $(DEMO)/visitors.mp4 --gallery $(DEMO)/gallery.db
+	@rm -f $(DEMO)/relay $(DEMO)/audit.db $(DEMO)/audit.db-wal $(DEMO)/audit.db-shm
+	@$(PY) tools/relay-emulator --link $(DEMO)/relay & emulator=$$!; \
+	for i in $$(seq 50); do [ -e $(DEMO)/relay ] && break; sleep 0.1; done; \
+	$(VENV)/bin/facegate run --config tools/demo.toml --camera $(DEMO)/visitors.mp4 \
+	  --relay-port $(DEMO)/relay --gallery $(DEMO)/gallery.db --audit $(DEMO)/audit.db; status=$$?; \
+	kill $$emulator; wait $$emulator; \
+	[ $$status -eq 0 ] && $(VENV)/bin/facegate audit --audit $(DEMO)/audit.db; exit $$status
 
 eval-identification: venv models
 	$(VENV)/bin/facegate eval-identification --images $(LFW)/images --json eval-identification.json

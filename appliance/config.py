@@ -93,6 +93,77 @@ class EnrolmentConfig:
 
 
 @dataclass(frozen=True)
+class CameraConfig:
+    source: str = setting("0", "V4L2 index or device, RTSP URL, video file, image folder or GStreamer pipeline")
+    folder_fps: float = setting(5.0, "frame rate at which an image folder is played", 0.1, 120)
+    realtime: bool = setting(True, "play files and folders at their own frame rate, like a live camera")
+    loop: bool = setting(False, "restart a file or folder at its end instead of stopping the service")
+    reconnect_max_seconds: float = setting(10.0, "longest wait between attempts to reopen a lost camera", 0.1, 600)
+
+
+@dataclass(frozen=True)
+class VerificationConfig:
+    choose: str = setting("largest", "which face is verified when several are in view",
+                          choices=("largest", "central"))
+    min_face_pixels: float = setting(80.0, "ignore faces whose box is narrower than this, frame pixels "
+                                           "(smaller faces give unreliable embeddings)", 0, 4000)
+    track_iou: float = setting(0.3, "box overlap that continues a track from one frame to the next", 0.05, 0.95)
+    lost_after_seconds: float = setting(0.6, "a face unseen this long has left", 0.05, 10)
+    grant_frames: int = setting(2, "consecutive good frames agreeing on one person before a grant", 1, 30)
+    deny_frames: int = setting(8, "good frames without a match before a denial", 1, 100)
+    fuse_frames: int = setting(5, "embeddings of the latest good frames averaged for the decision", 1, 30)
+    idle_fps: float = setting(5.0, "detection rate with nobody in view and nothing moving", 0.2, 60)
+    motion_threshold: float = setting(0.01, "fraction of changed pixels that wakes full-rate detection", 0, 1)
+
+
+@dataclass(frozen=True)
+class DoorConfig:
+    unlock_seconds: float = setting(3.0, "how long a grant keeps the door unlocked", 0.2, 600)
+    deny_seconds: float = setting(1.0, "how long a denial is shown before the next attempt", 0, 60)
+    cooldown_seconds: float = setting(1.0, "pause after a grant or denial before verifying again", 0, 60)
+    person_cooldown_seconds: float = setting(10.0, "one person is not granted again within this time, "
+                                                   "nor while the door they opened is open", 0, 3600)
+    held_open_seconds: float = setting(30.0, "alarm when the door stays open longer than this", 1, 3600)
+    always_open: str = setting("", "door schedule: periods the door stays unlocked, "
+                                   "e.g. \"mon-fri 08:00-09:00; sat 10:00-12:00\" (local time)")
+    watchdog_device: str = setting("", "hardware watchdog to feed while healthy, e.g. /dev/watchdog (empty: off)")
+
+
+@dataclass(frozen=True)
+class RelayConfig:
+    port: str = setting("", "serial port of the relay, e.g. /dev/ttyUSB0 (empty: no relay, dry run)")
+    protocol: str = setting("lcus", "relay protocol", choices=("lcus", "generic"))
+    channel: int = setting(1, "relay channel (LCUS boards have 1 to 8)", 1, 8)
+    baudrate: int = setting(9600, "serial speed", 1200, 921600)
+    on_hex: str = setting("", "generic protocol: bytes that switch the relay on, as hex")
+    off_hex: str = setting("", "generic protocol: bytes that switch the relay off, as hex")
+    wiring: str = setting("normally_open", "normally_open: the relay is on to unlock; normally_closed: "
+                                            "on to lock (a crash or power cut then unlocks)",
+                          choices=("normally_open", "normally_closed"))
+    refresh_seconds: float = setting(1.0, "rewrite the current state this often (finds an unplugged relay)",
+                                     0.1, 60)
+
+
+@dataclass(frozen=True)
+class InputsConfig:
+    door_contact: str = setting("", "door contact: a sysfs GPIO value file or chip:line (empty: none)")
+    door_contact_active_low: bool = setting(False, "the contact reads 0 when the door is open")
+    exit_button: str = setting("", "request-to-exit button: a sysfs GPIO value file or chip:line (empty: none)")
+    exit_button_active_low: bool = setting(True, "the button reads 0 when pressed")
+    debounce_ms: float = setting(50.0, "a level must hold this long to count", 0, 5000)
+    poll_ms: float = setting(20.0, "how often the inputs are read", 1, 1000)
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    path: str = setting("audit.db", "the audit trail's SQLite file")
+    snapshots: bool = setting(True, "keep a small JPEG of the face with each decision")
+    snapshot_max_side: int = setting(160, "longest side of a snapshot, pixels", 32, 1024)
+    snapshots_max_mb: float = setting(50.0, "oldest snapshots are dropped beyond this total", 0, 100000)
+    max_events: int = setting(200000, "oldest events are dropped beyond this count", 100, 100000000)
+
+
+@dataclass(frozen=True)
 class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
@@ -102,6 +173,12 @@ class Config:
     matching: MatchingConfig = field(default_factory=MatchingConfig)
     gallery: GalleryConfig = field(default_factory=GalleryConfig)
     enrolment: EnrolmentConfig = field(default_factory=EnrolmentConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    verification: VerificationConfig = field(default_factory=VerificationConfig)
+    door: DoorConfig = field(default_factory=DoorConfig)
+    relay: RelayConfig = field(default_factory=RelayConfig)
+    inputs: InputsConfig = field(default_factory=InputsConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
 
 def _check_value(section: str, spec, value: Any, source: str) -> Any:

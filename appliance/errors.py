@@ -39,3 +39,7 @@ class RelayError(FaceGateError):
 
 class CommandError(FaceGateError):
     """A remote command was refused."""
+
+
+class AuditError(FaceGateError):
+    """The audit trail cannot be opened or written."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.harness import BENCHMARKS
 
-MODULES = ("bench.vision", "bench.gallery")
+MODULES = ("bench.vision", "bench.gallery", "bench.door")
 
 
 def _rows(prefix: str, value):

@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import os
 import sys
 from typing import List, Optional
 
@@ -11,7 +12,7 @@ from appliance.errors import FaceGateError
 # command group modules; each has register(subparsers) adding its commands.
 COMMAND_MODULES = ("appliance.cli.models", "appliance.cli.detect", "appliance.cli.gallery",
                    "appliance.cli.identify", "appliance.cli.evaluate",
-                   "appliance.cli.config")
+                   "appliance.cli.config", "appliance.cli.run")
 
 EXIT_ERROR = 2
 
@@ -34,6 +35,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # FFmpeg's own complaints about a bad video would come before our one-line explanation
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     try:
         return int(args.handler(args) or 0)
     except FaceGateError as err:

@@ -24,6 +24,9 @@ class OnnxRuntimeRunner(Runner):
         if threads:
             options.intra_op_num_threads = threads
         options.log_severity_level = 3
+        # Worker threads that spin between runs burn a core while the door is idle, and the
+        # camera thread shares these cores; sleeping costs well under a millisecond a run.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = onnxruntime.InferenceSession(
                 str(path), sess_options=options, providers=["CPUExecutionProvider"])

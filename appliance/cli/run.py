@@ -1,0 +1,149 @@
+"""`facegate run` (the door service) and `facegate audit` (read the local audit trail)."""
+
+import json
+import logging
+import signal
+import sys
+import time
+
+from appliance.cli.common import add_config_options, load_config
+from appliance.config import from_dict
+from appliance.errors import FaceGateError
+
+
+def register(commands) -> None:
+    parser = commands.add_parser("run", help="run the door: camera, recognition, relay, audit")
+    add_config_options(parser)
+    parser.add_argument("--camera", help="camera source, overriding camera.source")
+    parser.add_argument("--relay-port", help="relay serial port, overriding relay.port")
+    parser.add_argument("--gallery", help="gallery database file, overriding gallery.path")
+    parser.add_argument("--audit", help="audit database file, overriding audit.path")
+    parser.add_argument("--no-relay", action="store_true",
+                        help="dry run without a relay: decisions are made and logged, no door moves")
+    parser.add_argument("--quiet", action="store_true", help="print decisions and alarms only")
+    parser.set_defaults(handler=run)
+
+    audit = commands.add_parser("audit", help="show the local audit trail")
+    audit.add_argument("--audit", help="audit database file, overriding audit.path")
+    audit.add_argument("--config", help="TOML config file")
+    audit.add_argument("--kind", help="only events of this kind (grant, deny, exit, alarm, fault ...)")
+    audit.add_argument("--limit", type=int, default=50, help="most events shown (default 50)")
+    audit.add_argument("--json", action="store_true", help="one JSON object per line")
+    audit.add_argument("--snapshot", type=int, metavar="ID", help="write event ID's snapshot to --out")
+    audit.add_argument("--out", help="where --snapshot writes the JPEG")
+    audit.set_defaults(handler=show_audit)
+
+
+def _overrides(args) -> dict:
+    overrides = {}
+    for option, section, key in (("camera", "camera", "source"), ("relay_port", "relay", "port"),
+                                 ("gallery", "gallery", "path"), ("audit", "audit", "path")):
+        value = getattr(args, option, None)
+        if value:
+            overrides.setdefault(section, {})[key] = value
+    return overrides
+
+
+class _Clock(logging.Formatter):
+    """Local time to the millisecond, the same clock the relay emulator prints."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "%s.%03d %s" % (time.strftime("%H:%M:%S", time.localtime(record.created)),
+                               record.msecs, record.getMessage())
+
+
+def _print_event(event) -> None:
+    parts = [event.kind.upper()]
+    if event.person_name:
+        parts.append(event.person_name)
+    elif event.detail.get("nearest"):
+        parts.append("stranger (nearest: %s)" % event.detail["nearest"]["name"])
+    if event.distance is not None:
+        parts.append("distance %.3f" % event.distance)
+    if event.margin is not None:
+        parts.append("margin %.3f" % event.margin)
+    if event.latency_ms is not None:
+        parts.append("after %.0f ms" % event.latency_ms)
+    reason = event.detail.get("reason") or event.detail.get("message") or event.detail.get("source")
+    if reason and reason != "match":
+        parts.append("(%s)" % reason)
+    logging.getLogger("appliance.events").warning("%s", " ".join(parts))
+
+
+def run(args) -> int:
+    from appliance.service import build_service
+
+    config = load_config(args)
+    overrides = _overrides(args)
+    if overrides:
+        config = from_dict(overrides, "command line", config)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_Clock())
+    for name, level in (("appliance", logging.WARNING if args.quiet else logging.INFO),
+                        ("appliance.events", logging.INFO)):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.DEBUG if args.verbose else level)
+        logger.addHandler(handler)
+        logger.propagate = False
+    # both machines share one model, so transitions notes that `trigger` is bound once: not news
+    logging.getLogger("transitions").setLevel(logging.ERROR)
+
+    service = build_service(config, use_relay=not args.no_relay)
+    service.controller.listeners.append(_print_event)
+    # SIGTERM and SIGINT end the loop, which locks the relay on its way out
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: service.stop())
+    logging.getLogger("appliance").info("running: camera %s, relay %s, gallery %s (%d templates)",
+                                        config.camera.source,
+                                        "none (dry run)" if args.no_relay else config.relay.port,
+                                        config.gallery.path, len(service.verifier.index))
+    counters = service.run()
+    print("frames %d: detector ran on %d, idle-skipped %d, dropped %d stale; grants %d, denials %d"
+          % (counters.frames, counters.detected, counters.skipped, service.reader.dropped,
+             counters.decisions["grant"], counters.decisions["deny"]))
+    return 0
+
+
+def show_audit(args) -> int:
+    from appliance.audit import AuditStore
+    from appliance.config import load
+
+    config = load(args.config)
+    path = args.audit or config.audit.path
+    from pathlib import Path
+
+    if not Path(path).exists():
+        raise FaceGateError("audit trail %s does not exist (give --audit or audit.path)" % path)
+    store = AuditStore(path)
+    try:
+        if args.snapshot is not None:
+            return _write_snapshot(store, args)
+        total = store.events(limit=10 ** 9, kind=args.kind)
+        for event in total[-args.limit:]:
+            if args.json:
+                print(json.dumps(event.summary(), ensure_ascii=False))
+                continue
+            who = event.person_name or "-"
+            figures = ""
+            if event.distance is not None:
+                figures = " distance %.3f margin %s" % (event.distance, "%.3f" % event.margin
+                                                        if event.margin is not None else "-")
+            note = event.detail.get("reason") or event.detail.get("message") or event.detail.get("alarm") or ""
+            print("%5d %s %-9s %-16s%s %s" % (event.id, event.time, event.kind, who, figures, note))
+    finally:
+        store.close()
+    return 0
+
+
+def _write_snapshot(store, args) -> int:
+    events = store.events(limit=1, since_id=args.snapshot - 1)
+    if not events or events[0].id != args.snapshot:
+        raise FaceGateError("no audit event %d" % args.snapshot)
+    if events[0].snapshot is None:
+        raise FaceGateError("audit event %d has no snapshot (off, or dropped by retention)" % args.snapshot)
+    if not args.out:
+        raise FaceGateError("give --out FILE.jpg for the snapshot")
+    with open(args.out, "wb") as handle:
+        handle.write(events[0].snapshot)
+    print("wrote %s" % args.out)
+    return 0

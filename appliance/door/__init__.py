@@ -1,0 +1,1 @@
+"""The door: access and door state machines, relay, GPIO inputs, schedule, verification."""

@@ -1,0 +1,82 @@
+"""Verification over several frames: track one face, fuse its good embeddings, decide.
+
+A grant needs `grant_frames` consecutive good frames whose fused embedding is accepted for the
+same person; a denial comes after `deny_frames` good frames without an accepted match. Frames
+that fail the quality gate are neither evidence for nor against anyone.
+"""
+
+import logging
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from appliance.config import Config
+from appliance.gallery.decision import Decision, decide
+from appliance.gallery.index import GalleryIndex
+from appliance.vision.embedder import normalise
+from appliance.vision.pipeline import FacePipeline, FaceResult
+from appliance.vision.tracker import Track, Tracker, choose_face
+
+log = logging.getLogger(__name__)
+
+# What one frame did to the verification
+NOTHING, APPEARED, TRACKING, GRANT, DENY, LOST = "nothing", "appeared", "tracking", "grant", "deny", "lost"
+
+
+@dataclass
+class Outcome:
+    kind: str
+    track: Optional[Track] = None
+    decision: Optional[Decision] = None
+    result: Optional[FaceResult] = None
+    new_track: bool = False
+
+
+class Verifier:
+    def __init__(self, config: Config, pipeline: FacePipeline, index: GalleryIndex) -> None:
+        self.config = config
+        self.rules = config.verification
+        self.pipeline = pipeline
+        self.index = index
+        self.tracker = Tracker(self.rules.track_iou, self.rules.lost_after_seconds)
+
+    def step(self, image: np.ndarray, captured: float, frame_number: int,
+             verify: bool = True) -> Outcome:
+        """Process one frame. With `verify` False (the door is busy) faces are only tracked."""
+        faces = self.pipeline.detect(image)
+        face = choose_face(faces, image.shape, self.rules.min_face_pixels, self.rules.choose)
+        previous = self.tracker.track
+        track = self.tracker.update(face, captured, frame_number)
+        if track is None:
+            return Outcome(LOST if previous is not None else NOTHING)
+        new_track = track is not previous
+        if face is None or not verify or track.decided:
+            return Outcome(TRACKING, track, new_track=new_track)
+        return self._verify(image, track, new_track)
+
+    def _verify(self, image: np.ndarray, track: Track, new_track: bool) -> Outcome:
+        result = self.pipeline.analyse_face(image, track.face, embed=False)
+        if not result.quality.passed:
+            track.last_reasons = list(result.quality.reasons)
+            return Outcome(APPEARED if new_track else TRACKING, track, result=result, new_track=new_track)
+        result.embedding = self.pipeline.embedder.embed(result.aligned)
+        track.embeddings.append(result.embedding)
+        track.good_frames.append(track.frames[-1])
+        track.best_quality = max(track.best_quality, result.quality.sharpness)
+        fused = normalise(np.mean(track.embeddings[-self.rules.fuse_frames:], axis=0)[None, :])[0]
+        decision = decide(self.index.search(fused), self.config.matching)
+        if decision.accepted:
+            person_id = decision.match.person.id
+            track.agreeing = track.agreeing + 1 if track.candidate == person_id else 1
+            track.candidate = person_id
+            if track.agreeing >= self.rules.grant_frames:
+                track.decided = True
+                return Outcome(GRANT, track, decision, result, new_track)
+        else:
+            track.agreeing, track.candidate = 0, None
+            track.unmatched += 1
+            if track.unmatched >= self.rules.deny_frames:
+                outcome = Outcome(DENY, track, decision, result, new_track)
+                return outcome
+        return Outcome(APPEARED if new_track else TRACKING, track, decision, result, new_track)

@@ -1,0 +1,247 @@
+"""`facegate run`: wires camera, pipeline, verification, door controller, relay, inputs and audit.
+
+The main loop takes the newest frame, decides whether it needs a detection (idle saving:
+full rate while a face is in view or something moves, `idle_fps` otherwise), feeds the
+verifier and turns its outcome into door triggers. Startup locks the relay before anything
+else; every exit path locks it again.
+"""
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+import cv2
+import numpy as np
+
+from appliance.audit import AuditStore, Event
+from appliance.camera import Frame, LatestFrameReader
+from appliance.config import Config
+from appliance.door.controller import DoorController
+from appliance.door.inputs import InputWatcher
+from appliance.door.relay import NoRelay, Relay
+from appliance.door.states import Access
+from appliance.door.verification import DENY, GRANT, LOST, NOTHING, Outcome, Verifier
+from appliance.door.watchdog import Watchdog
+from appliance.gallery.index import GalleryIndex
+from appliance.gallery.store import GalleryStore
+
+log = logging.getLogger(__name__)
+
+_VERIFYING_STATES = (Access.idle, Access.detecting, Access.verifying)
+
+
+@dataclass
+class Counters:
+    frames: int = 0
+    detected: int = 0  # frames the detector ran on
+    skipped: int = 0  # frames idle saving left alone
+    decisions: Dict[str, int] = field(default_factory=lambda: {"grant": 0, "deny": 0})
+
+
+def snapshot_jpeg(image: np.ndarray, box: np.ndarray, max_side: int) -> Optional[bytes]:
+    """A small JPEG of the face with some context, for the audit trail."""
+    x1, y1, x2, y2 = box
+    pad_x, pad_y = (x2 - x1) * 0.25, (y2 - y1) * 0.25
+    height, width = image.shape[:2]
+    left, top = int(max(0, x1 - pad_x)), int(max(0, y1 - pad_y))
+    right, bottom = int(min(width, x2 + pad_x)), int(min(height, y2 + pad_y))
+    crop = image[top:bottom, left:right]
+    if crop.size == 0:
+        return None
+    scale = min(1.0, max_side / max(crop.shape[:2]))
+    if scale < 1.0:
+        crop = cv2.resize(crop, (max(1, int(crop.shape[1] * scale)), max(1, int(crop.shape[0] * scale))),
+                          interpolation=cv2.INTER_AREA)
+    ok, data = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 80])
+    return data.tobytes() if ok else None
+
+
+class MotionGate:
+    """Cheap change detection on a 64x48 grey thumbnail, to wake full-rate detection at once."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        self._previous: Optional[np.ndarray] = None
+
+    def moved(self, image: np.ndarray) -> bool:
+        small = cv2.cvtColor(cv2.resize(image, (64, 48), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+        previous, self._previous = self._previous, small
+        if previous is None:
+            return True
+        changed = np.count_nonzero(cv2.absdiff(small, previous) > 12)
+        return changed > self.threshold * small.size
+
+
+class Service:
+    def __init__(self, config: Config, verifier: Verifier, controller: DoorController,
+                 reader: LatestFrameReader, inputs: Optional[InputWatcher] = None,
+                 watchdog: Optional[Watchdog] = None) -> None:
+        self.config = config
+        self.verifier = verifier
+        self.controller = controller
+        self.reader = reader
+        self.inputs = inputs
+        self.watchdog = watchdog
+        self.counters = Counters()
+        self.owned = []  # audit, gallery, pipeline: closed after the door is locked
+        self.stop_event = threading.Event()
+        self._motion = MotionGate(config.verification.motion_threshold)
+        self._last_detection = -1e9
+        self._next_refresh = 0.0
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def _needs_detection(self, frame: Frame) -> bool:
+        moved = self._motion.moved(frame.image)  # every frame, so the next comparison is fresh
+        if self.verifier.tracker.track is not None or self.controller.access is not Access.idle:
+            return True
+        return moved or frame.captured - self._last_detection >= 1.0 / self.config.verification.idle_fps
+
+    def run(self) -> Counters:
+        """Run until the source ends or `stop()`; the relay is locked on every way out."""
+        try:
+            while not self.stop_event.is_set():
+                frame = self.reader.latest(timeout=0.2)
+                now = time.monotonic()
+                self.controller.tick(now)
+                if self.watchdog is not None:
+                    self.watchdog.feed(now)
+                if now >= self._next_refresh:
+                    self._next_refresh = now + 1.0
+                    self.verifier.index.refresh()  # enrolments and removals apply without a restart
+                if frame is None:
+                    if self.reader.ended:
+                        break
+                    continue
+                self.counters.frames += 1
+                if not self._needs_detection(frame):
+                    self.counters.skipped += 1
+                    continue
+                self.process(frame)
+        finally:
+            self.close()
+        return self.counters
+
+    def process(self, frame: Frame) -> Outcome:
+        self._last_detection = frame.captured
+        self.counters.detected += 1
+        access = self.controller.access
+        outcome = self.verifier.step(frame.image, frame.captured, frame.number,
+                                     verify=access in _VERIFYING_STATES)
+        self._apply(outcome, frame)
+        return outcome
+
+    def _apply(self, outcome: Outcome, frame: Frame) -> None:
+        controller = self.controller
+        if outcome.kind == NOTHING:
+            return
+        if outcome.kind == LOST:
+            if controller.may_face_lost():
+                controller.face_lost()
+            return
+        if controller.access is Access.idle:
+            controller.face_appeared()
+        if outcome.decision is not None and controller.access is Access.detecting:
+            controller.face_tracked()  # the first good frame: evidence is being gathered
+        if outcome.kind == GRANT:
+            self._grant(outcome, frame)
+        elif outcome.kind == DENY:
+            self._deny(outcome, frame)
+
+    def _event(self, kind: str, outcome: Outcome, frame: Frame) -> Event:
+        match, track = outcome.decision.match, outcome.track
+        snapshot = None
+        if self.config.audit.snapshots:
+            snapshot = snapshot_jpeg(frame.image, track.face.box, self.config.audit.snapshot_max_side)
+        detail = {"reason": outcome.decision.reason, "track": track.id,
+                  "quality": outcome.result.quality.as_dict()}
+        granted = outcome.decision.accepted
+        if not granted and match.person is not None:
+            # a denied face is nobody: the nearest person is a clue for tuning, not an identity
+            detail["nearest"] = {"id": match.person.id, "name": match.person.name}
+        return Event(kind,
+                     person_id=match.person.id if granted else None,
+                     person_name=match.person.name if granted else None,
+                     distance=_finite(match.distance), margin=_finite(match.margin),
+                     quality=round(track.best_quality, 1), frames=list(track.good_frames),
+                     detail=detail, snapshot=snapshot)
+
+    def _grant(self, outcome: Outcome, frame: Frame) -> None:
+        event = self._event("grant", outcome, frame)
+        if self.controller.grant_person(event, outcome.track.first_captured):
+            self.counters.decisions["grant"] += 1
+
+    def _deny(self, outcome: Outcome, frame: Frame) -> None:
+        event = self._event("deny", outcome, frame)
+        event.latency_ms = round((time.monotonic() - outcome.track.first_captured) * 1000, 1)
+        self.controller.deny_face(event)
+        outcome.track.restart_evidence(frame.captured)  # they may try again after the denial
+        self.counters.decisions["deny"] += 1
+
+    def close(self) -> None:
+        """Lock first, then release everything else."""
+        self.controller.shutdown()
+        for part in [self.inputs, self.reader, self.watchdog] + self.owned:
+            if part is not None:
+                try:
+                    part.close()
+                except Exception as err:  # closing must go on: the door is already locked
+                    log.error("closing %s: %s", type(part).__name__, err)
+
+
+def _finite(value: float) -> Optional[float]:
+    return round(float(value), 4) if np.isfinite(value) else None
+
+
+def build_service(config: Config, pipeline=None, use_relay: bool = True) -> Service:
+    """Build the service from a config; the relay is opened and locked first, and locked again on
+    any error while the rest starts."""
+    from appliance.vision.pipeline import FacePipeline
+
+    relay = Relay.from_config(config.relay) if use_relay else NoRelay()
+    parts = []
+    try:
+        audit = AuditStore(config.audit.path, config.audit.max_events,
+                           int(config.audit.snapshots_max_mb * (1 << 20)))
+        parts.append(audit)
+        controller = DoorController(config.door, relay, audit, config.relay.refresh_seconds,
+                                    config.camera.reconnect_max_seconds)
+        if pipeline is None:
+            pipeline = FacePipeline.from_config(config)
+            parts.append(pipeline)
+        store = GalleryStore(config.gallery.path, model_id=pipeline.embedder.model_id,
+                             max_templates=config.gallery.max_templates)
+        parts.append(store)
+        index = GalleryIndex(store)
+        if not len(index):
+            log.warning("the gallery %s is empty: nobody will be granted", config.gallery.path)
+        camera = config.camera
+        reader = LatestFrameReader(camera.source, camera.realtime, camera.loop, camera.folder_fps,
+                                   camera.reconnect_max_seconds,
+                                   on_lost=lambda message: controller.report_fault("camera", message),
+                                   on_back=lambda: controller.clear_fault("camera"))
+        inputs = InputWatcher.from_config(config.inputs, lambda name, active: _on_input(controller, name, active),
+                                          lambda message: controller.report_fault("inputs", message))
+        if inputs.states().get("door_contact"):
+            controller.contact_changed(door_open=True)  # open at start while locked: reported
+        watchdog = Watchdog(config.door.watchdog_device) if config.door.watchdog_device else None
+    except BaseException:
+        relay.close()
+        for part in reversed(parts + ([reader] if "reader" in locals() else [])):
+            part.close()
+        raise
+    service = Service(config, Verifier(config, pipeline, index), controller, reader, inputs, watchdog)
+    service.owned = list(reversed(parts))  # a pipeline passed in belongs to the caller
+    inputs.start()
+    return service
+
+
+def _on_input(controller: DoorController, name: str, active: bool) -> None:
+    if name == "exit_button":
+        if active:
+            controller.exit_pressed()
+    elif name == "door_contact":
+        controller.contact_changed(door_open=active)

@@ -1,0 +1,169 @@
+"""The running door: face-to-relay latency, idle CPU and resident memory of `facegate run`.
+
+Latency: a 25 fps clip alternates an empty doorway (1.5 s) with an enrolled person's portrait
+appearing at once (2 s). For each appearance, the time from the capture of the first frame
+showing the face to the arrival of the relay-on bytes at the pty master, as the relay
+emulator timestamps them. Idle: `facegate run` as a process on 20 s of an empty doorway with
+sensor noise; CPU time over seconds 6-18 divided by wall time, and its resident memory.
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from appliance.config import from_dict
+from appliance.door.emulator import RelayEmulator
+from appliance.gallery.enrol import Enroller
+from appliance.gallery.store import GalleryStore
+from appliance.service import build_service
+from appliance.vision.pipeline import FacePipeline, read_image
+
+from bench.harness import benchmark, summarise
+from bench.vision import SHARED
+
+SEED = SHARED / "data" / "seed-samples"
+VISITORS = ["obama.jpg", "ldh.jpg", "lm.jpg", "5.jpg"]  # faces large enough to scale to 150 px
+FPS = 25
+SIZE = (640, 480)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _doorway(rng) -> np.ndarray:
+    """A plain background with a little sensor noise, so frames are never identical."""
+    base = np.full((SIZE[1], SIZE[0], 3), 90, np.uint8)
+    cv2.rectangle(base, (180, 40), (460, 470), (60, 70, 80), -1)  # a door frame
+    noise = rng.normal(0, 2, base.shape)
+    return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
+def _with_portrait(background: np.ndarray, photo: np.ndarray, scale: float) -> np.ndarray:
+    resized = cv2.resize(photo, (int(photo.shape[1] * scale), int(photo.shape[0] * scale)))
+    frame = background.copy()
+    top, left = (SIZE[1] - resized.shape[0]) // 2, (SIZE[0] - resized.shape[1]) // 2
+    frame[top:top + resized.shape[0], left:left + resized.shape[1]] = resized
+    return frame
+
+
+def _portraits(pipeline):
+    """Each visitor's photo and the scale that makes their face 150 px wide (a person at the door)."""
+    portraits = []
+    for name in VISITORS:
+        photo = read_image(SEED / "probes" / name)
+        face = max(pipeline.detect(photo), key=lambda f: f.box[2] - f.box[0])
+        scale = min(150 / float(face.box[2] - face.box[0]), SIZE[0] / photo.shape[1], SIZE[1] / photo.shape[0])
+        portraits.append((photo, scale))
+    return portraits
+
+
+def _write_clip(path: Path, appearances: int, empty_seconds: float, face_seconds: float, portraits=()):
+    """Returns the 1-based frame numbers where a face first shows."""
+    rng = np.random.default_rng(0)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, SIZE)
+    starts, number = [], 0
+    for index in range(appearances):
+        for _ in range(int(empty_seconds * FPS)):
+            writer.write(_doorway(rng))
+            number += 1
+        starts.append(number + 1)
+        for _ in range(int(face_seconds * FPS)):
+            photo, scale = portraits[index % len(portraits)]
+            writer.write(_with_portrait(_doorway(rng), photo, scale))
+            number += 1
+    for _ in range(int(empty_seconds * FPS)):
+        writer.write(_doorway(rng))
+    writer.release()
+    return starts
+
+
+def _config(folder: Path, clip: Path, relay: str):
+    return from_dict({"models": {"dir": os.environ.get("FACEGATE_MODELS_DIR", "models")},
+                      "gallery": {"path": str(folder / "gallery.db")},
+                      "audit": {"path": str(folder / "audit.db")},
+                      "camera": {"source": str(clip)}, "relay": {"port": relay},
+                      "door": {"unlock_seconds": 0.5, "deny_seconds": 0.2, "cooldown_seconds": 0.2,
+                               "person_cooldown_seconds": 0.0}})
+
+
+@benchmark("door_latency")
+def door_latency() -> dict:
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = Path(temporary)
+        clip = folder / "appear.mp4"
+        emulator = RelayEmulator()
+        config = _config(folder, clip, emulator.path)
+        pipeline = FacePipeline.from_config(config)
+        starts = _write_clip(clip, 24, 1.5, 2.0, _portraits(pipeline))
+        store = GalleryStore(config.gallery.path, model_id=pipeline.embedder.model_id)
+        Enroller(config, pipeline, store).enrol_folder(SEED / "gallery")
+        store.close()
+        captured = {}
+        service = build_service(config, pipeline=pipeline)
+        service.reader.on_frame = lambda frame: captured.__setitem__(frame.number, frame.captured)
+        counters = service.run()
+        ons = [e.at for e in emulator.changes() if e.on]
+        emulator.close()
+        pipeline.close()
+    samples, missed = [], 0
+    for index, start in enumerate(starts):
+        begin = captured.get(start)
+        end = captured.get(starts[index + 1], float("inf")) if index + 1 < len(starts) else float("inf")
+        after = [on for on in ons if begin is not None and begin <= on < end]
+        if after:
+            samples.append((after[0] - begin) * 1000)
+        else:
+            missed += 1
+    return {"protocol": "%d appearances of 4 enrolled portraits (face 150 px wide) in a %d fps 640x480 "
+                        "clip, paced in real time; capture of the first face frame to relay-on bytes at the pty" % (len(starts), FPS),
+            "latency": summarise(samples) if samples else None, "appearances_without_unlock": missed,
+            "frames": counters.frames, "frames_dropped": service.reader.dropped}
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _memory_kib(pid: int) -> dict:
+    values = {}
+    for line in Path("/proc/%d/status" % pid).read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0])
+    return values
+
+
+@benchmark("door_idle")
+def door_idle() -> dict:
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = Path(temporary)
+        clip = folder / "empty.mp4"
+        _write_clip(clip, appearances=0, empty_seconds=20.0, face_seconds=0)
+        emulator = RelayEmulator()
+        env = dict(os.environ)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "appliance", "run", "--quiet", "--camera", str(clip),
+             "--relay-port", emulator.path, "--gallery", str(folder / "gallery.db"),
+             "--audit", str(folder / "audit.db")], cwd=ROOT, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(6.0)  # models loaded, loop settled
+            cpu_start, wall_start = _cpu_seconds(process.pid), time.monotonic()
+            time.sleep(12.0)
+            cpu = _cpu_seconds(process.pid) - cpu_start
+            wall = time.monotonic() - wall_start
+            memory = _memory_kib(process.pid)
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+            emulator.close()
+    return {"protocol": "facegate run on a 25 fps empty-doorway clip with sensor noise; CPU over 12 s "
+                        "after 6 s of warm-up; gallery empty",
+            "cpu_percent_of_one_core": round(100 * cpu / wall, 1),
+            "rss_mib": round(memory.get("VmRSS", 0) / 1024, 1),
+            "peak_rss_mib": round(memory.get("VmHWM", 0) / 1024, 1)}

@@ -1,0 +1,167 @@
+"""The running door end to end: real models, a real gallery, video files, a relay on a pty."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import LFW, MODELS, ROOT, SEED, run_cli
+
+from appliance.audit import AuditStore
+from appliance.config import from_dict
+from appliance.door.emulator import RelayEmulator
+from appliance.door.states import Access
+from appliance.gallery.enrol import Enroller
+from appliance.gallery.store import GalleryStore
+from appliance.service import build_service
+
+PROBES = SEED / "probes"
+# LFW people who are not in the seed gallery
+STRANGERS = [LFW / "images" / "Aaron_Sorkin" / "Aaron_Sorkin_0001.jpg",
+             LFW / "images" / "Abdoulaye_Wade" / "Abdoulaye_Wade_0001.jpg",
+             LFW / "images" / "Abdullah_Gul" / "Abdullah_Gul_0001.jpg"]
+
+
+@pytest.fixture(scope="module")
+def gallery_path(tmp_path_factory, pipeline):
+    path = tmp_path_factory.mktemp("door") / "gallery.db"
+    store = GalleryStore(path, model_id=pipeline.embedder.model_id)
+    Enroller(pipeline.config, pipeline, store).enrol_folder(SEED / "gallery")
+    store.close()
+    return path
+
+
+def make_clip(path, photos, seconds=2.0, fps=15):
+    subprocess.run([sys.executable, str(ROOT / "tools" / "make-demo-video"), str(path), *map(str, photos),
+                    "--seconds", str(seconds), "--fps", str(fps)], check=True)
+    return path
+
+
+def door_config(tmp_path, gallery_path, source, relay_port, **sections):
+    raw = {"models": {"dir": str(MODELS)}, "gallery": {"path": str(gallery_path)},
+           "audit": {"path": str(tmp_path / "audit.db")},
+           "camera": {"source": str(source)}, "relay": {"port": relay_port},
+           "door": {"unlock_seconds": 1.0, "deny_seconds": 0.3, "cooldown_seconds": 0.3}}
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    return from_dict(raw, "test")
+
+
+@pytest.fixture
+def emulator(tmp_path):
+    built = RelayEmulator(link=str(tmp_path / "relay"))
+    yield built
+    built.close()
+
+
+def test_enrolled_visitors_are_granted_and_the_relay_follows(tmp_path, gallery_path, pipeline, emulator):
+    clip = make_clip(tmp_path / "visitors.mp4", [PROBES / "obama.jpg", PROBES / "ldh.jpg"], seconds=2.5)
+    config = door_config(tmp_path, gallery_path, clip, emulator.path)
+    service = build_service(config, pipeline=pipeline)
+    counters = service.run()
+    grants = AuditStore(tmp_path / "audit.db").events(kind="grant")
+    assert [g.person_name for g in grants] == ["obama", "刘德华"]
+    assert counters.decisions["grant"] == 2
+    assert all(g.latency_ms is not None and g.latency_ms < 2000 and g.snapshot for g in grants)
+    assert [e.on for e in emulator.changes()] == [False, True, False, True, False]
+    assert not emulator.is_on()  # the end of the video locked the door
+
+
+def test_a_stranger_only_clip_gives_denials_and_no_unlock(tmp_path, gallery_path, pipeline, emulator):
+    clip = make_clip(tmp_path / "strangers.mp4", STRANGERS, seconds=2.0)
+    config = door_config(tmp_path, gallery_path, clip, emulator.path)
+    counters = build_service(config, pipeline=pipeline).run()
+    events = AuditStore(tmp_path / "audit.db").events()
+    assert counters.decisions["grant"] == 0
+    assert [e.kind for e in events] and {e.kind for e in events} == {"deny"}
+    assert len(events) >= len(STRANGERS)
+    assert all(e.person_id is None and "nearest" in e.detail for e in events)
+    assert emulator.events and not any(e.on for e in emulator.events)
+
+
+def test_a_camera_that_disappears_gives_a_fault_and_recovers(tmp_path, gallery_path, pipeline, emulator):
+    clip = make_clip(tmp_path / "loop.mp4", [PROBES / "obama.jpg"], seconds=1.0)
+    config = door_config(tmp_path, gallery_path, clip, emulator.path, camera={"loop": True})
+    service = build_service(config, pipeline=pipeline)
+    runner = threading.Thread(target=service.run)
+    runner.start()
+    try:
+        hidden = clip.with_name("away.mp4")
+        os.rename(clip, hidden)  # the camera goes away; the loop's next reopen fails
+        deadline = time.monotonic() + 10
+        while service.controller.access is not Access.fault and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert service.controller.access is Access.fault
+        assert not emulator.is_on()
+        os.rename(hidden, clip)
+        deadline = time.monotonic() + 10
+        while "camera" in service.controller.faults and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "camera" not in service.controller.faults
+        assert service.controller.access is not Access.fault
+    finally:
+        service.stop()
+        runner.join(timeout=10)
+    kinds = [(e.kind, e.detail.get("source")) for e in AuditStore(tmp_path / "audit.db").events()
+             if e.kind in ("fault", "recovered")]
+    assert kinds == [("fault", "camera"), ("recovered", "camera")]
+    assert not emulator.is_on()
+
+
+def write_config(tmp_path, text):
+    path = tmp_path / "door.toml"
+    path.write_text(text)
+    return path
+
+
+def test_sigterm_while_unlocked_writes_the_off_frame(tmp_path, gallery_path, emulator):
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    (folder / "1.jpg").write_bytes((PROBES / "obama.jpg").read_bytes())
+    config = write_config(tmp_path, """
+[camera]
+folder_fps = 10.0
+loop = true
+[door]
+unlock_seconds = 60.0
+""")
+    service = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "run", "--config", str(config), "--camera", str(folder),
+         "--relay-port", emulator.path, "--gallery", str(gallery_path), "--audit", str(tmp_path / "a.db"),
+         "--models-dir", str(MODELS)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert emulator.wait_for(lambda e: e.is_on(), timeout=60), "never unlocked"
+        service.send_signal(signal.SIGTERM)
+        assert service.wait(timeout=20) == 0
+    finally:
+        if service.poll() is None:
+            service.kill()
+    assert emulator.wait_for(lambda e: not e.is_on(), timeout=2)
+    unlocked_at = [e.at for e in emulator.events if e.on][-1]
+    assert emulator.events[-1].at - unlocked_at < 30  # locked by the signal, not by the 60 s timer
+
+
+def test_bad_configs_exit_with_one_line_and_the_door_locked(tmp_path, gallery_path, emulator):
+    clip = make_clip(tmp_path / "one.mp4", [PROBES / "obama.jpg"], seconds=0.5)
+    common = ["--gallery", gallery_path, "--audit", tmp_path / "a.db", "--models-dir", MODELS]
+
+    unknown = write_config(tmp_path, "[door]\nunlock_secs = 3\n")
+    result = run_cli("run", "--config", unknown, "--camera", clip, "--relay-port", emulator.path, *common)
+    assert result.returncode == 2
+    assert "unknown key 'unlock_secs' in [door]" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+    result = run_cli("run", "--camera", clip, "--relay-port", tmp_path / "ttyUSB9", *common)
+    assert result.returncode == 2 and "cannot open relay port" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all" * 100)
+    result = run_cli("run", "--camera", broken, "--relay-port", emulator.path, *common)
+    assert result.returncode == 2 and "cannot open camera source" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert emulator.events and not any(e.on for e in emulator.events)  # locked, never released
