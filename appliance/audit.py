@@ -10,17 +10,25 @@ import json
 import logging
 import sqlite3
 import threading
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+
+import numpy as np
 
 from appliance.errors import AuditError
 
 log = logging.getLogger(__name__)
 
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
+    uid TEXT NOT NULL,
     time TEXT NOT NULL,
     kind TEXT NOT NULL,
     person_id TEXT,
@@ -32,6 +40,8 @@ CREATE TABLE IF NOT EXISTS events (
     latency_ms REAL,
     detail TEXT,
     snapshot BLOB,
+    embedding BLOB,
+    model_id TEXT,
     sent INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS events_unsent ON events (sent, id);
@@ -50,22 +60,28 @@ class Event:
     latency_ms: Optional[float] = None
     detail: Dict[str, Any] = field(default_factory=dict)
     snapshot: Optional[bytes] = None  # JPEG
+    embedding: Optional[np.ndarray] = None  # the probe decided on, for threshold tuning
+    model_id: Optional[str] = None  # the model that made `embedding`
     time: str = ""
-    id: Optional[int] = None
+    id: Optional[int] = None  # also the event's sequence number on this door
+    uid: str = ""  # unique across doors and database resets; a re-sent event keeps it
 
     def summary(self) -> Dict[str, Any]:
         """The event without its snapshot, as JSON-ready values."""
-        return {"id": self.id, "time": self.time, "kind": self.kind, "person_id": self.person_id,
+        return {"id": self.id, "uid": self.uid, "time": self.time, "kind": self.kind, "person_id": self.person_id,
                 "person_name": self.person_name, "distance": self.distance, "margin": self.margin,
                 "quality": self.quality, "frames": self.frames, "latency_ms": self.latency_ms,
                 "detail": self.detail, "has_snapshot": self.snapshot is not None}
 
 
 class AuditStore:
-    def __init__(self, path, max_events: int = 200000, snapshots_max_bytes: int = 50 << 20) -> None:
+    def __init__(self, path, max_events: int = 200000, snapshots_max_bytes: int = 50 << 20,
+                 max_age_days: float = 365.0) -> None:
         self.path = Path(path)
         self.max_events = max_events
         self.snapshots_max_bytes = snapshots_max_bytes
+        self.max_age_days = max_age_days
+        self._near_full = False  # the 90% alarm was raised and the trail has not drained since
         self._lock = threading.Lock()
         try:
             if self.path.parent and not self.path.parent.exists():
@@ -82,16 +98,20 @@ class AuditStore:
 
     def record(self, event: Event) -> Event:
         if not event.time:
-            event.time = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
-        row = (event.time, event.kind, event.person_id, event.person_name, event.distance,
+            event.time = _now()
+        event.uid = event.uid or uuid.uuid4().hex
+        row = (event.uid, event.time, event.kind, event.person_id, event.person_name, event.distance,
                event.margin, event.quality, json.dumps(event.frames), event.latency_ms,
-               json.dumps(event.detail, sort_keys=True), event.snapshot)
+               json.dumps(event.detail, sort_keys=True), event.snapshot,
+               None if event.embedding is None else np.asarray(event.embedding, np.float32).tobytes(),
+               event.model_id)
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 cursor = self._db.execute(
-                    "INSERT INTO events (time, kind, person_id, person_name, distance, margin, quality,"
-                    " frames, latency_ms, detail, snapshot) VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
+                    "INSERT INTO events (uid, time, kind, person_id, person_name, distance, margin, quality,"
+                    " frames, latency_ms, detail, snapshot, embedding, model_id)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
                 event.id = cursor.lastrowid
                 self._prune()
                 self._db.execute("COMMIT")
@@ -107,10 +127,22 @@ class AuditStore:
             pass
 
     def _prune(self) -> None:
+        cutoff = (datetime.datetime.now(datetime.timezone.utc)
+                  - datetime.timedelta(days=self.max_age_days)).isoformat(timespec="milliseconds")
+        # old events go once the site has them; unsent ones only make way under the count cap
+        self._db.execute("DELETE FROM events WHERE sent = 1 AND time < ?", (cutoff,))
         count = self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
         if count > self.max_events:
             self._db.execute("DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?)",
                              (count - self.max_events,))
+        if count >= 0.9 * self.max_events and not self._near_full:
+            self._near_full = True
+            detail = json.dumps({"alarm": "audit_capacity", "message": "audit trail at %d of %d events: "
+                                 "oldest events will be dropped" % (count, self.max_events)})
+            self._db.execute("INSERT INTO events (uid, time, kind, frames, detail) VALUES (?,?,?,?,?)",
+                             (uuid.uuid4().hex, _now(), "alarm", "[]", detail))
+        elif count < 0.8 * self.max_events:
+            self._near_full = False
         total = self._db.execute("SELECT COALESCE(SUM(LENGTH(snapshot)), 0) FROM events").fetchone()[0]
         if total <= self.snapshots_max_bytes:
             return
@@ -134,14 +166,20 @@ class AuditStore:
         if unsent_only:
             clauses.append("sent = 0")
         params.append(limit)
-        query = ("SELECT id, time, kind, person_id, person_name, distance, margin, quality, frames,"
-                 " latency_ms, detail, snapshot FROM events WHERE %s ORDER BY id LIMIT ?"
+        query = ("SELECT id, uid, time, kind, person_id, person_name, distance, margin, quality, frames,"
+                 " latency_ms, detail, snapshot, embedding, model_id FROM events WHERE %s ORDER BY id LIMIT ?"
                  % " AND ".join(clauses))
         with self._lock:
             rows = self._db.execute(query, params).fetchall()
-        return [Event(id=r[0], time=r[1], kind=r[2], person_id=r[3], person_name=r[4], distance=r[5],
-                      margin=r[6], quality=r[7], frames=json.loads(r[8] or "[]"), latency_ms=r[9],
-                      detail=json.loads(r[10] or "{}"), snapshot=r[11]) for r in rows]
+        return [Event(id=r[0], uid=r[1], time=r[2], kind=r[3], person_id=r[4], person_name=r[5],
+                      distance=r[6], margin=r[7], quality=r[8], frames=json.loads(r[9] or "[]"),
+                      latency_ms=r[10], detail=json.loads(r[11] or "{}"), snapshot=r[12],
+                      embedding=None if r[13] is None else np.frombuffer(r[13], np.float32),
+                      model_id=r[14]) for r in rows]
+
+    def unsent_count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM events WHERE sent = 0").fetchone()[0]
 
     def mark_sent(self, ids: List[int]) -> None:
         with self._lock:

@@ -160,7 +160,39 @@ class AuditConfig:
     snapshots: bool = setting(True, "keep a small JPEG of the face with each decision")
     snapshot_max_side: int = setting(160, "longest side of a snapshot, pixels", 32, 1024)
     snapshots_max_mb: float = setting(50.0, "oldest snapshots are dropped beyond this total", 0, 100000)
-    max_events: int = setting(200000, "oldest events are dropped beyond this count", 100, 100000000)
+    max_events: int = setting(200000, "oldest events are dropped beyond this count (an alarm at 90%)",
+                              100, 100000000)
+    max_age_days: float = setting(365.0, "events sent to the site and older than this are dropped", 1, 36500)
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    enabled: bool = setting(False, "connect to the site's MQTT broker")
+    host: str = setting("localhost", "broker host name or address")
+    port: int = setting(8883, "broker port (8883 is MQTT over TLS, 1883 plain)", 1, 65535)
+    site: str = setting("site", "site name: the second level of every topic")
+    device: str = setting("door", "this door's name: the third level of its topics")
+    protocol: str = setting("auto", "MQTT version: auto tries 5 and falls back to 3.1.1",
+                            choices=("auto", "5", "3.1.1"))
+    tls: bool = setting(True, "use TLS (then ca_file is required)")
+    ca_file: str = setting("", "CA certificate that signed the broker's certificate")
+    cert_file: str = setting("", "this door's client certificate (optional)")
+    key_file: str = setting("", "the client certificate's private key (owner-only permissions)")
+    username: str = setting("", "broker user name (empty: none)")
+    password_file: str = setting("", "file holding the broker password (owner-only permissions)")
+    signing_key_file: str = setting("", "the site's command-signing key, hex (owner-only permissions)")
+    keepalive: int = setting(30, "seconds between keep-alive pings", 5, 3600)
+    session_expiry_hours: float = setting(168.0, "how long the broker keeps this door's session and "
+                                                  "queued commands while it is offline", 0, 8760)
+    state_path: str = setting("mqtt-state.db", "applied request ids and replies (replay protection)")
+    change_max_age_hours: float = setting(720.0, "gallery changes older than this are refused", 1, 87600)
+    unlock_max_age_seconds: float = setting(5.0, "a remote unlock older than this is refused", 0.5, 300)
+    clock_skew_seconds: float = setting(30.0, "how far in the future a command may be dated", 0, 3600)
+    max_payload_kb: int = setting(2048, "largest command accepted, kilobytes", 1, 65536)
+    max_photos: int = setting(5, "most photos in one enrolment command", 1, 50)
+    max_image_side: int = setting(4096, "largest photo width or height, pixels", 64, 20000)
+    events_in_flight: int = setting(20, "audit events published but not yet acknowledged", 1, 1000)
+    discovery: bool = setting(False, "publish Home Assistant MQTT discovery (a lock and a last-person sensor)")
 
 
 @dataclass(frozen=True)
@@ -179,6 +211,7 @@ class Config:
     relay: RelayConfig = field(default_factory=RelayConfig)
     inputs: InputsConfig = field(default_factory=InputsConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
 
 
 def _check_value(section: str, spec, value: Any, source: str) -> Any:

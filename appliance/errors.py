@@ -38,7 +38,12 @@ class RelayError(FaceGateError):
 
 
 class CommandError(FaceGateError):
-    """A remote command was refused."""
+    """A remote command was refused; `code` is the machine-readable reason sent in the reply."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__("%s: %s" % (code, message))
+        self.code = code
+        self.message = message
 
 
 class AuditError(FaceGateError):

@@ -86,6 +86,7 @@ class Service:
         self.watchdog = watchdog
         self.counters = Counters()
         self.owned = []  # audit, gallery, pipeline: closed after the door is locked
+        self.agent = None  # the MQTT side, when enabled
         self.stop_event = threading.Event()
         self._motion = MotionGate(config.verification.motion_threshold)
         self._last_detection = -1e9
@@ -167,7 +168,8 @@ class Service:
                      person_name=match.person.name if granted else None,
                      distance=_finite(match.distance), margin=_finite(match.margin),
                      quality=round(track.best_quality, 1), frames=list(track.good_frames),
-                     detail=detail, snapshot=snapshot)
+                     detail=detail, snapshot=snapshot, embedding=outcome.probe,
+                     model_id=self.verifier.pipeline.embedder.model_id)
 
     def _grant(self, outcome: Outcome, frame: Frame) -> None:
         event = self._event("grant", outcome, frame)
@@ -184,10 +186,10 @@ class Service:
     def close(self) -> None:
         """Lock first, then release everything else."""
         self.controller.shutdown()
-        for part in [self.inputs, self.reader, self.watchdog] + self.owned:
+        for part in [self.inputs, self.reader, self.watchdog, self.agent] + self.owned:
             if part is not None:
                 try:
-                    part.close()
+                    part.stop() if part is self.agent else part.close()
                 except Exception as err:  # closing must go on: the door is already locked
                     log.error("closing %s: %s", type(part).__name__, err)
 
@@ -205,7 +207,7 @@ def build_service(config: Config, pipeline=None, use_relay: bool = True) -> Serv
     parts = []
     try:
         audit = AuditStore(config.audit.path, config.audit.max_events,
-                           int(config.audit.snapshots_max_mb * (1 << 20)))
+                           int(config.audit.snapshots_max_mb * (1 << 20)), config.audit.max_age_days)
         parts.append(audit)
         controller = DoorController(config.door, relay, audit, config.relay.refresh_seconds,
                                     config.camera.reconnect_max_seconds)
@@ -228,14 +230,24 @@ def build_service(config: Config, pipeline=None, use_relay: bool = True) -> Serv
         if inputs.states().get("door_contact"):
             controller.contact_changed(door_open=True)  # open at start while locked: reported
         watchdog = Watchdog(config.door.watchdog_device) if config.door.watchdog_device else None
+        verifier = Verifier(config, pipeline, index)
+        agent = None
+        if config.mqtt.enabled:
+            from appliance.mqtt.device import DeviceAgent
+
+            agent = DeviceAgent(config, controller, audit, config.gallery.path, pipeline.embedder.model_id,
+                                pipeline, set_matching=verifier.set_matching)
     except BaseException:
         relay.close()
         for part in reversed(parts + ([reader] if "reader" in locals() else [])):
             part.close()
         raise
-    service = Service(config, Verifier(config, pipeline, index), controller, reader, inputs, watchdog)
+    service = Service(config, verifier, controller, reader, inputs, watchdog)
     service.owned = list(reversed(parts))  # a pipeline passed in belongs to the caller
+    service.agent = agent
     inputs.start()
+    if agent is not None:
+        agent.start()
     return service
 
 

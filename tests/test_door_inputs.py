@@ -141,9 +141,13 @@ def test_audit_retention_caps_events_and_snapshots(tmp_path):
         store.record(Event("deny", frames=[number], snapshot=b"x" * 1000))
     events = store.events(limit=1000)
     assert len(events) == 100
-    assert events[0].frames == [50]  # the oldest went first
+    alarms = [e for e in events if e.kind == "alarm"]
+    assert [a.detail["alarm"] for a in alarms] == ["audit_capacity"]  # raised once, at 90%
+    denials = [e for e in events if e.kind == "deny"]
+    assert denials[0].frames == [51] and denials[-1].frames == [149]  # the oldest went first
     kept = [e for e in events if e.snapshot is not None]
     assert len(kept) == 10 and kept[-1].frames == [149]
+    assert len({e.uid for e in events}) == 100
 
 
 WRITER = """

@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from conftest import LFW, MODELS, ROOT, SEED, run_cli
@@ -165,3 +166,28 @@ def test_bad_configs_exit_with_one_line_and_the_door_locked(tmp_path, gallery_pa
     assert result.returncode == 2 and "cannot open camera source" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert emulator.events and not any(e.on for e in emulator.events)  # locked, never released
+
+
+def test_idle_saving_detects_at_the_reduced_rate_with_nobody_there(tmp_path, gallery_path, pipeline,
+                                                                     emulator):
+    import cv2
+    import numpy as np
+
+    clip = tmp_path / "empty.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 25, (320, 240))
+    for _ in range(75):  # 3 s of an empty, still doorway
+        writer.write(np.full((240, 320, 3), 90, np.uint8))
+    writer.release()
+    config = door_config(tmp_path, gallery_path, clip, emulator.path, verification={"idle_fps": 4.0})
+    counters = build_service(config, pipeline=pipeline).run()
+    assert counters.frames >= 70
+    assert 8 <= counters.detected <= 20  # about 4 a second, not 25
+    assert counters.skipped == counters.frames - counters.detected
+
+
+def test_decisions_keep_the_probe_embedding_for_tuning(tmp_path, gallery_path, pipeline, emulator):
+    clip = make_clip(tmp_path / "one.mp4", [PROBES / "obama.jpg"], seconds=1.5)
+    build_service(door_config(tmp_path, gallery_path, clip, emulator.path), pipeline=pipeline).run()
+    grant = AuditStore(tmp_path / "audit.db").events(kind="grant")[0]
+    assert grant.model_id == pipeline.embedder.model_id
+    assert grant.embedding.shape == (128,) and abs(float(np.linalg.norm(grant.embedding)) - 1) < 1e-3

@@ -158,6 +158,19 @@ class DoorController:
             else:
                 self.report_fault("relay", self._release_error or "unlock failed")
 
+    def remote_unlock(self, reason: str) -> bool:
+        """A signed, fresh, first-seen unlock command (checked by the MQTT side) asks to open."""
+        with self._lock:
+            if not self.may_exit_request():
+                return False
+            self._release_error = None
+            if not self.exit_request():
+                self.report_fault("relay", self._release_error or "unlock failed")
+                return False
+            self._opened_by = None
+            self.emit(Event("remote_unlock", detail={"source": "mqtt", "reason": reason}))
+            return True
+
     def contact_changed(self, door_open: bool) -> None:
         if door_open:
             self.opened()

@@ -6,7 +6,7 @@ that fail the quality gate are neither evidence for nor against anyone.
 """
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -31,6 +31,7 @@ class Outcome:
     decision: Optional[Decision] = None
     result: Optional[FaceResult] = None
     new_track: bool = False
+    probe: Optional[np.ndarray] = None  # the fused embedding the decision was made on
 
 
 class Verifier:
@@ -40,6 +41,12 @@ class Verifier:
         self.pipeline = pipeline
         self.index = index
         self.tracker = Tracker(self.rules.track_iou, self.rules.lost_after_seconds)
+
+    def set_matching(self, distance_threshold: float, min_margin: float) -> None:
+        """Change the decision rule at run time (a remote set_threshold); the next frame uses it."""
+        matching = replace(self.config.matching, distance_threshold=distance_threshold, min_margin=min_margin)
+        self.config = replace(self.config, matching=matching)
+        log.info("threshold now %.3f, margin %.3f", distance_threshold, min_margin)
 
     def step(self, image: np.ndarray, captured: float, frame_number: int,
              verify: bool = True) -> Outcome:
@@ -66,17 +73,17 @@ class Verifier:
         track.best_quality = max(track.best_quality, result.quality.sharpness)
         fused = normalise(np.mean(track.embeddings[-self.rules.fuse_frames:], axis=0)[None, :])[0]
         decision = decide(self.index.search(fused), self.config.matching)
+        outcome = Outcome(APPEARED if new_track else TRACKING, track, decision, result, new_track, fused)
         if decision.accepted:
             person_id = decision.match.person.id
             track.agreeing = track.agreeing + 1 if track.candidate == person_id else 1
             track.candidate = person_id
             if track.agreeing >= self.rules.grant_frames:
                 track.decided = True
-                return Outcome(GRANT, track, decision, result, new_track)
+                outcome.kind = GRANT
         else:
             track.agreeing, track.candidate = 0, None
             track.unmatched += 1
             if track.unmatched >= self.rules.deny_frames:
-                outcome = Outcome(DENY, track, decision, result, new_track)
-                return outcome
-        return Outcome(APPEARED if new_track else TRACKING, track, decision, result, new_track)
+                outcome.kind = DENY
+        return outcome

@@ -153,6 +153,15 @@ class GalleryStore:
         self._set_meta("gallery_version", str(version))
         return version
 
+    @property
+    def site_version(self) -> int:
+        """The last site-wide change applied here (doors synced over MQTT); 0 when none."""
+        return int(self._get_meta("site_version") or 0)
+
+    def set_site_version(self, version: int) -> None:
+        with self._transaction():
+            self._set_meta("site_version", str(version))
+
     def close(self) -> None:
         self._connection.close()
 
@@ -290,7 +299,7 @@ class GalleryStore:
         people = self.db.execute("SELECT COUNT(*), SUM(enabled) FROM people").fetchone()
         templates = self.db.execute("SELECT COUNT(*) FROM templates").fetchone()[0]
         return {"people": people[0], "enabled": int(people[1] or 0), "templates": templates,
-                "version": self.version, "model_id": self.model_id}
+                "version": self.version, "site_version": self.site_version, "model_id": self.model_id}
 
     def integrity_ok(self) -> bool:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -1,0 +1,138 @@
+"""The administrator's MQTT client: signed commands with replies, door status, events, sync.
+
+A command to one door waits for that door's reply; a command to the whole site waits for a
+reply from every door whose retained status says online (or until the timeout). `serve`
+answers doors' requests for site changes they missed.
+"""
+
+import json
+import logging
+import threading
+import time
+import uuid
+from typing import Any, Callable, Dict, List, Optional
+
+from appliance.admin.site import SiteGallery
+from appliance.config import MqttConfig
+from appliance.mqtt.device import topic_base
+from appliance.mqtt.link import MqttLink
+from appliance.mqtt.signing import sign
+from appliance.errors import FaceGateError
+
+log = logging.getLogger(__name__)
+
+
+class AdminError(FaceGateError):
+    pass
+
+
+class AdminClient:
+    def __init__(self, config: MqttConfig, key: bytes, link: Optional[MqttLink] = None) -> None:
+        self.config = config
+        self.key = key
+        self.site = config.site
+        self.name = "admin-%s" % uuid.uuid4().hex[:8]
+        self.reply_topic = "facegate/%s/%s/reply" % (self.site, self.name)
+        self.link = link or MqttLink(config, "facegate-%s-%s" % (self.site, self.name), persistent=False)
+        self.statuses: Dict[str, Dict[str, Any]] = {}
+        self.on_event: Optional[Callable[[Dict[str, Any]], None]] = None
+        self._replies: Dict[str, List[Dict[str, Any]]] = {}
+        self._condition = threading.Condition()
+        self.link.subscriptions = [self.reply_topic, "facegate/%s/+/reply/+" % self.site,
+                                   "facegate/%s/+/status" % self.site]
+        self.link.on_message = self._message
+
+    def connect(self, timeout: float = 10.0) -> None:
+        self.link.start()
+        if not self.link.wait_connected(timeout):
+            self.link.stop()
+            raise AdminError("cannot connect to the MQTT broker %s:%d within %.0f s%s"
+                             % (self.config.host, self.config.port, timeout,
+                                " (%s)" % self.link.refused if self.link.refused else ""))
+        time.sleep(0.3)  # retained statuses arrive right after the subscription
+
+    def close(self) -> None:
+        self.link.stop()
+
+    def _message(self, message) -> None:
+        try:
+            payload = json.loads(message.payload.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            log.warning("ignoring a malformed message on %s", message.topic)
+            return
+        parts = message.topic.split("/")
+        if len(parts) == 4 and parts[3] == "status":
+            with self._condition:
+                self.statuses[parts[2]] = payload
+            return
+        if len(parts) == 4 and parts[3] == "events":
+            if self.on_event:
+                self.on_event(payload)
+            return
+        if "reply" in parts and isinstance(payload, dict) and payload.get("request_id"):
+            with self._condition:
+                replies = self._replies.setdefault(payload["request_id"], [])
+                if not any(r.get("device") == payload.get("device") for r in replies):
+                    replies.append(payload)
+                self._condition.notify_all()
+
+    def online_doors(self) -> List[str]:
+        with self._condition:
+            return sorted(d for d, s in self.statuses.items() if s.get("state") == "online")
+
+    def send(self, target: str, verb: str, body: Dict[str, Any], timeout: float = 10.0,
+             expect: Optional[List[str]] = None) -> List[Dict[str, Any]]:
+        """Sign and publish a command; return the replies (one per door) that came in time."""
+        envelope = sign(self.key, verb, target, body)
+        request_id = envelope["request_id"]
+        topic = "%s/cmd/%s" % (topic_base(self.site, target), verb)
+        if expect is None:
+            expect = self.online_doors() if target == "all" else [target]
+        with self._condition:
+            self._replies[request_id] = []
+        self.link.publish_request(topic, json.dumps(envelope, ensure_ascii=False).encode("utf-8"),
+                                  self.reply_topic, request_id.encode())
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            while True:
+                replies = self._replies[request_id]
+                if {r.get("device") for r in replies} >= set(expect):
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._condition.wait(remaining)
+            return list(self._replies.pop(request_id))
+
+    def follow_events(self, callback: Callable[[Dict[str, Any]], None], device: str = "+") -> None:
+        self.on_event = callback
+        self.link.subscribe("facegate/%s/%s/events" % (self.site, device))
+
+    def serve(self, gallery: SiteGallery) -> None:
+        """Answer sync requests from doors with the site changes they lack (runs on the network thread)."""
+        previous = self.link.on_message
+
+        def on_message(message) -> None:
+            parts = message.topic.split("/")
+            if len(parts) == 5 and parts[3] == "sync" and parts[4] == "request":
+                self._answer_sync(gallery, parts[2], message.payload)
+            else:
+                previous(message)
+
+        self.link.on_message = on_message
+        self.link.subscribe("facegate/%s/+/sync/request" % self.site)
+
+    def _answer_sync(self, gallery: SiteGallery, device: str, payload: bytes) -> None:
+        try:
+            after = int(json.loads(payload.decode("utf-8")).get("after", 0))
+        except (UnicodeDecodeError, ValueError, AttributeError, TypeError):
+            log.warning("ignoring a malformed sync request from %s", device)
+            return
+        changes = gallery.changes_after(after, max_bytes=self.config.max_payload_kb * 512)
+        if not changes:
+            return
+        log.info("door %s is at change %d: sending %d-%d", device, after, changes[0]["change"],
+                 changes[-1]["change"])
+        envelope = sign(self.key, "sync", device, {"changes": changes})
+        self.link.publish("%s/cmd/sync" % topic_base(self.site, device),
+                          json.dumps(envelope, ensure_ascii=False).encode("utf-8"))

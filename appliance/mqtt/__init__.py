@@ -1,0 +1,1 @@
+"""The MQTT link: device API (status, events, signed commands), outbox, enrolment sync."""

@@ -1,0 +1,450 @@
+"""The door's MQTT side: status, the audit outbox, and signed commands.
+
+Topics (the device API, documented in the README):
+  facegate/<site>/<device>/status            retained; "offline" through the last will
+  facegate/<site>/<device>/events            audit events, QoS 1, id + sequence number
+  facegate/<site>/<device>/cmd/<verb>        commands for this door
+  facegate/<site>/all/cmd/<verb>             commands for every door of the site
+  facegate/<site>/<device>/reply/<request>   replies, unless an MQTT 5 response topic was given
+  facegate/<site>/<device>/sync/request      "send me the site's changes after N"
+
+Checks run in this order and a failure is an error reply that changes nothing: retained,
+size and shape, signature, verb and target against the topic, age, repeated request id.
+"""
+
+import base64
+import datetime
+import json
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+from appliance import __version__
+from appliance.audit import AuditStore, Event
+from appliance.config import Config
+from appliance.errors import CommandError, FaceGateError, GalleryError
+from appliance.gallery.enrol import Enroller
+from appliance.gallery.store import GalleryStore, Person, Template
+from appliance.mqtt.ledger import Ledger
+from appliance.mqtt.link import MqttLink
+from appliance.mqtt.payload import decode_photo, parse_envelope
+from appliance.mqtt.signing import load_site_key, verify
+
+log = logging.getLogger(__name__)
+
+GALLERY_VERBS = ("enroll", "add_photos", "remove", "disable", "enable")
+
+
+def topic_base(site: str, device: str) -> str:
+    return "facegate/%s/%s" % (site, device)
+
+
+def person_summary(person: Person) -> Dict[str, Any]:
+    return {"person_id": person.id, "name": person.name, "enabled": person.enabled,
+            "templates": person.templates, "valid_from": person.valid_from,
+            "valid_until": person.valid_until, "note": person.note}
+
+
+class DeviceAgent:
+    def __init__(self, config: Config, controller, audit: AuditStore, gallery_path: str,
+                 model_id: str, pipeline=None,
+                 set_matching: Optional[Callable[[float, float], None]] = None,
+                 link: Optional[MqttLink] = None) -> None:
+        self.config = config
+        self.mqtt = config.mqtt
+        self.controller = controller
+        self.audit = audit
+        self.model_id = model_id
+        self.set_matching = set_matching
+        self.key = load_site_key(self.mqtt.signing_key_file)
+        self.base = topic_base(self.mqtt.site, self.mqtt.device)
+        self.site_base = topic_base(self.mqtt.site, "all")
+        # its own connection: gallery writes here never interleave with the door loop's reads
+        self.store = GalleryStore(gallery_path, model_id=model_id,
+                                  max_templates=config.gallery.max_templates)
+        # photo (BGR) -> Template with this door's models and the enrolment quality limits
+        self.template_maker = Enroller(config, pipeline, self.store).template_from_image if pipeline else None
+        self.ledger = Ledger(self.mqtt.state_path, self.mqtt.change_max_age_hours * 3600 + 3600)
+        offline = json.dumps({"state": "offline", "device": self.mqtt.device}).encode()
+        self.link = link or MqttLink(self.mqtt, "facegate-%s-%s" % (self.mqtt.site, self.mqtt.device),
+                                     will=(self.base + "/status", offline))
+        self.link.subscriptions = [self.base + "/cmd/+", self.site_base + "/cmd/+"]
+        self.link.on_message = self._received
+        self.link.on_published = self._acknowledged
+        self.link.on_connected.append(self._on_connect)
+        self.link.on_disconnected.append(self._on_disconnect)
+        self._commands: "queue.Queue" = queue.Queue()
+        self._wake = threading.Condition()
+        self._in_flight: Dict[int, int] = {}  # message id -> event id
+        self._early_acks: set = set()
+        self._published_up_to = 0
+        self._next_status = self._next_sync = time.monotonic() + 60  # connecting does both at once
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._command_loop, name="mqtt-commands", daemon=True),
+                         threading.Thread(target=self._outbox_loop, name="mqtt-outbox", daemon=True)]
+        self.handlers = {"ping": self._ping, "enroll": self._enroll, "add_photos": self._add_photos,
+                         "remove": self._remove, "disable": self._disable, "enable": self._enable,
+                         "list": self._list, "get": self._get, "set_threshold": self._set_threshold,
+                         "unlock": self._unlock, "sync": self._sync, "status": self._status_command}
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+        self.controller.listeners.append(lambda event: self.wake())
+        self.link.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wake()
+        self._commands.put(None)
+        offline = json.dumps({"state": "offline", "device": self.mqtt.device}).encode()
+        self.link.stop(final=(self.base + "/status", offline))
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self.store.close()
+        self.ledger.close()
+
+    def wake(self) -> None:
+        with self._wake:
+            self._wake.notify_all()
+
+    def _on_connect(self) -> None:
+        with self._wake:
+            self._in_flight.clear()
+            self._early_acks.clear()
+            self._published_up_to = 0  # re-send everything unacknowledged, in order
+            self._wake.notify_all()
+        self.publish_status()
+        self.link.publish(self.base + "/sync/request",
+                          json.dumps({"after": self.store.site_version, "device": self.mqtt.device}).encode())
+
+    def _on_disconnect(self) -> None:
+        with self._wake:
+            self._in_flight.clear()
+            self._published_up_to = 0
+
+    # -- status ----------------------------------------------------------------------------
+
+    def status(self) -> Dict[str, Any]:
+        counts = self.store.counts()
+        return {"state": "online", "device": self.mqtt.device, "site": self.mqtt.site,
+                "version": __version__, "models": {"detector": self.config.models.detector,
+                                                   "embedder": self.model_id},
+                "gallery": {"version": counts["version"], "site_version": counts["site_version"],
+                            "people": counts["people"], "templates": counts["templates"]},
+                "door": self.controller.door.value, "access": self.controller.access.value,
+                "faults": dict(self.controller.faults), "unsent_events": self.audit.unsent_count(),
+                "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+    def publish_status(self) -> None:
+        if self.link.connected.is_set():
+            self.link.publish(self.base + "/status", json.dumps(self.status()).encode(), retain=True)
+
+    # -- the audit outbox ------------------------------------------------------------------
+
+    def _periodic(self) -> None:
+        """Status every minute; and ask for missed site changes every few minutes, in case a
+        request or its answer was lost."""
+        now = time.monotonic()
+        if not self.link.connected.is_set() or now < self._next_status:
+            return
+        self._next_status = now + 60
+        self.publish_status()
+        if now >= self._next_sync:
+            self._next_sync = now + 300
+            self._ask_for_changes(self.store.site_version)
+
+    def _outbox_loop(self) -> None:
+        while not self._stop.is_set():
+            self._periodic()
+            with self._wake:
+                room = self.mqtt.events_in_flight - len(self._in_flight)
+                if not self.link.connected.is_set() or room <= 0:
+                    self._wake.wait(1.0)
+                    continue
+                after = self._published_up_to
+            events = self.audit.events(limit=room, unsent_only=True, since_id=after)
+            if not events:
+                with self._wake:
+                    self._wake.wait(1.0)
+                continue
+            for event in events:
+                if not self.link.connected.is_set():
+                    break
+                # publish outside our locks: paho calls _acknowledged holding its own lock
+                mid = self.link.publish(self.base + "/events", self._event_payload(event))
+                with self._wake:
+                    self._published_up_to = event.id
+                    if mid in self._early_acks:  # acknowledged before we got to note it
+                        self._early_acks.discard(mid)
+                        acknowledged = True
+                    else:
+                        self._in_flight[mid] = event.id
+                        acknowledged = False
+                if acknowledged:
+                    self.audit.mark_sent([event.id])
+
+    def _event_payload(self, event: Event) -> bytes:
+        body = event.summary()
+        body.update(sequence=event.id, device=self.mqtt.device, site=self.mqtt.site)
+        if event.snapshot is not None:
+            body["snapshot_jpeg"] = base64.b64encode(event.snapshot).decode("ascii")
+        return json.dumps(body, ensure_ascii=False).encode("utf-8")
+
+    def _acknowledged(self, mid: int) -> None:
+        with self._wake:
+            event_id = self._in_flight.pop(mid, None)
+            if event_id is None:
+                self._early_acks.add(mid)
+            self._wake.notify_all()
+        if event_id is not None:
+            self.audit.mark_sent([event_id])
+
+    # -- commands --------------------------------------------------------------------------
+
+    def _received(self, message) -> None:
+        # the network thread only queues; enrolment runs the models and must not stall it
+        self._commands.put(message)
+
+    def _command_loop(self) -> None:
+        while not self._stop.is_set():
+            message = self._commands.get()
+            if message is None:
+                return
+            try:
+                self.handle(message)
+            except Exception:  # one bad command must not end command handling
+                log.exception("command on %s failed", message.topic)
+
+    def handle(self, message) -> Optional[Dict[str, Any]]:
+        envelope: Dict[str, Any] = {}
+        try:
+            if message.retain:
+                raise CommandError("retained", "retained commands are ignored: publish commands without retain")
+            envelope = parse_envelope(message.payload, self.mqtt.max_payload_kb * 1024)
+            verify(self.key, envelope)
+            self._check_topic(message.topic, envelope)
+            self._check_age(envelope)
+            previous = self.ledger.reply_for(envelope["request_id"])
+            if previous is not None:
+                reply = dict(previous, duplicate=True)  # answered again, not applied again
+            else:
+                reply = self._apply(envelope)
+        except CommandError as err:
+            reply = {"ok": False, "code": err.code, "message": err.message}
+            if err.code in ("failed", "not_found", "refused"):
+                self.ledger.record(envelope["request_id"], envelope["verb"], reply)
+        reply.setdefault("request_id", envelope.get("request_id"))
+        reply.setdefault("verb", envelope.get("verb"))
+        reply["device"] = self.mqtt.device
+        self._reply(message, envelope, reply)
+        if reply.get("ok") and not reply.get("duplicate"):
+            self.publish_status()
+        return reply
+
+    def _check_topic(self, topic: str, envelope: Dict[str, Any]) -> None:
+        prefix, _, verb = topic.rpartition("/cmd/")
+        if verb != envelope["verb"]:
+            raise CommandError("wrong_topic", "signed for verb %r, arrived on %s" % (envelope["verb"], topic))
+        target = envelope["target"]
+        if prefix == self.base and target == self.mqtt.device:
+            return
+        if prefix == self.site_base and target == "all":
+            return
+        raise CommandError("wrong_target", "signed for %r, arrived on %s" % (target, topic))
+
+    def _check_age(self, envelope: Dict[str, Any]) -> None:
+        age = time.time() - float(envelope["issued"])
+        if age < -self.mqtt.clock_skew_seconds:
+            raise CommandError("from_future", "issued %.0f s in the future: check the clocks" % -age)
+        limit = (self.mqtt.unlock_max_age_seconds if envelope["verb"] == "unlock"
+                 else self.mqtt.change_max_age_hours * 3600)
+        if age > limit:
+            raise CommandError("expired", "issued %.1f s ago, the limit for %s is %.0f s"
+                               % (age, envelope["verb"], limit))
+
+    def _apply(self, envelope: Dict[str, Any]) -> Dict[str, Any]:
+        handler = self.handlers.get(envelope["verb"])
+        if handler is None:
+            raise CommandError("unknown_verb", "unknown command %r; known: %s"
+                               % (envelope["verb"], ", ".join(sorted(self.handlers))))
+        body = envelope["body"]
+        change = body.get("change")
+        if envelope["verb"] in GALLERY_VERBS and change is not None:
+            if not isinstance(change, int) or isinstance(change, bool) or change < 1:
+                raise CommandError("malformed", "change must be a positive integer")
+            applied = self.store.site_version
+            if change <= applied:
+                return {"ok": True, "result": {"change": change, "already_applied": True}}
+            if change > applied + 1:
+                self._ask_for_changes(applied)
+                raise CommandError("out_of_order", "change %d arrived after %d; asked for the missing ones"
+                                   % (change, applied))
+        try:
+            result = handler(body)
+        except CommandError:
+            raise
+        except (GalleryError, ValueError, TypeError, KeyError) as err:
+            raise CommandError("failed", str(err)) from err
+        if envelope["verb"] in GALLERY_VERBS and change is not None:
+            self.store.set_site_version(change)
+        reply = {"ok": True, "result": result}
+        self.ledger.record(envelope["request_id"], envelope["verb"], reply)
+        return reply
+
+    def _ask_for_changes(self, after: int) -> None:
+        self.link.publish(self.base + "/sync/request",
+                          json.dumps({"after": after, "device": self.mqtt.device}).encode())
+
+    def _reply(self, message, envelope: Dict[str, Any], reply: Dict[str, Any]) -> None:
+        payload = json.dumps(reply, ensure_ascii=False).encode("utf-8")
+        properties = getattr(message, "properties", None)
+        response_topic = getattr(properties, "ResponseTopic", None) if properties else None
+        correlation = getattr(properties, "CorrelationData", None) if properties else None
+        # replies go only under this site's tree, whatever a message asks for
+        if not (response_topic and response_topic.startswith("facegate/%s/" % self.mqtt.site)):
+            request_id = envelope.get("request_id") or "unknown"
+            response_topic = "%s/reply/%s" % (self.base, "".join(c for c in request_id if c not in "+#/"))
+        self.link.publish(response_topic, payload, correlation=correlation)
+
+    # -- handlers: each takes the body and returns the result ------------------------------
+
+    def _ping(self, body) -> Dict[str, Any]:
+        return {"pong": True, "time": time.time()}
+
+    def _status_command(self, body) -> Dict[str, Any]:
+        return self.status()
+
+    def _templates(self, body) -> List[Template]:
+        photos, embeddings = body.get("photos") or [], body.get("embeddings") or []
+        if not isinstance(photos, list) or not isinstance(embeddings, list):
+            raise CommandError("malformed", "photos and embeddings must be lists")
+        if len(photos) + len(embeddings) > self.mqtt.max_photos:
+            raise CommandError("too_large", "at most %d photos or embeddings in one command"
+                               % self.mqtt.max_photos)
+        if embeddings and body.get("model_id") == self.model_id:
+            return [Template(self._vector(v), 1.0, "mqtt embedding") for v in embeddings]
+        if not photos:
+            raise CommandError("refused", "no photos, and no embeddings of this door's model %s" % self.model_id)
+        if self.template_maker is None:
+            raise CommandError("refused", "this door cannot embed photos (no models loaded)")
+        images = [decode_photo(p, self.mqtt.max_image_side, self.mqtt.max_payload_kb * 1024) for p in photos]
+        templates, reasons = [], []
+        for number, image in enumerate(images, 1):
+            try:
+                templates.append(self.template_maker(image, "mqtt photo %d" % number))
+            except FaceGateError as err:
+                reasons.append("photo %d: %s" % (number, err))
+        if not templates:
+            raise CommandError("refused", "no usable photo: %s" % "; ".join(reasons))
+        return templates
+
+    def _vector(self, values) -> np.ndarray:
+        vector = np.asarray(values, dtype=np.float32)
+        if vector.ndim != 1 or vector.size < 32 or not np.all(np.isfinite(vector)):
+            raise CommandError("malformed", "an embedding must be a list of finite numbers")
+        norm = float(np.linalg.norm(vector))
+        if norm < 1e-6:
+            raise CommandError("malformed", "an embedding must not be all zeros")
+        return vector / norm
+
+    @staticmethod
+    def _text(body, key: str, required: bool = True) -> Optional[str]:
+        value = body.get(key)
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or not value.strip() or len(value) > 200:
+            raise CommandError("malformed", "%s must be a non-empty string of at most 200 characters" % key)
+        return value
+
+    def _enroll(self, body) -> Dict[str, Any]:
+        person_id, name = self._text(body, "person_id"), self._text(body, "name")
+        templates = self._templates(body)
+        existing = {p.id for p in self.store.people()}
+        if person_id in existing:
+            self.store.remove(person_id)  # the site's version of this person replaces ours
+        person = self.store.enrol(name, templates, self.model_id, note=body.get("note") or "",
+                                  person_id=person_id, valid_from=self._text(body, "valid_from", False),
+                                  valid_until=self._text(body, "valid_until", False))
+        return person_summary(person)
+
+    def _find(self, body) -> Person:
+        try:
+            return self.store.find(self._text(body, "person_id"))
+        except GalleryError as err:
+            raise CommandError("not_found", str(err)) from err
+
+    def _add_photos(self, body) -> Dict[str, Any]:
+        person = self._find(body)
+        return person_summary(self.store.add_templates(person.id, self._templates(body), self.model_id))
+
+    def _remove(self, body) -> Dict[str, Any]:
+        person_id = self._text(body, "person_id")
+        if person_id not in {p.id for p in self.store.people()}:
+            return {"person_id": person_id, "removed": False, "note": "not enrolled here"}
+        return dict(person_summary(self.store.remove(person_id)), removed=True)
+
+    def _disable(self, body) -> Dict[str, Any]:
+        return person_summary(self.store.set_enabled(self._find(body).id, False))
+
+    def _enable(self, body) -> Dict[str, Any]:
+        return person_summary(self.store.set_enabled(self._find(body).id, True))
+
+    def _list(self, body) -> Dict[str, Any]:
+        page, size = body.get("page", 1), body.get("page_size", 50)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (page, size)) or page < 1 \
+                or not 1 <= size <= 500:
+            raise CommandError("malformed", "page must be >= 1 and page_size 1 to 500")
+        people = self.store.people()
+        chosen = people[(page - 1) * size:page * size]
+        return {"page": page, "page_size": size, "total": len(people),
+                "people": [person_summary(p) for p in chosen]}
+
+    def _get(self, body) -> Dict[str, Any]:
+        return person_summary(self._find(body))
+
+    def _set_threshold(self, body) -> Dict[str, Any]:
+        threshold, margin = body.get("distance_threshold"), body.get("min_margin", self.config.matching.min_margin)
+        for name, value in (("distance_threshold", threshold), ("min_margin", margin)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 2:
+                raise CommandError("malformed", "%s must be a number from 0 to 2" % name)
+        if self.set_matching is None:
+            raise CommandError("refused", "this door cannot change its threshold")
+        self.set_matching(float(threshold), float(margin))
+        return {"distance_threshold": threshold, "min_margin": margin}
+
+    def _unlock(self, body) -> Dict[str, Any]:
+        # the age, signature and request-id checks have passed; the door itself decides the rest
+        if not self.controller.remote_unlock(self._text(body, "reason", False) or "remote"):
+            raise CommandError("refused", "the door cannot unlock now (state %s)" % self.controller.access.value)
+        return {"unlocked": True}
+
+    def _sync(self, body) -> Dict[str, Any]:
+        changes = body.get("changes")
+        if not isinstance(changes, list):
+            raise CommandError("malformed", "sync needs a list of changes")
+        applied, failed = [], []
+        for change in sorted(changes, key=lambda c: c.get("change", 0) if isinstance(c, dict) else 0):
+            if not isinstance(change, dict) or change.get("verb") not in GALLERY_VERBS \
+                    or not isinstance(change.get("body"), dict) or not isinstance(change.get("change"), int):
+                raise CommandError("malformed", "each change needs change, verb and body")
+            number = change["change"]
+            if number <= self.store.site_version:
+                continue
+            if number != self.store.site_version + 1:
+                raise CommandError("out_of_order", "sync skips from %d to %d" % (self.store.site_version, number))
+            try:
+                self.handlers[change["verb"]](change["body"])
+            except (CommandError, GalleryError, ValueError, TypeError, KeyError) as err:
+                failed.append({"change": number, "error": str(err)})  # recorded, not retried forever
+            self.store.set_site_version(number)
+            applied.append(number)
+        if applied:
+            self._ask_for_changes(self.store.site_version)  # a long backlog comes in several parts
+        return {"applied": applied, "failed": failed, "site_version": self.store.site_version}
