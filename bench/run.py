@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.harness import BENCHMARKS
 
-MODULES = ("bench.vision", "bench.gallery", "bench.door")
+MODULES = ("bench.vision", "bench.gallery", "bench.door", "bench.mqtt")
 
 
 def _rows(prefix: str, value):

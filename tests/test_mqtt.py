@@ -389,3 +389,10 @@ def test_the_last_will_marks_a_dead_door_offline(tmp_path, broker, key_file):
     assert process.wait(timeout=20) == 0
     assert statuses.wait(lambda m: json.loads(m[-1][1])["state"] == "offline", timeout=10)
     statuses.close()
+
+
+def test_the_board_config_is_valid_and_uses_tls():
+    from appliance.config import load
+
+    config = load(ROOT / "rootfs_overlay" / "etc" / "facegate" / "facegate.toml")
+    assert config.mqtt.enabled and config.mqtt.tls and config.mqtt.ca_file and config.mqtt.signing_key_file

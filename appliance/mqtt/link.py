@@ -46,6 +46,7 @@ class MqttLink:
         self.version5 = config.protocol != "3.1.1"
         self._lock = threading.Lock()
         self._pending_subscriptions = {}
+        self._stopping = False
         self._client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -127,7 +128,7 @@ class MqttLink:
     def _disconnected(self, client, userdata, flags, reason_code, properties) -> None:
         was_connected = self.connected.is_set()
         self.connected.clear()
-        if was_connected:
+        if was_connected and not self._stopping:
             log.warning("MQTT disconnected (%s); reconnecting", reason_code)
             for callback in self.on_disconnected:
                 callback()
@@ -191,6 +192,7 @@ class MqttLink:
 
     def stop(self, final: Optional[Tuple[str, bytes]] = None) -> None:
         """Disconnect cleanly, first publishing `final` (e.g. a retained offline status)."""
+        self._stopping = True
         if final is not None and self.connected.is_set():
             info = self._client.publish(final[0], final[1], qos=1, retain=True)
             try:
