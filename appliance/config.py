@@ -192,7 +192,6 @@ class MqttConfig:
     max_photos: int = setting(5, "most photos in one enrolment command", 1, 50)
     max_image_side: int = setting(4096, "largest photo width or height, pixels", 64, 20000)
     events_in_flight: int = setting(20, "audit events published but not yet acknowledged", 1, 1000)
-    discovery: bool = setting(False, "publish Home Assistant MQTT discovery (a lock and a last-person sensor)")
 
 
 @dataclass(frozen=True)
