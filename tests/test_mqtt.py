@@ -396,3 +396,35 @@ def test_the_board_config_is_valid_and_uses_tls():
 
     config = load(ROOT / "rootfs_overlay" / "etc" / "facegate" / "facegate.toml")
     assert config.mqtt.enabled and config.mqtt.tls and config.mqtt.ca_file and config.mqtt.signing_key_file
+
+
+def test_tls_with_client_certificates(tmp_path, key_file):
+    from broker import make_certificates
+
+    certs_dir = tmp_path / "certs"
+    certs_dir.mkdir()
+    certs = make_certificates(certs_dir)
+    folder = tmp_path / "tls-broker"
+    folder.mkdir()
+    tls_broker = Broker(folder, tls=certs)
+    try:
+        raw = door_settings(tmp_path, tls_broker, key_file,
+                            mqtt={"tls": True, "ca_file": certs["ca.crt"], "cert_file": certs["door.crt"],
+                                  "key_file": certs["door.key"]})
+        door = Door(raw)  # asserts the broker accepted the TLS connection
+        assert door.agent.status()["state"] == "online"
+        door.close()
+        os.chmod(certs["door.key"], 0o644)
+        with pytest.raises(ConfigError, match="readable by others"):
+            Door(raw)
+        os.chmod(certs["door.key"], 0o600)
+        raw["mqtt"]["cert_file"] = raw["mqtt"]["key_file"] = ""  # no client certificate: refused
+        config = from_dict(raw)
+        from appliance.mqtt.link import MqttLink
+
+        link = MqttLink(config.mqtt, "no-certificate")
+        link.start()
+        assert not link.wait_connected(3)
+        link.stop()
+    finally:
+        tls_broker.stop()
