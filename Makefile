@@ -6,8 +6,8 @@ PY := $(VENV)/bin/python
 # Model weights come from a mirror directory, never from git.
 export FACEGATE_MODEL_MIRROR ?= $(abspath ../shared/models)
 export FACEGATE_MODELS_DIR ?= $(abspath models)
-# Debian packages the tests need: a real MQTT broker for the MQTT tests.
-DEBIAN_PACKAGES := mosquitto
+# Debian packages the tests need: a real MQTT broker, and openssl to make its test certificates.
+DEBIAN_PACKAGES := mosquitto openssl
 LFW ?= ../shared/data/lfw-dev
 SEED ?= ../shared/data/seed-samples
 DEMO := demo
