@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS events (
     snapshot BLOB,
     embedding BLOB,
     model_id TEXT,
+    label TEXT,
     sent INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS events_unsent ON events (sent, id);
@@ -62,6 +63,7 @@ class Event:
     snapshot: Optional[bytes] = None  # JPEG
     embedding: Optional[np.ndarray] = None  # the probe decided on, for threshold tuning
     model_id: Optional[str] = None  # the model that made `embedding`
+    label: Optional[str] = None  # an installer's verdict: a person id, or "stranger"
     time: str = ""
     id: Optional[int] = None  # also the event's sequence number on this door
     uid: str = ""  # unique across doors and database resets; a re-sent event keeps it
@@ -92,6 +94,9 @@ class AuditStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
+            if "label" not in columns:  # trails written before attempts could be labelled
+                self._db.execute("ALTER TABLE events ADD COLUMN label TEXT")
         except (sqlite3.Error, OSError) as err:
             raise AuditError("cannot open the audit trail %s: %s (check the path and free space)"
                              % (self.path, err)) from err
@@ -104,14 +109,14 @@ class AuditStore:
                event.margin, event.quality, json.dumps(event.frames), event.latency_ms,
                json.dumps(event.detail, sort_keys=True), event.snapshot,
                None if event.embedding is None else np.asarray(event.embedding, np.float32).tobytes(),
-               event.model_id)
+               event.model_id, event.label)
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 cursor = self._db.execute(
                     "INSERT INTO events (uid, time, kind, person_id, person_name, distance, margin, quality,"
-                    " frames, latency_ms, detail, snapshot, embedding, model_id)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+                    " frames, latency_ms, detail, snapshot, embedding, model_id, label)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
                 event.id = cursor.lastrowid
                 self._prune()
                 self._db.execute("COMMIT")
@@ -167,7 +172,7 @@ class AuditStore:
             clauses.append("sent = 0")
         params.append(limit)
         query = ("SELECT id, uid, time, kind, person_id, person_name, distance, margin, quality, frames,"
-                 " latency_ms, detail, snapshot, embedding, model_id FROM events WHERE %s ORDER BY id LIMIT ?"
+                 " latency_ms, detail, snapshot, embedding, model_id, label FROM events WHERE %s ORDER BY id LIMIT ?"
                  % " AND ".join(clauses))
         with self._lock:
             rows = self._db.execute(query, params).fetchall()
@@ -175,7 +180,13 @@ class AuditStore:
                       distance=r[6], margin=r[7], quality=r[8], frames=json.loads(r[9] or "[]"),
                       latency_ms=r[10], detail=json.loads(r[11] or "{}"), snapshot=r[12],
                       embedding=None if r[13] is None else np.frombuffer(r[13], np.float32),
-                      model_id=r[14]) for r in rows]
+                      model_id=r[14], label=r[15]) for r in rows]
+
+    def set_label(self, event_id: int, label: Optional[str]) -> None:
+        with self._lock:
+            changed = self._db.execute("UPDATE events SET label = ? WHERE id = ?", (label, event_id)).rowcount
+        if not changed:
+            raise AuditError("no audit event %d" % event_id)
 
     def unsent_count(self) -> int:
         with self._lock:

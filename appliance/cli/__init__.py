@@ -12,7 +12,8 @@ from appliance.errors import FaceGateError
 # command group modules; each has register(subparsers) adding its commands.
 COMMAND_MODULES = ("appliance.cli.models", "appliance.cli.detect", "appliance.cli.gallery",
                    "appliance.cli.identify", "appliance.cli.evaluate",
-                   "appliance.cli.config", "appliance.cli.run", "appliance.cli.admin")
+                   "appliance.cli.config", "appliance.cli.run", "appliance.cli.admin",
+                   "appliance.cli.tune")
 
 EXIT_ERROR = 2
 

@@ -1,0 +1,354 @@
+"""`facegate tune ...`: threshold evidence for the installer (report, label, replay, apply, lfw)."""
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from appliance.cli.common import add_config_options, load_config
+from appliance.errors import FaceGateError
+
+STRANGER = "stranger"
+ATTEMPT_KINDS = ("grant", "deny", "capture")  # audit events that carry a probe embedding
+
+
+def register(commands) -> None:
+    parser = commands.add_parser("tune", help="choose and apply the distance threshold from evidence")
+    actions = parser.add_subparsers(dest="tune_command", metavar="ACTION")
+    actions.required = True
+
+    def action(name, help_text):
+        sub = actions.add_parser(name, help=help_text)
+        add_config_options(sub)
+        sub.add_argument("--gallery", help="gallery file, overriding gallery.path")
+        sub.add_argument("--audit", help="audit trail file, overriding audit.path")
+        return sub
+
+    sub = action("report", "error rates across thresholds and a recommended threshold")
+    sub.add_argument("--target-far", type=float, default=1e-3, help="false accepts per attempt (default 1e-3)")
+    sub.add_argument("--plot", help="write both distributions and the DET curve to this PNG")
+    sub.set_defaults(handler=_report)
+    sub = action("label", "list recent attempts, or label one as a person or a stranger")
+    sub.add_argument("event", nargs="?", type=int, help="audit event id to label")
+    sub.add_argument("--person", help="the person it really was (name or id)")
+    sub.add_argument("--stranger", action="store_true", help="it was nobody enrolled")
+    sub.add_argument("--limit", type=int, default=30)
+    sub.set_defaults(handler=_label)
+    sub = action("capture", "record attempts of a person standing at the door, labelled as them")
+    sub.add_argument("person", help="who is standing there (name or id, enrolled)")
+    sub.add_argument("--count", type=int, default=10, help="attempts to record (default 10)")
+    sub.add_argument("--camera", help="camera source, overriding camera.source")
+    sub.set_defaults(handler=_capture)
+    sub = action("replay", "run recorded attempts through the decision rule again")
+    sub.add_argument("--threshold", type=float, required=True)
+    sub.add_argument("--margin", type=float)
+    sub.set_defaults(handler=_replay)
+    sub = actions.add_parser("apply", help="write the threshold into the config file (with a backup)")
+    sub.add_argument("threshold", type=float)
+    sub.add_argument("--config", required=True, help="the config file to change")
+    sub.set_defaults(handler=_apply)
+    sub = action("lfw", "fit a threshold on some LFW folds and measure it on the others")
+    sub.add_argument("--pairs", default="../shared/data/lfw-dev/pairs.txt")
+    sub.add_argument("--images", default="../shared/data/lfw-dev/images")
+    sub.add_argument("--fit-folds", default="1-3")
+    sub.add_argument("--test-folds", default="4-5")
+    sub.add_argument("--target-far", type=float, default=1e-3)
+    sub.set_defaults(handler=_lfw)
+
+
+def _paths(args, config):
+    return (args.gallery or config.gallery.path), (args.audit or config.audit.path)
+
+
+def _gallery_matrix(path):
+    from appliance.gallery.store import GalleryStore
+
+    if not Path(path).exists():
+        raise FaceGateError("gallery %s does not exist: enrol people first (facegate enroll)" % path)
+    store = GalleryStore(path)
+    try:
+        ids, matrix, _ = store.matrix()
+        people = {p.id: p for p in store.people()}
+    finally:
+        store.close()
+    return ids, matrix, people
+
+
+def _attempts(path, model_id):
+    from appliance.audit import AuditStore
+
+    if not Path(path).exists():
+        return []
+    store = AuditStore(path)
+    try:
+        return [e for e in store.events(limit=10 ** 7)
+                if e.kind in ATTEMPT_KINDS and e.embedding is not None and e.model_id == model_id]
+    finally:
+        store.close()
+
+
+def _granted(event) -> bool:
+    """What the door decided for this attempt (a capture records it in its detail)."""
+    return event.kind == "grant" or (event.kind == "capture" and event.detail.get("decided") == "grant")
+
+
+def _report(args) -> int:
+    from appliance.tune import analysis
+
+    config = load_config(args)
+    gallery_path, audit_path = _paths(args, config)
+    ids, matrix, people = _gallery_matrix(gallery_path)
+    if len(people) < 2:
+        print("too little evidence: the gallery holds %d people; enrol at least two (better: dozens) "
+              "before tuning" % len(people))
+        return 1
+    model_id = None
+    from appliance.gallery.store import GalleryStore
+
+    store = GalleryStore(gallery_path)
+    model_id = store.model_id
+    store.close()
+    evidence = analysis.pair_distances(matrix, ids)
+    labelled = [e for e in _attempts(audit_path, model_id) if e.label]
+    if labelled:
+        probes = np.stack([e.embedding for e in labelled])
+        attempt = analysis.probe_distances(probes, [e.label for e in labelled], matrix, ids)
+        evidence = analysis.Evidence(np.concatenate([evidence.genuine, attempt.genuine]),
+                                     np.concatenate([evidence.impostor, attempt.impostor]))
+    print("evidence: %d people, %d templates, %d labelled attempts -> %d genuine and %d impostor distances"
+          % (len(people), len(ids), len(labelled), evidence.genuine.size, evidence.impostor.size))
+    if not labelled:
+        print("note: no labelled attempts yet; record some with 'facegate tune label' after people "
+              "have tried the door")
+    print("\nthreshold  false accepts/comparison  false rejects")
+    for threshold, far, frr in analysis.rates(evidence, np.arange(0.30, 0.81, 0.05)):
+        marker = "  <- current" if abs(threshold - config.matching.distance_threshold) < 0.025 else ""
+        print("  %.2f      %10.2e               %6.2f%%%s" % (threshold, far, 100 * frr, marker))
+    advice = analysis.recommend(evidence, args.target_far, len(people))
+    print()
+    print(analysis.text_histogram(evidence, threshold=advice.threshold))
+    if args.plot:
+        analysis.plot(evidence, args.plot, advice.threshold)
+        print("\nwrote %s" % args.plot)
+    print()
+    if advice.threshold is None:
+        print("no recommendation for %.1e false accepts per attempt with %d people; missing:" % (
+            args.target_far, len(people)))
+        for item in advice.missing:
+            print("  - %s" % item)
+        return 1
+    print("recommended threshold %.3f for %.1e false accepts per attempt with %d people enrolled "
+          "(%.1e per comparison); expected false rejects %.1f%%; apply with: facegate tune apply %.3f --config FILE"
+          % (advice.threshold, args.target_far, len(people), advice.per_comparison_far,
+             100 * advice.expected_frr, advice.threshold))
+    return 0
+
+
+def _label(args) -> int:
+    from appliance.audit import AuditStore
+    from appliance.gallery.store import GalleryStore
+
+    config = load_config(args)
+    gallery_path, audit_path = _paths(args, config)
+    if not Path(audit_path).exists():
+        raise FaceGateError("audit trail %s does not exist: run the door first" % audit_path)
+    audit = AuditStore(audit_path)
+    try:
+        if args.event is None:
+            attempts = [e for e in audit.events(limit=10 ** 7) if e.kind in ATTEMPT_KINDS][-args.limit:]
+            if not attempts:
+                print("no attempts recorded yet: let people try the door, then label them here")
+            for event in attempts:
+                nearest = event.person_name or (event.detail.get("nearest") or {}).get("name", "-")
+                print("%6d %s %-7s %-16s distance %s  label: %s" % (
+                    event.id, event.time, event.kind, nearest,
+                    "%.3f" % event.distance if event.distance is not None else "-", event.label or "-"))
+            return 0
+        if bool(args.person) == bool(args.stranger):
+            raise FaceGateError("give either --person WHO or --stranger")
+        label = STRANGER
+        if args.person:
+            store = GalleryStore(gallery_path)
+            try:
+                label = store.find(args.person).id
+            finally:
+                store.close()
+        audit.set_label(args.event, label)
+        print("event %d labelled %s" % (args.event, label))
+        return 0
+    finally:
+        audit.close()
+
+
+def _capture(args) -> int:
+    from appliance.audit import AuditStore, Event
+    from appliance.camera import LatestFrameReader
+    from appliance.door.verification import DENY, GRANT, Verifier
+    from appliance.gallery.index import GalleryIndex
+    from appliance.gallery.store import GalleryStore
+    from appliance.vision.pipeline import FacePipeline
+
+    config = load_config(args)
+    gallery_path, audit_path = _paths(args, config)
+    pipeline = FacePipeline.from_config(config)
+    store = GalleryStore(gallery_path, model_id=pipeline.embedder.model_id)
+    audit = AuditStore(audit_path)
+    reader = None
+    try:
+        person = store.find(args.person)
+        verifier = Verifier(config, pipeline, GalleryIndex(store))
+        reader = LatestFrameReader(args.camera or config.camera.source, config.camera.realtime)
+        recorded = 0
+        print("recording %d attempts of %s: stand in front of the camera, step away and back between "
+              "attempts" % (args.count, person.name))
+        while recorded < args.count:
+            frame = reader.latest()
+            if frame is None:
+                break
+            outcome = verifier.step(frame.image, frame.captured, frame.number)
+            if outcome.kind not in (GRANT, DENY):
+                continue
+            match = outcome.decision.match
+            audit.record(Event("capture", person_id=match.person.id if match.person else None,
+                               person_name=match.person.name if match.person else None,
+                               distance=float(match.distance), margin=float(min(match.margin, 9.0)),
+                               detail={"decided": "grant" if outcome.kind == GRANT else "deny",
+                                       "reason": outcome.decision.reason},
+                               embedding=outcome.probe, model_id=pipeline.embedder.model_id,
+                               label=person.id))
+            recorded += 1
+            verifier.tracker.reset()  # the next attempt starts from scratch
+            print("  attempt %d: %s, distance %.3f" % (recorded, "grant" if outcome.kind == GRANT else "deny",
+                                                     match.distance))
+        print("recorded %d attempts labelled %s in %s" % (recorded, person.name, audit_path))
+        return 0 if recorded == args.count else 1
+    finally:
+        if reader is not None:
+            reader.close()
+        audit.close()
+        store.close()
+        pipeline.close()
+
+
+def _replay(args) -> int:
+    from appliance.gallery.decision import decide
+    from appliance.gallery.index import GalleryIndex
+    from appliance.gallery.store import GalleryStore
+    from dataclasses import replace
+
+    config = load_config(args)
+    gallery_path, audit_path = _paths(args, config)
+    store = GalleryStore(gallery_path)
+    try:
+        index = GalleryIndex(store)
+        attempts = _attempts(audit_path, store.model_id)
+        if not attempts:
+            print("no recorded attempts with embeddings of model %s in %s" % (store.model_id, audit_path))
+            return 1
+        now_rule = config.matching
+        new_rule = replace(now_rule, distance_threshold=args.threshold,
+                           min_margin=now_rule.min_margin if args.margin is None else args.margin)
+        changed = wrong_now = wrong_then = 0
+        for event in attempts:
+            match = index.search(event.embedding)
+            was = _granted(event)
+            then = decide(match, new_rule).accepted
+            if then != was:
+                changed += 1
+                print("  event %d (%s): %s -> %s  (%s, distance %.3f)" % (
+                    event.id, event.time, "grant" if was else "deny", "grant" if then else "deny",
+                    match.person.name if match.person else "-", match.distance))
+            if event.label:
+                right = event.label != STRANGER and match.person is not None and match.person.id == event.label
+                wrong_now += was != right
+                wrong_then += then != right
+        labelled = sum(1 for e in attempts if e.label)
+        print("%d attempts replayed at threshold %.3f, margin %.3f: %d decisions would change"
+              % (len(attempts), new_rule.distance_threshold, new_rule.min_margin, changed))
+        if labelled:
+            print("labelled attempts decided wrongly: %d as recorded, %d at the new setting (of %d)"
+                  % (wrong_now, wrong_then, labelled))
+        return 0
+    finally:
+        store.close()
+
+
+def _apply(args) -> int:
+    from appliance import config as config_module
+
+    if not 0 < args.threshold < 2:
+        raise FaceGateError("a cosine-distance threshold lies between 0 and 2")
+    path = Path(args.config)
+    text = path.read_text() if path.exists() else ""
+    line = "distance_threshold = %.4f" % args.threshold
+    section = re.search(r"^\[matching\]\s*$", text, re.M)
+    if section is None:
+        updated = text.rstrip("\n") + ("\n\n" if text.strip() else "") + "[matching]\n" + line + "\n"
+    else:
+        end = re.search(r"^\[", text[section.end():], re.M)
+        body_end = section.end() + (end.start() if end else len(text) - section.end())
+        body = text[section.end():body_end]
+        if re.search(r"^distance_threshold\s*=.*$", body, re.M):
+            body = re.sub(r"^distance_threshold\s*=.*$", line, body, count=1, flags=re.M)
+        else:
+            body = "\n" + line + body
+        updated = text[:section.end()] + body + text[body_end:]
+    temporary = path.with_name(path.name + ".new")
+    temporary.write_text(updated)
+    config_module.load(temporary)  # never install a file that does not load
+    if path.exists():
+        shutil.copy2(path, path.with_name(path.name + ".bak"))
+    with open(temporary, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    print("%s: matching.distance_threshold = %.4f (previous file kept as %s.bak); restart the door, or "
+          "send it live with 'facegate admin set-threshold'" % (path, args.threshold, path.name))
+    return 0
+
+
+def _folds(text: str):
+    first, _, last = text.partition("-")
+    return set(range(int(first), int(last or first) + 1))
+
+
+def _lfw(args) -> int:
+    from appliance.eval.lfw import embed_images, parse_pairs
+    from appliance.tune import analysis
+    from appliance.vision.pipeline import FacePipeline
+
+    config = load_config(args)
+    _, pairs = parse_pairs(Path(args.pairs))
+    fit, test = _folds(args.fit_folds), _folds(args.test_folds)
+
+    def images_of(folds):
+        names = set()
+        for pair in pairs:
+            if pair.fold + 1 in folds:
+                names.update((pair.first, pair.second))
+        return sorted(names)
+
+    pipeline = FacePipeline.from_config(config)
+    try:
+        results = {}
+        for label, folds in (("fit", fit), ("test", test)):
+            names = images_of(folds)
+            embedded = embed_images(pipeline, Path(args.images), names)
+            kept = [n for n in names if embedded.get(n) is not None]
+            vectors = np.stack([embedded[n] for n in kept])
+            people = [n.split("/")[0] for n in kept]
+            results[label] = analysis.pair_distances(vectors, people)
+    finally:
+        pipeline.close()
+    advice = analysis.recommend(results["fit"], args.target_far)
+    if advice.threshold is None:
+        raise FaceGateError("not enough evidence in the fit folds: %s" % "; ".join(advice.missing))
+    _, far, frr = analysis.rates(results["test"], [advice.threshold])[0]
+    print("fit folds %s: %d genuine, %d impostor distances; threshold for FAR %.1e: %.4f"
+          % (args.fit_folds, results["fit"].genuine.size, results["fit"].impostor.size, args.target_far,
+             advice.threshold))
+    print("test folds %s: %d genuine, %d impostor distances; measured FAR %.2e (%.2fx the target), FRR %.2f%%"
+          % (args.test_folds, results["test"].genuine.size, results["test"].impostor.size, far,
+             far / args.target_far, 100 * frr))
+    return 0

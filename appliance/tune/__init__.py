@@ -1,0 +1,1 @@
+"""Threshold tuning: pure-numpy evidence and the installer's tools."""
