@@ -428,3 +428,22 @@ def test_tls_with_client_certificates(tmp_path, key_file):
         link.stop()
     finally:
         tls_broker.stop()
+
+
+def test_tune_apply_sends_the_threshold_to_a_remote_door(tmp_path, broker, key_file):
+    from conftest import run_cli
+
+    applied = []
+    door = Door(door_settings(tmp_path, broker, key_file))
+    door.agent.set_matching = lambda threshold, margin: applied.append((threshold, margin))
+    admin_config = tmp_path / "admin.toml"
+    admin_config.write_text('[mqtt]\nhost = "127.0.0.1"\nport = %d\ntls = false\nsite = "%s"\n'
+                            'signing_key_file = "%s"\n' % (broker.port, SITE, key_file))
+    try:
+        result = run_cli("tune", "apply", "0.42", "--door", "door1", "--config", admin_config)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert applied == [(0.42, 0.05)]
+        result = run_cli("tune", "apply", "0.42", "--door", "door9", "--config", admin_config, "--timeout", "2")
+        assert result.returncode == 1 and "door9: no reply" in result.stdout
+    finally:
+        door.close()

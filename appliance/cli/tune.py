@@ -47,7 +47,10 @@ def register(commands) -> None:
     sub.set_defaults(handler=_replay)
     sub = actions.add_parser("apply", help="write the threshold into the config file (with a backup)")
     sub.add_argument("threshold", type=float)
-    sub.add_argument("--config", required=True, help="the config file to change")
+    sub.add_argument("--config", required=True,
+                     help="the config file to change (with --door: the admin config with [mqtt])")
+    sub.add_argument("--door", help="send it to this remote door over MQTT instead (live, not persisted)")
+    sub.add_argument("--timeout", type=float, default=10.0)
     sub.set_defaults(handler=_apply)
     sub = action("lfw", "fit a threshold on some LFW folds and measure it on the others")
     sub.add_argument("--pairs", default="../shared/data/lfw-dev/pairs.txt")
@@ -280,6 +283,15 @@ def _apply(args) -> int:
 
     if not 0 < args.threshold < 2:
         raise FaceGateError("a cosine-distance threshold lies between 0 and 2")
+    if args.door:
+        from appliance.cli.admin import _Session
+
+        args.site_gallery = None
+        session = _Session(args)
+        try:
+            return session.send("set_threshold", {"distance_threshold": args.threshold})
+        finally:
+            session.close()
     path = Path(args.config)
     text = path.read_text() if path.exists() else ""
     line = "distance_threshold = %.4f" % args.threshold
