@@ -10,10 +10,11 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -84,6 +85,7 @@ class AuditStore:
         self.snapshots_max_bytes = snapshots_max_bytes
         self.max_age_days = max_age_days
         self._near_full = False  # the 90% alarm was raised and the trail has not drained since
+        self._next_age_prune = 0.0  # the age rule runs at the first event, then hourly
         self._lock = threading.Lock()
         try:
             if self.path.parent and not self.path.parent.exists():
@@ -97,6 +99,7 @@ class AuditStore:
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
             if "label" not in columns:  # trails written before attempts could be labelled
                 self._db.execute("ALTER TABLE events ADD COLUMN label TEXT")
+            self._recount()
         except (sqlite3.Error, OSError) as err:
             raise AuditError("cannot open the audit trail %s: %s (check the path and free space)"
                              % (self.path, err)) from err
@@ -118,10 +121,13 @@ class AuditStore:
                     " frames, latency_ms, detail, snapshot, embedding, model_id, label)"
                     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
                 event.id = cursor.lastrowid
+                self._count += 1
+                self._snapshot_bytes += len(event.snapshot or b"")
                 self._prune()
                 self._db.execute("COMMIT")
             except sqlite3.Error as err:
                 self._rollback()
+                self._recount()
                 raise AuditError("cannot store a %s event in %s: %s" % (event.kind, self.path, err)) from err
         return event
 
@@ -131,27 +137,43 @@ class AuditStore:
         except sqlite3.Error:
             pass
 
+    def _recount(self) -> None:
+        self._count, self._snapshot_bytes = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(snapshot)), 0) FROM events").fetchone()
+
     def _prune(self) -> None:
-        cutoff = (datetime.datetime.now(datetime.timezone.utc)
-                  - datetime.timedelta(days=self.max_age_days)).isoformat(timespec="milliseconds")
-        # old events go once the site has them; unsent ones only make way under the count cap
-        self._db.execute("DELETE FROM events WHERE sent = 1 AND time < ?", (cutoff,))
-        count = self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        """Keep the caps. Running totals spare a table scan per event; they are recounted before
+        anything is deleted, since another process (facegate tune capture) may write here too."""
+        now = time.monotonic()
+        if now >= self._next_age_prune:
+            self._next_age_prune = now + 3600
+            cutoff = (datetime.datetime.now(datetime.timezone.utc)
+                      - datetime.timedelta(days=self.max_age_days)).isoformat(timespec="milliseconds")
+            # old events go once the site has them; unsent ones only make way under the count cap
+            if self._db.execute("DELETE FROM events WHERE sent = 1 AND time < ?", (cutoff,)).rowcount:
+                self._recount()
+        if self._count > self.max_events:
+            self._recount()
+        count = self._count
         if count > self.max_events:
             self._db.execute("DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?)",
                              (count - self.max_events,))
+            self._recount()
         if count >= 0.9 * self.max_events and not self._near_full:
             self._near_full = True
             detail = json.dumps({"alarm": "audit_capacity", "message": "audit trail at %d of %d events: "
                                  "oldest events will be dropped" % (count, self.max_events)})
             self._db.execute("INSERT INTO events (uid, time, kind, frames, detail) VALUES (?,?,?,?,?)",
                              (uuid.uuid4().hex, _now(), "alarm", "[]", detail))
+            self._count += 1
         elif count < 0.8 * self.max_events:
             self._near_full = False
-        total = self._db.execute("SELECT COALESCE(SUM(LENGTH(snapshot)), 0) FROM events").fetchone()[0]
-        if total <= self.snapshots_max_bytes:
+        if self._snapshot_bytes <= self.snapshots_max_bytes:
             return
-        excess = total - self.snapshots_max_bytes
+        self._recount()
+        excess = self._snapshot_bytes - self.snapshots_max_bytes
+        if excess <= 0:
+            return
         rows = self._db.execute("SELECT id, LENGTH(snapshot) FROM events WHERE snapshot IS NOT NULL "
                                 "ORDER BY id").fetchall()
         dropped = []
@@ -161,21 +183,26 @@ class AuditStore:
             dropped.append(event_id)
             excess -= size
         self._db.executemany("UPDATE events SET snapshot = NULL WHERE id = ?", [(i,) for i in dropped])
+        self._recount()
 
     def events(self, limit: int = 100, kind: Optional[str] = None, unsent_only: bool = False,
-               since_id: int = 0) -> List[Event]:
+               since_id: int = 0, kinds: Sequence[str] = (), newest: bool = False) -> List[Event]:
+        """Events in id order: the first `limit` after `since_id`, or with `newest` the last `limit`."""
         clauses, params = ["id > ?"], [since_id]
-        if kind:
-            clauses.append("kind = ?")
-            params.append(kind)
+        wanted = ([kind] if kind else []) + list(kinds)
+        if wanted:
+            clauses.append("kind IN (%s)" % ",".join("?" * len(wanted)))
+            params.extend(wanted)
         if unsent_only:
             clauses.append("sent = 0")
         params.append(limit)
         query = ("SELECT id, uid, time, kind, person_id, person_name, distance, margin, quality, frames,"
-                 " latency_ms, detail, snapshot, embedding, model_id, label FROM events WHERE %s ORDER BY id LIMIT ?"
-                 % " AND ".join(clauses))
+                 " latency_ms, detail, snapshot, embedding, model_id, label FROM events WHERE %s"
+                 " ORDER BY id %s LIMIT ?" % (" AND ".join(clauses), "DESC" if newest else ""))
         with self._lock:
             rows = self._db.execute(query, params).fetchall()
+        if newest:
+            rows.reverse()
         return [Event(id=r[0], uid=r[1], time=r[2], kind=r[3], person_id=r[4], person_name=r[5],
                       distance=r[6], margin=r[7], quality=r[8], frames=json.loads(r[9] or "[]"),
                       latency_ms=r[10], detail=json.loads(r[11] or "{}"), snapshot=r[12],

@@ -48,3 +48,15 @@ class CommandError(FaceGateError):
 
 class AuditError(FaceGateError):
     """The audit trail cannot be opened or written."""
+
+
+class InputError(FaceGateError):
+    """A GPIO input (door contact, exit button) cannot be read."""
+
+
+class LinkError(FaceGateError):
+    """The MQTT broker cannot be reached."""
+
+
+class AdminError(FaceGateError):
+    """The administrator's tools cannot do what was asked (broker unreachable ...)."""

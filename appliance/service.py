@@ -205,6 +205,7 @@ def build_service(config: Config, pipeline=None, use_relay: bool = True) -> Serv
 
     relay = Relay.from_config(config.relay) if use_relay else NoRelay()
     parts = []
+    reader = None
     try:
         audit = AuditStore(config.audit.path, config.audit.max_events,
                            int(config.audit.snapshots_max_mb * (1 << 20)), config.audit.max_age_days)
@@ -239,8 +240,9 @@ def build_service(config: Config, pipeline=None, use_relay: bool = True) -> Serv
                                 pipeline, set_matching=verifier.set_matching)
     except BaseException:
         relay.close()
-        for part in reversed(parts + ([reader] if "reader" in locals() else [])):
-            part.close()
+        for part in [reader] + list(reversed(parts)):
+            if part is not None:
+                part.close()
         raise
     service = Service(config, verifier, controller, reader, inputs, watchdog)
     service.owned = list(reversed(parts))  # a pipeline passed in belongs to the caller

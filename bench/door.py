@@ -145,11 +145,10 @@ def door_idle() -> dict:
         clip = folder / "empty.mp4"
         _write_clip(clip, appearances=0, empty_seconds=20.0, face_seconds=0)
         emulator = RelayEmulator()
-        env = dict(os.environ)
         process = subprocess.Popen(
             [sys.executable, "-m", "appliance", "run", "--quiet", "--camera", str(clip),
              "--relay-port", emulator.path, "--gallery", str(folder / "gallery.db"),
-             "--audit", str(folder / "audit.db")], cwd=ROOT, env=env,
+             "--audit", str(folder / "audit.db")], cwd=ROOT,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             time.sleep(6.0)  # models loaded, loop settled

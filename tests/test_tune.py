@@ -50,7 +50,6 @@ def test_report_says_what_is_missing(tmp_path, models_dir):
 def test_report_plot_and_replay_on_a_door_run(tmp_path, pipeline):
     from test_service import PROBES, STRANGERS, make_clip, door_config
     from appliance.audit import AuditStore
-    from appliance.door.relay import NoRelay  # noqa: F401  (the run below uses no relay at all)
     from appliance.gallery.enrol import Enroller
     from appliance.gallery.store import GalleryStore
     from appliance.service import build_service

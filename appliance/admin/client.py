@@ -17,13 +17,10 @@ from appliance.config import MqttConfig
 from appliance.mqtt.device import topic_base
 from appliance.mqtt.link import MqttLink
 from appliance.mqtt.signing import sign
-from appliance.errors import FaceGateError
+from appliance.errors import AdminError
 
 log = logging.getLogger(__name__)
 
-
-class AdminError(FaceGateError):
-    pass
 
 
 class AdminClient:

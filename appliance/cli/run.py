@@ -105,21 +105,20 @@ def run(args) -> int:
 
 
 def show_audit(args) -> int:
+    from pathlib import Path
+
     from appliance.audit import AuditStore
     from appliance.config import load
 
     config = load(args.config)
     path = args.audit or config.audit.path
-    from pathlib import Path
-
     if not Path(path).exists():
         raise FaceGateError("audit trail %s does not exist (give --audit or audit.path)" % path)
     store = AuditStore(path)
     try:
         if args.snapshot is not None:
             return _write_snapshot(store, args)
-        total = store.events(limit=10 ** 9, kind=args.kind)
-        for event in total[-args.limit:]:
+        for event in store.events(limit=args.limit, kind=args.kind, newest=True):
             if args.json:
                 print(json.dumps(event.summary(), ensure_ascii=False))
                 continue

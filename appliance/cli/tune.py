@@ -74,9 +74,9 @@ def _gallery_matrix(path):
     try:
         ids, matrix, _ = store.matrix()
         people = {p.id: p for p in store.people()}
+        return ids, matrix, people, store.model_id
     finally:
         store.close()
-    return ids, matrix, people
 
 
 def _attempts(path, model_id):
@@ -86,8 +86,8 @@ def _attempts(path, model_id):
         return []
     store = AuditStore(path)
     try:
-        return [e for e in store.events(limit=10 ** 7)
-                if e.kind in ATTEMPT_KINDS and e.embedding is not None and e.model_id == model_id]
+        return [e for e in store.events(limit=10 ** 7, kinds=ATTEMPT_KINDS)
+                if e.embedding is not None and e.model_id == model_id]
     finally:
         store.close()
 
@@ -102,17 +102,11 @@ def _report(args) -> int:
 
     config = load_config(args)
     gallery_path, audit_path = _paths(args, config)
-    ids, matrix, people = _gallery_matrix(gallery_path)
+    ids, matrix, people, model_id = _gallery_matrix(gallery_path)
     if len(people) < 2:
         print("too little evidence: the gallery holds %d people; enrol at least two (better: dozens) "
               "before tuning" % len(people))
         return 1
-    model_id = None
-    from appliance.gallery.store import GalleryStore
-
-    store = GalleryStore(gallery_path)
-    model_id = store.model_id
-    store.close()
     evidence = analysis.pair_distances(matrix, ids)
     labelled = [e for e in _attempts(audit_path, model_id) if e.label]
     if labelled:
@@ -160,7 +154,7 @@ def _label(args) -> int:
     audit = AuditStore(audit_path)
     try:
         if args.event is None:
-            attempts = [e for e in audit.events(limit=10 ** 7) if e.kind in ATTEMPT_KINDS][-args.limit:]
+            attempts = audit.events(limit=args.limit, kinds=ATTEMPT_KINDS, newest=True)
             if not attempts:
                 print("no attempts recorded yet: let people try the door, then label them here")
             for event in attempts:

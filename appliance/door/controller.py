@@ -146,30 +146,26 @@ class DoorController:
                 self.deny()
                 self.emit(event)
 
-    def exit_pressed(self) -> None:
+    def _release_on_request(self, event: Event) -> bool:
+        """Unlock for a request that needs no face (exit button, remote unlock); False if refused."""
         with self._lock:
             if not self.may_exit_request():
-                log.info("exit button ignored in state %s", self.access.value)
-                return
-            self._release_error = None
-            if self.exit_request():
-                self._opened_by = None
-                self.emit(Event("exit", detail={"source": "exit_button"}))
-            else:
-                self.report_fault("relay", self._release_error or "unlock failed")
-
-    def remote_unlock(self, reason: str) -> bool:
-        """A signed, fresh, first-seen unlock command (checked by the MQTT side) asks to open."""
-        with self._lock:
-            if not self.may_exit_request():
+                log.info("%s ignored in state %s", event.kind, self.access.value)
                 return False
             self._release_error = None
             if not self.exit_request():
                 self.report_fault("relay", self._release_error or "unlock failed")
                 return False
             self._opened_by = None
-            self.emit(Event("remote_unlock", detail={"source": "mqtt", "reason": reason}))
+            self.emit(event)
             return True
+
+    def exit_pressed(self) -> None:
+        self._release_on_request(Event("exit", detail={"source": "exit_button"}))
+
+    def remote_unlock(self, reason: str) -> bool:
+        """A signed, fresh, first-seen unlock command (checked by the MQTT side) asks to open."""
+        return self._release_on_request(Event("remote_unlock", detail={"source": "mqtt", "reason": reason}))
 
     def contact_changed(self, door_open: bool) -> None:
         if door_open:

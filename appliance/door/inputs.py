@@ -12,13 +12,10 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from appliance.config import InputsConfig
-from appliance.errors import ConfigError, FaceGateError
+from appliance.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
-
-class InputError(FaceGateError):
-    pass
 
 
 class SysfsLine:

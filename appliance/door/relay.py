@@ -129,10 +129,7 @@ class Relay:
     def refresh(self) -> None:
         """Rewrite the current state; a write error means the relay was unplugged."""
         with self._lock:
-            if self.unlocked:
-                self._write(self.unlock_energises)
-            else:
-                self._write(not self.unlock_energises)
+            self._write(self.unlock_energises if self.unlocked else not self.unlock_energises)
 
     def reconnect(self) -> None:
         """Reopen a lost port and drive it locked; raises RelayError while it is still gone."""

@@ -69,9 +69,10 @@ class DeviceAgent:
         # photo (BGR) -> Template with this door's models and the enrolment quality limits
         self.template_maker = Enroller(config, pipeline, self.store).template_from_image if pipeline else None
         self.ledger = Ledger(self.mqtt.state_path, self.mqtt.change_max_age_hours * 3600 + 3600)
-        offline = json.dumps({"state": "offline", "device": self.mqtt.device}).encode()
+        self._offline = (self.base + "/status",
+                         json.dumps({"state": "offline", "device": self.mqtt.device}).encode())
         self.link = link or MqttLink(self.mqtt, "facegate-%s-%s" % (self.mqtt.site, self.mqtt.device),
-                                     will=(self.base + "/status", offline))
+                                     will=self._offline)
         self.link.subscriptions = [self.base + "/cmd/+", self.site_base + "/cmd/+"]
         self.link.on_message = self._received
         self.link.on_published = self._acknowledged
@@ -103,8 +104,7 @@ class DeviceAgent:
         self._stop.set()
         self.wake()
         self._commands.put(None)
-        offline = json.dumps({"state": "offline", "device": self.mqtt.device}).encode()
-        self.link.stop(final=(self.base + "/status", offline))
+        self.link.stop(final=self._offline)
         for thread in self._threads:
             thread.join(timeout=5)
         self.store.close()
@@ -121,8 +121,7 @@ class DeviceAgent:
             self._published_up_to = 0  # re-send everything unacknowledged, in order
             self._wake.notify_all()
         self.publish_status()
-        self.link.publish(self.base + "/sync/request",
-                          json.dumps({"after": self.store.site_version, "device": self.mqtt.device}).encode())
+        self._ask_for_changes(self.store.site_version)
 
     def _on_disconnect(self) -> None:
         with self._wake:
@@ -288,8 +287,6 @@ class DeviceAgent:
                                    % (change, applied))
         try:
             result = handler(body)
-        except CommandError:
-            raise
         except (GalleryError, ValueError, TypeError, KeyError) as err:
             raise CommandError("failed", str(err)) from err
         if envelope["verb"] in GALLERY_VERBS and change is not None:

@@ -16,7 +16,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from appliance.config import MqttConfig
-from appliance.errors import ConfigError, FaceGateError
+from appliance.errors import ConfigError, LinkError
 from appliance.mqtt.signing import read_secret_file
 
 log = logging.getLogger(__name__)
@@ -24,9 +24,6 @@ log = logging.getLogger(__name__)
 # CONNACK codes that mean "this broker does not speak MQTT 5"
 _UNSUPPORTED_VERSION = {1, 132}
 
-
-class LinkError(FaceGateError):
-    pass
 
 
 class MqttLink:
