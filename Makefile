@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 # Model weights come from a mirror directory, never from git.
 export FACEGATE_MODEL_MIRROR ?= $(abspath ../shared/models)
 export FACEGATE_MODELS_DIR ?= $(abspath models)
-# Debian packages the tests need: a real MQTT broker, and openssl to make its test certificates.
-DEBIAN_PACKAGES := mosquitto openssl
+# Debian packages the tests need: a real MQTT broker, openssl to make its test certificates,
+# shellcheck for the board scripts.
+DEBIAN_PACKAGES := mosquitto openssl shellcheck
 LFW ?= ../shared/data/lfw-dev
 SEED ?= ../shared/data/seed-samples
 DEMO := demo
@@ -15,7 +16,16 @@ PORTRAITS := obama.jpg ldh.jpg lm.jpg zhangxueyou.jpg 5.jpg
 # two visitors nobody enrolled, from LFW when it is there
 STRANGERS := Aaron_Sorkin/Aaron_Sorkin_0001.jpg Abdoulaye_Wade/Abdoulaye_Wade_0001.jpg
 
-.PHONY: all venv models system-deps test test-slow bench run demo eval-lfw eval-identification clean
+# The NPU side (issue: board bring-up). Rockchip's toolkit lives in its own environment because
+# it pins numpy below 2; torch 2.13.0 comes from a local CPU build, the toolkit with --no-deps.
+RKNN_VENV := .rknn-venv
+RKNN_PY := $(RKNN_VENV)/bin/python
+BOARD ?= rv1126
+# the toolkit's simulator target for `make test-board` and `make rknn-check` (RV1126 needs toolkit v1)
+RKNN_TARGET ?= rv1126b
+
+.PHONY: all venv models system-deps test test-slow test-board rknn-env rknn-models rknn-check bundle deploy \
+	bench run demo eval-lfw eval-identification clean
 
 all: test
 
@@ -42,6 +52,46 @@ test: venv models system-deps
 
 test-slow: venv models system-deps
 	$(PY) -m pytest -q -m slow
+
+$(RKNN_VENV)/.installed: pyproject.toml tools/rknn-constraints.txt
+	$(PYTHON) -m venv $(RKNN_VENV)
+	$(RKNN_PY) -m pip install --quiet --upgrade pip
+	$(RKNN_PY) -m pip install --quiet torch==2.13.0
+	$(RKNN_PY) -m pip install --quiet --no-deps rknn-toolkit2==2.5.0
+	$(RKNN_PY) -m pip install --quiet -c tools/rknn-constraints.txt numpy protobuf onnx onnxruntime \
+	  opencv-python-headless psutil ruamel.yaml scipy tqdm fast-histogram setuptools
+	$(RKNN_PY) -m pip install --quiet -c tools/rknn-constraints.txt -e '.[test]'
+	touch $@
+
+rknn-env: $(RKNN_VENV)/.installed
+
+# the simulator tests: conversion, the quantised pipeline against ONNX Runtime, the bundle
+test-board: rknn-env models system-deps
+	$(RKNN_PY) -m pytest -q -m board -o faulthandler_timeout=900
+
+# .rknn files for BOARD's target and dtypes (board/$(BOARD)/meta), into models/rknn/
+rknn-models: rknn-env models
+	. board/$(BOARD)/meta && tools/convert-rknn --target $$NPU_TARGET --detector-size $$DETECTOR_SIZE \
+	  --detector-dtypes $$DETECTOR_DTYPE --embedder-dtypes $$EMBEDDER_DTYPE
+
+# the quantisation table: both models, three dtypes, LFW-dev, on the simulator (about 15 minutes)
+rknn-check: rknn-env models
+	tools/convert-rknn --target $(RKNN_TARGET) --detector-dtypes i8,i16,fp16 --embedder-dtypes i8,i16,fp16 \
+	  --pipeline i8:i16,fp16:i16,fp16:i8 \
+	  --check --json rknn-check-$(RKNN_TARGET).json
+
+# one tarball for a board: overlay, wheelhouse, .rknn models, manifest (run rknn-models first)
+bundle: venv
+	$(PY) tools/make-bundle --board $(BOARD) --models $(FACEGATE_MODELS_DIR)
+
+# copy the newest bundle to a board and install it there: make deploy HOST=root@door-front
+deploy:
+	@test -n "$(HOST)" || { echo "usage: make deploy HOST=root@BOARD-ADDRESS [BOARD=$(BOARD)]"; exit 2; }
+	@bundle=$$(ls -t dist/facegate-$(BOARD)-*.tar.gz 2>/dev/null | head -n 1); \
+	test -n "$$bundle" || { echo "no bundle for $(BOARD) in dist/: run 'make bundle BOARD=$(BOARD)'"; exit 2; }; \
+	name=$$(basename $$bundle .tar.gz); \
+	scp "$$bundle" "$(HOST):/tmp/" && \
+	ssh "$(HOST)" "cd /tmp && tar -xzf $$name.tar.gz && ./$$name/install.sh && rm -rf $$name $$name.tar.gz"
 
 bench: venv models
 	$(PY) -m bench.run --out bench/results.json
@@ -72,4 +122,4 @@ eval-lfw: venv models
 	$(VENV)/bin/facegate eval-lfw --pairs $(LFW)/pairs.txt --images $(LFW)/images --json eval-lfw.json
 
 clean:
-	rm -rf $(VENV) models .pytest_cache bench/results.json $(DEMO)
+	rm -rf $(VENV) $(RKNN_VENV) models .pytest_cache bench/results.json $(DEMO) dist

@@ -32,6 +32,18 @@ class ModelsConfig:
     threads: int = setting(0, "CPU threads per model (0: the runtime's choice)", 0, 64)
     detector: str = setting("retinaface_mnet025", "detector model id from the manifest")
     embedder: str = setting("mobilefacenet_128d", "embedder model id from the manifest")
+    rknn_target: str = setting("rv1126", "NPU the .rknn files were converted for (rknn backends)",
+                               choices=("rv1126", "rv1109", "rv1126b", "rk3566", "rk3568", "rk3588"))
+    rknn_detector_dtype: str = setting("fp16", "quantisation of the detector's .rknn file (8 bits moves "
+                                               "landmarks: see tools/convert-rknn --check)",
+                                       choices=("i8", "i8-dfp", "i16", "w8a16", "fp16"))
+    rknn_embedder_dtype: str = setting("i16", "quantisation of the embedder's .rknn file (8 bits "
+                                              "costs accuracy: see tools/convert-rknn --check)",
+                                       choices=("i8", "i8-dfp", "i16", "w8a16", "fp16"))
+    rknn_core_mask: str = setting("auto", "NPU cores for rknnlite (multi-core NPUs only)",
+                                  choices=("auto", "0", "1", "2", "0_1", "0_1_2"))
+    rknn_device: str = setting("", "backend rknn: id of a board connected over USB (empty: the "
+                                   "toolkit's simulator)")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ else; every exit path locks it again.
 """
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -230,7 +231,9 @@ def build_service(config: Config, pipeline=None, use_relay: bool = True) -> Serv
                                           lambda message: controller.report_fault("inputs", message))
         if inputs.states().get("door_contact"):
             controller.contact_changed(door_open=True)  # open at start while locked: reported
-        watchdog = Watchdog(config.door.watchdog_device) if config.door.watchdog_device else None
+        notify_socket = os.environ.get("NOTIFY_SOCKET")  # set by systemd for Type=notify units
+        watchdog = Watchdog(config.door.watchdog_device, notify_socket=notify_socket) \
+            if config.door.watchdog_device or notify_socket else None
         verifier = Verifier(config, pipeline, index)
         agent = None
         if config.mqtt.enabled:

@@ -25,7 +25,6 @@ from appliance.door.controller import DoorController
 from appliance.door.relay import NoRelay
 from appliance.errors import CommandError, ConfigError
 from appliance.gallery.enrol import Enroller
-from appliance.gallery.store import GalleryStore
 from appliance.mqtt.device import DeviceAgent
 from appliance.mqtt.payload import decode_photo, encode_photo, image_size
 from appliance.mqtt.signing import load_site_key, sign, verify, write_new_key
@@ -94,6 +93,8 @@ class Listener:
                                   protocol=mqtt.MQTTv5)
         self.client.on_message = self._message
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda c, u, mid, codes, p: subscribed.set()
         properties = None
         if persistent:
             from paho.mqtt.packettypes import PacketTypes
@@ -103,6 +104,8 @@ class Listener:
             properties.SessionExpiryInterval = 3600
         self.client.connect("127.0.0.1", port, 5, clean_start=not persistent, properties=properties)
         self.client.loop_start()
+        # a message published before the broker acknowledged the subscription would be missed
+        assert subscribed.wait(10), "the test's listener could not subscribe to %s" % topic
 
     def _message(self, client, userdata, message) -> None:
         with self.condition:
@@ -394,7 +397,7 @@ def test_the_last_will_marks_a_dead_door_offline(tmp_path, broker, key_file):
 def test_the_board_config_is_valid_and_uses_tls():
     from appliance.config import load
 
-    config = load(ROOT / "rootfs_overlay" / "etc" / "facegate" / "facegate.toml")
+    config = load(ROOT / "rootfs_overlay" / "etc" / "facegate" / "config.toml")
     assert config.mqtt.enabled and config.mqtt.tls and config.mqtt.ca_file and config.mqtt.signing_key_file
 
 

@@ -13,7 +13,7 @@ from appliance.errors import FaceGateError
 COMMAND_MODULES = ("appliance.cli.models", "appliance.cli.detect", "appliance.cli.gallery",
                    "appliance.cli.identify", "appliance.cli.evaluate",
                    "appliance.cli.config", "appliance.cli.run", "appliance.cli.admin",
-                   "appliance.cli.tune")
+                   "appliance.cli.tune", "appliance.cli.relay")
 
 EXIT_ERROR = 2
 

@@ -10,6 +10,8 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML config file (default: built-in defaults)")
     parser.add_argument("--backend", help="inference backend, overriding the config")
     parser.add_argument("--models-dir", help="installed models directory, overriding the config")
+    parser.add_argument("--rknn-target", help="NPU the .rknn files were made for (rknn backends), "
+                                              "overriding the config")
 
 
 def load_config(args: argparse.Namespace) -> Config:
@@ -19,6 +21,8 @@ def load_config(args: argparse.Namespace) -> Config:
         overrides["backend"] = args.backend
     if getattr(args, "models_dir", None):
         overrides["dir"] = args.models_dir
+    if getattr(args, "rknn_target", None):
+        overrides["rknn_target"] = args.rknn_target
     if overrides:
         config = config_module.from_dict({"models": overrides}, "command line", config)
     return config

@@ -2,6 +2,8 @@
 
 import json
 import logging
+import logging.handlers
+import os
 import signal
 import sys
 import time
@@ -21,6 +23,8 @@ def register(commands) -> None:
     parser.add_argument("--no-relay", action="store_true",
                         help="dry run without a relay: decisions are made and logged, no door moves")
     parser.add_argument("--quiet", action="store_true", help="print decisions and alarms only")
+    parser.add_argument("--syslog", action="store_true",
+                        help="log to the system log (/dev/log) instead of stdout: the board's init script uses it")
     parser.set_defaults(handler=run)
 
     audit = commands.add_parser("audit", help="show the local audit trail")
@@ -70,6 +74,19 @@ def _print_event(event) -> None:
     logging.getLogger("appliance.events").warning("%s", " ".join(parts))
 
 
+def _log_handler(syslog: bool) -> logging.Handler:
+    """stdout with a millisecond clock, or the system log whose daemon rotates and limits it."""
+    if syslog and os.path.exists("/dev/log"):
+        handler: logging.Handler = logging.handlers.SysLogHandler(address="/dev/log")
+        handler.setFormatter(logging.Formatter("facegate[%(process)d]: %(message)s"))
+        return handler
+    if syslog:
+        print("facegate: no /dev/log (is syslogd running?); logging to stdout", file=sys.stderr)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_Clock())
+    return handler
+
+
 def run(args) -> int:
     from appliance.service import build_service
 
@@ -77,8 +94,7 @@ def run(args) -> int:
     overrides = _overrides(args)
     if overrides:
         config = from_dict(overrides, "command line", config)
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(_Clock())
+    handler = _log_handler(args.syslog)
     for name, level in (("appliance", logging.WARNING if args.quiet else logging.INFO),
                         ("appliance.events", logging.INFO)):
         logger = logging.getLogger(name)

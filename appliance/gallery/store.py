@@ -8,7 +8,9 @@ them; mixing models in one gallery is refused.
 import datetime
 import logging
 import re
+import functools
 import sqlite3
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,16 @@ from appliance.errors import GalleryError
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+
+
+def _serialised(method):
+    """Run under the store's lock: one connection is shared by threads (a door's command worker
+    writes while its status thread reads), and SQLite's transaction state is per connection."""
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return locked
 
 
 def _now() -> str:
@@ -80,6 +92,7 @@ class GalleryStore:
                  timeout: float = 5.0) -> None:
         self.path = Path(path)
         self.max_templates = max_templates
+        self._lock = threading.RLock()
         try:
             self._connection = sqlite3.connect(str(self.path), timeout=timeout,
                                                check_same_thread=False, isolation_level=None)
@@ -144,6 +157,7 @@ class GalleryStore:
         return stored or model_id
 
     @property
+    @_serialised
     def version(self) -> int:
         """Counter bumped by every change; the index and the doors' sync compare it."""
         return int(self._get_meta("gallery_version") or 0)
@@ -154,6 +168,7 @@ class GalleryStore:
         return version
 
     @property
+    @_serialised
     def site_version(self) -> int:
         """The last site-wide change applied here (doors synced over MQTT); 0 when none."""
         return int(self._get_meta("site_version") or 0)
@@ -162,6 +177,7 @@ class GalleryStore:
         with self._transaction():
             self._set_meta("site_version", str(version))
 
+    @_serialised
     def close(self) -> None:
         self._connection.close()
 
@@ -178,11 +194,13 @@ class GalleryStore:
                       valid_until=row["valid_until"], created=row["created"],
                       templates=int(row.get("templates") or 0))
 
+    @_serialised
     def people(self) -> List[Person]:
         rows = self.db.query("SELECT p.*, (SELECT COUNT(*) FROM templates t WHERE t.person_id = p.id)"
                              " AS templates FROM people p ORDER BY p.name")
         return [self._row_to_person(row) for row in rows]
 
+    @_serialised
     def find(self, key: str) -> Person:
         """A person by id or by exact name."""
         rows = list(self.db.query(
@@ -282,6 +300,7 @@ class GalleryStore:
         matrix = matrix.reshape(len(rows), -1)
         return [r[0] for r in rows], matrix, version
 
+    @_serialised
     def templates_with_crops(self) -> List[Tuple[int, Optional[bytes]]]:
         return [(r[0], r[1]) for r in self.db.execute("SELECT id, crop FROM templates ORDER BY id")]
 
@@ -295,12 +314,14 @@ class GalleryStore:
             self.model_id = model_id
             self._bump()
 
+    @_serialised
     def counts(self) -> dict:
         people = self.db.execute("SELECT COUNT(*), SUM(enabled) FROM people").fetchone()
         templates = self.db.execute("SELECT COUNT(*) FROM templates").fetchone()[0]
         return {"people": people[0], "enabled": int(people[1] or 0), "templates": templates,
                 "version": self.version, "site_version": self.site_version, "model_id": self.model_id}
 
+    @_serialised
     def integrity_ok(self) -> bool:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
@@ -313,13 +334,21 @@ class _Transaction:
         self.mode = mode
 
     def __enter__(self):
+        self.store._lock.acquire()  # held until COMMIT or ROLLBACK: see _serialised
         try:
             self.store.db.execute("BEGIN " + self.mode)
         except sqlite3.Error as err:
+            self.store._lock.release()
             raise GalleryError(self.store._explain(err)) from err
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> bool:
+        try:
+            return self._finish(exc_type, exc)
+        finally:
+            self.store._lock.release()
+
+    def _finish(self, exc_type, exc) -> bool:
         connection = self.store._connection
         if exc_type is None:
             try:

@@ -17,19 +17,24 @@ from appliance.models import ModelSpec
 BACKENDS = {
     "onnxruntime": ("appliance.inference.onnxruntime_runner", "OnnxRuntimeRunner"),
     "opencv": ("appliance.inference.opencv_runner", "OpenCvRunner"),
+    "rknnlite": ("appliance.inference.rknnlite_runner", "RknnLiteRunner"),
+    "rknn": ("appliance.inference.rknn_runner", "RknnToolkitRunner"),
 }
+NPU_BACKENDS = ("rknnlite", "rknn")
 DEFAULT_BACKEND = "onnxruntime"
 
 
 def load_runner(backend: str, spec: ModelSpec, path: Path,
-                warmup_size: Optional[Tuple[int, int]] = None, threads: int = 0) -> Runner:
-    """Load `path` (described by `spec`) on `backend`, warm it up once and check its outputs."""
+                warmup_size: Optional[Tuple[int, int]] = None, threads: int = 0, **options) -> Runner:
+    """Load `path` (described by `spec`) on `backend`, warm it up once and check its outputs.
+
+    `options` are backend settings (the NPU's core_mask, a connected board's device id)."""
     if backend not in BACKENDS:
         raise BackendError("unknown inference backend %r; choose one of: %s"
                            % (backend, ", ".join(sorted(BACKENDS))))
     module_name, class_name = BACKENDS[backend]
     runner_class = getattr(importlib.import_module(module_name), class_name)
-    runner = runner_class(spec, path, threads=threads)
+    runner = runner_class(spec, path, threads=threads, **options)
     try:
         runner.warm_up(warmup_size or spec.input.size)
     except Exception:

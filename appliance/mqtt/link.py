@@ -34,6 +34,10 @@ class MqttLink:
         self.will = will
         self.persistent = persistent
         self.connected = threading.Event()
+        # connected and every standing subscription acknowledged: before this a command or a reply
+        # sent to us could be dropped by the broker
+        self.ready = threading.Event()
+        self._awaiting_subacks = set()
         self.refused: Optional[str] = None  # why the broker said no, when it did
         self.on_connected: List[Callable[[], None]] = []
         self.on_disconnected: List[Callable[[], None]] = []
@@ -96,7 +100,8 @@ class MqttLink:
         self._client.loop_start()
 
     def wait_connected(self, timeout: float) -> bool:
-        return self.connected.wait(timeout)
+        """True once the broker accepted us and acknowledged the standing subscriptions."""
+        return self.ready.wait(timeout)
 
     def _connected(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
@@ -109,8 +114,10 @@ class MqttLink:
             log.error("MQTT broker %s refused the connection: %s", self.config.host, reason_code)
             return
         self.refused = None
-        for topic in self.subscriptions:
-            self._subscribe_on(client, topic)
+        with self._lock:
+            self._awaiting_subacks = {self._subscribe_on(client, topic)[1] for topic in self.subscriptions}
+            if not self._awaiting_subacks:
+                self.ready.set()
         self.connected.set()
         log.info("MQTT connected to %s:%d", self.config.host, self.config.port)
         for callback in self.on_connected:
@@ -125,6 +132,7 @@ class MqttLink:
     def _disconnected(self, client, userdata, flags, reason_code, properties) -> None:
         was_connected = self.connected.is_set()
         self.connected.clear()
+        self.ready.clear()
         if was_connected and not self._stopping:
             log.warning("MQTT disconnected (%s); reconnecting", reason_code)
             for callback in self.on_disconnected:
@@ -184,6 +192,10 @@ class MqttLink:
     def _subscribed(self, client, userdata, mid, reason_codes, properties) -> None:
         with self._lock:
             done = self._pending_subscriptions.pop(mid, None)
+            if mid in self._awaiting_subacks:
+                self._awaiting_subacks.discard(mid)
+                if not self._awaiting_subacks:
+                    self.ready.set()
         if done is not None:
             done.set()
 
@@ -199,3 +211,4 @@ class MqttLink:
         self._client.disconnect()
         self._client.loop_stop()
         self.connected.clear()
+        self.ready.clear()

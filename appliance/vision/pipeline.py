@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 
 from appliance.config import Config
-from appliance.errors import ImageError, ModelError
-from appliance.inference import load_runner
+from appliance.errors import ConfigError, ImageError, ModelError
+from appliance.inference import NPU_BACKENDS, load_runner
+from appliance.inference.rknn_files import rknn_path
 from appliance.models import get_spec, installed_path, models_dir
 from appliance.vision.align import align_face
 from appliance.vision.detector import DETECTOR_FAMILIES, Detector, Face
@@ -64,16 +65,26 @@ class FacePipeline:
 
     @classmethod
     def from_config(cls, config: Config) -> "FacePipeline":
-        directory = models_dir(config.models.dir or None)
-        backend, threads = config.models.backend, config.models.threads
+        models = config.models
+        directory = models_dir(models.dir or None)
+        backend, threads = models.backend, models.threads
+        size = config.detector.input_size
 
         def runner_for(model_id: str, role: str, warmup=None):
             spec = get_spec(model_id)
             if spec.role != role:
                 raise ModelError("model %s is a %s, not a %s" % (model_id, spec.role, role))
-            return load_runner(backend, spec, installed_path(spec, directory), warmup, threads)
+            if backend not in NPU_BACKENDS:
+                return load_runner(backend, spec, installed_path(spec, directory), warmup, threads)
+            dtype = models.rknn_embedder_dtype if role == "embedder" else models.rknn_detector_dtype
+            path = rknn_path(directory, models.rknn_target, model_id, dtype,
+                             size if role == "detector" else None)
+            return load_runner(backend, spec, path, warmup, threads, core_mask=models.rknn_core_mask,
+                               device=models.rknn_device)
 
-        size = config.detector.input_size
+        if backend in NPU_BACKENDS and config.detector.keep_frame_aspect:
+            raise ConfigError("detector.keep_frame_aspect needs a detector that takes any input size; "
+                              "backend %s runs a fixed %dx%d model: set it to false" % (backend, size, size))
         detector_runner = runner_for(config.models.detector, "detector", (size, size))
         if not detector_runner.spec.commercial_use:
             log.warning("detector %s has a non-commercial licence: use it for comparison only",

@@ -1,0 +1,140 @@
+"""`make bundle BOARD=...`: one tarball with everything a board needs, and its manifest.
+
+Contents: the common root overlay with the board's own laid over it, a wheelhouse (the
+appliance wheel and the pure-Python packages Buildroot does not provide), the board's .rknn
+models with their recipes, the board's meta, install.sh, and MANIFEST.json with the sha256 of
+every file. The image itself (python3, numpy, OpenCV, pyserial, paho-mqtt, the NPU runtime)
+comes from Buildroot: board/<board>/buildroot/.
+"""
+
+import argparse
+import hashlib
+import importlib.metadata
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Dict, List
+
+from appliance import __version__
+from appliance.errors import FaceGateError, ModelError
+from appliance.inference.rknn_files import recipe_path, rknn_path
+
+# Pure-Python packages the image lacks (Buildroot packages numpy, OpenCV, pyserial, paho-mqtt, pip).
+WHEELHOUSE_PACKAGES = ("transitions", "sqlite-utils", "sqlite-fts4", "click", "click-default-group",
+                       "tabulate", "python-dateutil", "six", "pluggy", "tzdata", "tomli")
+MODEL_IDS = {"detector": "retinaface_mnet025", "embedder": "mobilefacenet_128d"}
+
+
+def read_meta(path: Path) -> Dict[str, str]:
+    """A board's meta file: KEY="value" lines, as a shell would read them (no expansion)."""
+    meta = {}
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, equals, value = line.partition("=")
+        if not equals or not key.isidentifier():
+            raise FaceGateError("%s line %d is not KEY=\"value\": %r" % (path, number, line))
+        meta[key] = value.strip().strip('"')
+    return meta
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def board_models(meta: Dict[str, str], models: Path) -> List[Path]:
+    """The .rknn files (and recipes) the board's config loads; a clear error when any is missing."""
+    target = meta["NPU_TARGET"]
+    wanted = [rknn_path(models, target, MODEL_IDS["detector"], meta["DETECTOR_DTYPE"], int(meta["DETECTOR_SIZE"])),
+              rknn_path(models, target, MODEL_IDS["embedder"], meta["EMBEDDER_DTYPE"])]
+    missing = [path for path in wanted if not path.is_file() or not recipe_path(path).is_file()]
+    if missing:
+        how = ("with Rockchip's rknn-toolkit v1 installed in .rknn-venv" if meta["NPU_TOOLKIT"] == "toolkit1"
+               else "after 'make rknn-env'")
+        raise ModelError("the bundle needs %s: run 'tools/convert-rknn --target %s --detector-dtypes %s "
+                         "--embedder-dtypes %s' %s" % (", ".join(str(p) for p in missing), target,
+                                                       meta["DETECTOR_DTYPE"], meta["EMBEDDER_DTYPE"], how))
+    return [f for path in wanted for f in (path, recipe_path(path))]
+
+
+def build_wheelhouse(repo: Path, folder: Path) -> None:
+    folder.mkdir(parents=True)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    with tempfile.TemporaryDirectory(prefix="facegate-source-") as source:
+        # build from a copy: setuptools leaves build/ and egg-info behind in the tree it builds
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy2(repo / name, Path(source) / name)
+        shutil.copytree(repo / "appliance", Path(source) / "appliance",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        subprocess.run(pip + ["wheel", "--no-deps", "--wheel-dir", str(folder), source], check=True)
+    pinned = []
+    for name in WHEELHOUSE_PACKAGES:
+        try:
+            pinned.append("%s==%s" % (name, importlib.metadata.version(name)))
+        except importlib.metadata.PackageNotFoundError:
+            pinned.append(name)  # not on this host (tomli on Python 3.11+): the newest wheel
+    subprocess.run(pip + ["download", "--no-deps", "--only-binary=:all:", "--dest", str(folder)] + pinned,
+                   check=True)
+    for wheel in folder.iterdir():
+        if not wheel.name.endswith("-none-any.whl"):
+            raise FaceGateError("%s is not a pure-Python wheel; the board cannot use it" % wheel.name)
+
+
+def build(board: str, repo: Path, models: Path, out: Path) -> Path:
+    board_dir = repo / "board" / board
+    if not (board_dir / "meta").is_file():
+        boards = sorted(p.name for p in (repo / "board").iterdir() if (p / "meta").is_file())
+        raise FaceGateError("no board %r: board/<name>/meta exists for %s" % (board, ", ".join(boards)))
+    meta = read_meta(board_dir / "meta")
+    model_files = board_models(meta, models)
+    name = "facegate-%s-%s" % (board, __version__)
+    with tempfile.TemporaryDirectory(prefix="facegate-bundle-") as temporary:
+        root = Path(temporary) / name
+        shutil.copytree(repo / "rootfs_overlay", root / "overlay", ignore=shutil.ignore_patterns("README.md"))
+        if (board_dir / "overlay").is_dir():
+            shutil.copytree(board_dir / "overlay", root / "overlay", dirs_exist_ok=True)
+        shutil.copy2(board_dir / "meta", root / "meta")
+        shutil.copy2(repo / "board" / "install.sh", root / "install.sh")
+        build_wheelhouse(repo, root / "wheelhouse")
+        for path in model_files:
+            target = root / "models" / path.relative_to(models)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+        manifest = {"board": board, "version": __version__, "npu_target": meta["NPU_TARGET"],
+                    "files": {str(p.relative_to(root)): sha256_of(p) for p in files}}
+        (root / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        # the same hashes for `sha256sum -c`, which BusyBox has and install.sh runs first
+        (root / "SHA256SUMS").write_text("".join("%s  %s\n" % (digest, name)
+                                                 for name, digest in manifest["files"].items()))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(out.name + ".partial")
+        with tarfile.open(partial, "w:gz") as tar:
+            tar.add(root, arcname=name)
+        partial.replace(out)
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="make-bundle", description=__doc__.splitlines()[0])
+    parser.add_argument("--board", required=True)
+    parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument("--out", type=Path, help="tarball path (default dist/facegate-BOARD-VERSION.tar.gz)")
+    args = parser.parse_args(argv)
+    repo = Path(__file__).resolve().parent.parent
+    out = args.out or repo / "dist" / ("facegate-%s-%s.tar.gz" % (args.board, __version__))
+    try:
+        print(build(args.board, repo, args.models, out))
+    except (FaceGateError, subprocess.CalledProcessError) as err:
+        print("make-bundle: %s" % err, file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,75 @@
+#!/bin/sh
+# Install an unpacked FaceGate bundle: on the board (as root: `./install.sh`), or into a root
+# filesystem being built (`./install.sh --root DIR`, as board/<board>/post-build.sh does).
+# A site's existing /etc/facegate/config.toml is kept; the bundle's lands beside it as .new.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=""
+python="python3"
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--root)
+		root="$2"
+		shift 2
+		;;
+	--python)
+		python="$2"
+		shift 2
+		;;
+	*)
+		echo "usage: $0 [--root DIR] [--python PYTHON]" >&2
+		exit 1
+		;;
+	esac
+done
+
+cd "$here"
+if ! sha256sum -c SHA256SUMS >/dev/null; then
+	echo "install.sh: the bundle is damaged (a file does not match SHA256SUMS); copy it again" >&2
+	exit 2
+fi
+
+# code: the wheels into a private folder, so the image's own Python packages stay untouched
+mkdir -p "$root/usr/lib/facegate"
+"$python" -m pip install --quiet --disable-pip-version-check --no-index --no-deps --upgrade \
+	--target "$root/usr/lib/facegate/python" wheelhouse/*.whl
+mkdir -p "$root/usr/bin"
+cat >"$root/usr/bin/facegate" <<'LAUNCHER'
+#!/bin/sh
+# FaceGate's packages live apart from the image's: /usr/lib/facegate/python
+lib="$(cd "$(dirname "$0")/.." && pwd)/lib/facegate/python"
+PYTHONPATH="$lib${PYTHONPATH:+:$PYTHONPATH}" exec "${FACEGATE_PYTHON:-python3}" -m appliance "$@"
+LAUNCHER
+chmod 755 "$root/usr/bin/facegate"
+
+# models
+mkdir -p "$root/usr/share/facegate"
+rm -rf "$root/usr/share/facegate/models"
+cp -R models "$root/usr/share/facegate/models"
+
+# the overlay, keeping a site's config
+config="$root/etc/facegate/config.toml"
+kept=""
+if [ -f "$config" ] && ! cmp -s "$config" overlay/etc/facegate/config.toml; then
+	cp "$config" "$config.site"
+	kept=yes
+fi
+cp -R overlay/. "$root/"
+if [ -n "$kept" ]; then
+	mv "$config" "$config.new"
+	mv "$config.site" "$config"
+	echo "kept the site's $config; the bundle's is $config.new"
+fi
+chmod 755 "$root/etc/init.d/S95facegate"
+
+if [ -z "$root" ]; then
+	if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+		systemctl daemon-reload
+		systemctl enable facegate.service
+		systemctl restart facegate.service
+	else
+		/etc/init.d/S95facegate restart
+	fi
+fi
+echo "installed $(sed -n 's/.*"version": "\(.*\)".*/\1/p' MANIFEST.json | head -n 1) into ${root:-/}"

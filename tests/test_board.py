@@ -1,0 +1,228 @@
+"""Board support on the host: the start script against a temporary root, the overlay's files,
+the boards' facts against their configs, the systemd notification, the NPU graph preparation."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from appliance.bundle import read_meta
+from appliance.config import load
+from appliance.door.emulator import RelayEmulator
+
+ROOT = Path(__file__).resolve().parents[1]
+OVERLAY = ROOT / "rootfs_overlay"
+BOARDS = sorted(p.parent.name for p in (ROOT / "board").glob("*/meta"))
+SCRIPTS = [OVERLAY / "etc" / "init.d" / "S95facegate", ROOT / "board" / "install.sh",
+           ROOT / "board" / "rv1126" / "post-build.sh", ROOT / "tools" / "convert-rknn"]
+FACEGATE = Path(sys.executable).parent / "facegate"
+
+
+def test_shell_scripts_pass_shellcheck():
+    if shutil.which("shellcheck") is None:
+        pytest.fail("shellcheck is missing: 'make system-deps' installs it")
+    result = subprocess.run(["shellcheck", *map(str, SCRIPTS)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def board_config(board: str):
+    own = ROOT / "board" / board / "overlay" / "etc" / "facegate" / "config.toml"
+    return load(own if own.is_file() else OVERLAY / "etc" / "facegate" / "config.toml")
+
+
+@pytest.mark.parametrize("board", BOARDS)
+def test_each_boards_config_matches_its_facts(board):
+    meta = read_meta(ROOT / "board" / board / "meta")
+    config = board_config(board)
+    assert config.models.backend == "rknnlite"
+    assert config.models.rknn_target == meta["NPU_TARGET"]
+    assert config.detector.input_size == int(meta["DETECTOR_SIZE"])
+    assert config.models.rknn_detector_dtype == meta["DETECTOR_DTYPE"]
+    assert config.models.rknn_embedder_dtype == meta["EMBEDDER_DTYPE"]
+    assert config.camera.source == meta["CAMERA_PIPELINE"]
+    assert config.relay.port == meta["RELAY_TTY"]
+    assert config.door.watchdog_device == meta["WATCHDOG_DEVICE"]
+    for path in (config.gallery.path, config.audit.path, config.mqtt.state_path):
+        assert path.startswith(meta["DATA_DIR"] + "/"), path  # on the persistent partition
+    rule = (OVERLAY / "etc" / "udev" / "rules.d" / "99-facegate-relay.rules").read_text()
+    vendor, product = meta["RELAY_USB_ID"].split(":")
+    assert 'ATTRS{idVendor}=="%s", ATTRS{idProduct}=="%s"' % (vendor, product) in rule
+    assert 'SYMLINK+="%s"' % meta["RELAY_TTY"].rsplit("/", 1)[1] in rule
+
+
+def test_the_systemd_unit_runs_commands_that_exist():
+    from appliance.cli import build_parser
+
+    parser = build_parser()
+    unit = (OVERLAY / "etc" / "systemd" / "system" / "facegate.service").read_text()
+    commands = [line.split("=", 1)[1].lstrip("-").split() for line in unit.splitlines()
+                if line.startswith(("ExecStart=", "ExecStartPre=", "ExecStopPost="))]
+    assert len(commands) == 3
+    for command in commands:
+        assert command[0] == "/usr/bin/facegate"
+        parser.parse_args(command[1:])  # an unknown option or command exits with SystemExit
+    assert "Type=notify" in unit and "WatchdogSec=" in unit and "Restart=always" in unit
+
+
+def test_the_watchdog_tells_systemd_ready_then_keeps_it_fed(tmp_path):
+    from appliance.door.watchdog import Watchdog
+
+    address = str(tmp_path / "notify")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(address)
+    listener.settimeout(2)
+    watchdog = Watchdog("", interval=1.0, notify_socket=address)
+    watchdog.feed(100.0)
+    watchdog.feed(100.5)  # within the interval: nothing sent
+    watchdog.feed(101.2)
+    watchdog.close()
+    messages = [listener.recv(64) for _ in range(3)]
+    listener.close()
+    assert messages == [b"READY=1\nWATCHDOG=1", b"WATCHDOG=1", b"STOPPING=1"]
+
+
+def test_the_bundle_refuses_without_the_boards_npu_models(tmp_path):
+    from appliance.bundle import build
+    from appliance.errors import ModelError
+
+    with pytest.raises(ModelError) as caught:
+        build("rv1126", ROOT, tmp_path / "models", tmp_path / "bundle.tar.gz")
+    message = str(caught.value)
+    assert "retinaface_mnet025-fp16-320.rknn" in message and "mobilefacenet_128d-i16.rknn" in message
+    assert "tools/convert-rknn --target rv1126" in message and "toolkit v1" in message
+    assert not (tmp_path / "bundle.tar.gz").exists()
+
+
+# -- the start script against a temporary root --------------------------------------------------
+
+def still_clip(path: Path) -> Path:
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 240))
+    for _ in range(20):
+        writer.write(np.full((240, 320, 3), 90, np.uint8))
+    writer.release()
+    return path
+
+
+def init_root(tmp_path: Path, relay: str, models_dir: Path, config_text: str = "") -> Path:
+    root = tmp_path / "root"
+    (root / "etc" / "init.d").mkdir(parents=True)
+    (root / "etc" / "default").mkdir()
+    (root / "etc" / "facegate").mkdir()
+    for name in ("etc/init.d/S95facegate", "etc/default/facegate"):
+        shutil.copy2(OVERLAY / name, root / name)
+    data = root / "userdata" / "facegate"
+    (root / "etc" / "facegate" / "config.toml").write_text(config_text or """
+[models]
+dir = "%s"
+[camera]
+source = "%s"
+loop = true
+[gallery]
+path = "%s/gallery.db"
+[audit]
+path = "%s/audit.db"
+[relay]
+port = "%s"
+""" % (models_dir, still_clip(tmp_path / "doorway.mp4"), data, data, relay))
+    return root
+
+
+def service(root: Path, action: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, FACEGATE_ROOT=str(root), FACEGATE_BIN=str(FACEGATE),
+               PATH="%s:/usr/sbin:/sbin" % os.environ.get("PATH", "/usr/bin:/bin"))
+    return subprocess.run(["sh", str(root / "etc" / "init.d" / "S95facegate"), action], env=env,
+                           capture_output=True, text=True, timeout=60)
+
+
+def test_the_start_script_starts_and_stops_the_door_service(tmp_path, models_dir):
+    if shutil.which("start-stop-daemon", path="/usr/sbin:/sbin:/usr/bin:/bin") is None:
+        pytest.fail("start-stop-daemon is missing (Debian's dpkg provides it; BusyBox on the board)")
+    emulator = RelayEmulator(link=str(tmp_path / "relay"))
+    root = init_root(tmp_path, emulator.path, models_dir)
+    pid = None
+    try:
+        started = service(root, "start")
+        assert started.returncode == 0 and "OK" in started.stdout, started.stdout + started.stderr
+        pid = int((root / "var" / "run" / "facegate.pid").read_text())
+        # the service drives the relay locked as it starts, then its loop rewrites that state every
+        # second: proof that it really runs (and has set up its own orderly stop)
+        assert emulator.wait_for(lambda e: len(e.events) >= 2, timeout=60), "the service never ran"
+        assert not emulator.is_on()
+        assert (root / "userdata" / "facegate").stat().st_mode & 0o777 == 0o700
+        status = service(root, "status")
+        assert status.returncode == 0 and str(pid) in status.stdout
+        assert "already running" in service(root, "start").stdout
+
+        stop_at = time.monotonic()
+        stopped = service(root, "stop")
+        assert stopped.returncode == 0 and "OK" in stopped.stdout, stopped.stdout
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+        pid = None
+        assert not (root / "var" / "run" / "facegate.pid").exists()
+        assert emulator.wait_for(lambda e: any(event.at >= stop_at and not event.on for event in e.events),
+                                 timeout=2), "no lock frame as the service stopped"
+        assert not emulator.is_on()
+        assert service(root, "status").returncode == 3
+        assert "not running" in service(root, "stop").stdout
+    finally:
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+        emulator.close()
+
+
+def test_the_start_script_refuses_a_bad_config_with_its_reason(tmp_path, models_dir):
+    root = init_root(tmp_path, "/dev/null", models_dir, config_text="[door]\nunlock_secs = 3\n")
+    started = service(root, "start")
+    assert started.returncode == 1
+    assert "FAIL" in started.stdout and "unknown key 'unlock_secs'" in started.stdout
+    assert not (root / "var" / "run" / "facegate.pid").exists()
+
+
+# -- the graph an NPU conversion starts from ------------------------------------------------------
+
+def test_the_npu_graph_takes_bgr_at_a_fixed_size_and_gives_the_same_embedding(tmp_path, models_dir):
+    import onnxruntime
+
+    from appliance.convert.onnx_prep import prepare_for_npu
+    from appliance.inference.base import to_float_tensor
+    from appliance.models import get_spec
+
+    spec = get_spec("mobilefacenet_128d")
+    target = tmp_path / "npu.onnx"
+    prepare_for_npu(models_dir / spec.file, target, spec, (112, 112))
+    crop = np.random.default_rng(1).integers(0, 256, (1, 112, 112, 3), dtype=np.uint8)  # BGR
+    original = onnxruntime.InferenceSession(str(models_dir / spec.file), providers=["CPUExecutionProvider"])
+    expected = original.run(None, {spec.input.name: to_float_tensor(crop, spec.input)})[0]
+    folded = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    assert folded.get_inputs()[0].shape == [1, 3, 112, 112]
+    # the folded graph is fed BGR with the mean/std applied, no channel swap
+    bgr = (crop.astype(np.float32) - 127.5) / 127.5
+    got = folded.run(None, {spec.input.name: bgr.transpose(0, 3, 1, 2)})[0]
+    assert np.allclose(got, expected, atol=1e-4)
+    swapped = folded.run(None, {spec.input.name: bgr[..., ::-1].transpose(0, 3, 1, 2).copy()})[0]
+    assert not np.allclose(swapped, expected, atol=1e-2)  # the order really changed
+
+
+def test_the_npu_detector_graph_lists_outputs_in_the_manifests_order(tmp_path, models_dir):
+    import onnx
+
+    from appliance.convert.onnx_prep import prepare_for_npu
+    from appliance.models import get_spec, installed_path
+
+    spec = get_spec("retinaface_mnet025")
+    target = tmp_path / "detector.onnx"
+    prepare_for_npu(installed_path(spec, models_dir), target, spec, (320, 320))
+    model = onnx.load(str(target))
+    assert [o.name for o in model.graph.output] == spec.outputs
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 320, 320]

@@ -1,0 +1,160 @@
+"""The NPU path on Rockchip's simulator: conversion, recipes, the quantised pipeline against
+ONNX Runtime, the quantisation check and the board bundle. Run by `make test-board` in .rknn-venv."""
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+
+from conftest import LFW, MODELS, ROOT, SEED, run_cli
+
+pytestmark = pytest.mark.board
+TARGET = "rv1126b"
+
+
+@pytest.fixture(scope="session")
+def npu_models(tmp_path_factory):
+    """A models folder with the ONNX files linked in and the rv1126b .rknn files converted."""
+    pytest.importorskip("rknn.api", reason="the toolkit is missing: run these with `make test-board`")
+    folder = tmp_path_factory.mktemp("npu-models")
+    for path in MODELS.iterdir():
+        if path.is_file():
+            (folder / path.name).symlink_to(path)
+    result = subprocess.run([str(ROOT / "tools" / "convert-rknn"), "--target", TARGET, "--models", str(folder),
+                             "--detector-dtypes", "fp16", "--embedder-dtypes", "i16",
+                             "--calibration-count", "40", "--lfw", str(LFW)],
+                            env=dict(os.environ, RKNN_PYTHON=sys.executable), capture_output=True, text=True,
+                            timeout=900, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder
+
+
+@pytest.fixture(scope="session")
+def seed_gallery(tmp_path_factory):
+    path = tmp_path_factory.mktemp("seed") / "gallery.db"
+    result = run_cli("enroll", "--from-dir", SEED / "gallery", "--gallery", path)
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+def test_conversion_writes_the_models_and_their_recipes(npu_models):
+    from appliance.inference.rknn_files import read_recipe
+    from appliance.models import get_spec
+
+    detector = npu_models / "rknn" / TARGET / "retinaface_mnet025-fp16-320.rknn"
+    embedder = npu_models / "rknn" / TARGET / "mobilefacenet_128d-i16.rknn"
+    recipe = read_recipe(embedder, get_spec("mobilefacenet_128d").sha256)
+    assert recipe["toolkit_dtype"] == "w16a16i_dfp" and recipe["input_size"] == [112, 112]
+    assert recipe["mean"] == [127.5] * 3 and recipe["input"] == "uint8 NHWC BGR"
+    assert read_recipe(detector, get_spec("retinaface_mnet025").sha256)["mean"] == [104.0, 117.0, 123.0]
+    assert len(list((npu_models / "rknn" / TARGET / recipe["calibration"]).glob("*.npy"))) == recipe["calibration_count"]
+    from appliance.errors import ModelError
+
+    with pytest.raises(ModelError, match="another version"):
+        read_recipe(embedder, "0" * 64)
+
+
+def test_a_detector_converted_for_320_refuses_another_size(npu_models):
+    from appliance.errors import BackendError
+    from appliance.inference import load_runner
+    from appliance.inference.rknn_files import rknn_path
+    from appliance.models import get_spec
+
+    spec = get_spec("retinaface_mnet025")
+    runner = load_runner("rknn", spec, rknn_path(npu_models, TARGET, spec.model_id, "fp16", 320), (320, 320))
+    try:
+        with pytest.raises(BackendError, match="320x320"):
+            runner.run(np.zeros((1, 480, 480, 3), np.uint8))
+    finally:
+        runner.close()
+
+
+def named(output: str):
+    """Per face line of `facegate identify`: the name, or 'unknown'."""
+    names = []
+    for line in output.splitlines():
+        if line.startswith("  ") and ") " in line:
+            label = line.split(") ", 1)[1]
+            names.append(label.split(" (")[0] if not label.startswith("unknown") else "unknown")
+    return sorted(names)
+
+
+def test_identify_on_the_simulator_names_the_same_people_as_onnx_runtime(npu_models, seed_gallery):
+    probes = sorted((SEED / "probes").iterdir())
+    differences, named_faces = [], 0
+    for probe in probes:
+        onnx = run_cli("identify", probe, "--gallery", seed_gallery, "--models-dir", npu_models)
+        npu = run_cli("identify", probe, "--gallery", seed_gallery, "--models-dir", npu_models,
+                      "--backend", "rknn", "--rknn-target", TARGET)
+        assert onnx.returncode == 0 and npu.returncode == 0, npu.stderr[-2000:]
+        expected, got = named(onnx.stdout), named(npu.stdout)
+        named_faces += sum(name != "unknown" for name in expected)
+        if expected != got:
+            differences.append((probe.name, expected, got))
+    assert named_faces >= 5  # the probes really name people
+    assert differences == []
+
+
+def test_the_quantisation_check_writes_its_table_and_figures(npu_models, tmp_path):
+    figures = tmp_path / "check.json"
+    result = subprocess.run([str(ROOT / "tools" / "convert-rknn"), "--target", TARGET, "--models", str(npu_models),
+                             "--detector-dtypes", "i8,fp16", "--embedder-dtypes", "i8,i16", "--check", "--folds", "1",
+                             "--calibration-count", "40", "--lfw", str(LFW), "--json", str(figures)],
+                            env=dict(os.environ, RKNN_PYTHON=sys.executable), capture_output=True, text=True,
+                            timeout=1800, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "embedder    cosine mean" in result.stdout and "detector    faces" in result.stdout
+    report = json.loads(figures.read_text())
+    embedder, detector = report["embedder"], report["detector"]
+    assert embedder["i16"]["cosine_mean"] > embedder["i8"]["cosine_mean"] > 0.95
+    assert embedder["i16"]["cosine_worst"] > 0.98
+    assert abs(embedder["i16"]["lfw_accuracy"] - embedder["float"]["lfw_accuracy"]) < 0.01
+    assert detector["fp16"]["faces"] > 150 and detector["fp16"]["found"] > 0.99
+    assert detector["fp16"]["landmark_error_mean"] < detector["i8"]["landmark_error_mean"] < 0.1
+    assert [row["detector"] for row in report["pipeline"]] == ["fp16"]
+    assert abs(report["pipeline"][0]["lfw_accuracy"] - embedder["float"]["lfw_accuracy"]) < 0.01
+
+
+def test_the_bundle_holds_what_the_board_needs_and_installs_into_a_root(npu_models, tmp_path):
+    from appliance.bundle import build
+
+    tarball = build("rv1126b", ROOT, npu_models, tmp_path / "bundle.tar.gz")
+    with tarfile.open(tarball) as tar:
+        tar.extractall(tmp_path / "unpacked")
+    bundle = next((tmp_path / "unpacked").iterdir())
+    manifest = json.loads((bundle / "MANIFEST.json").read_text())
+    files = set(manifest["files"])
+    assert manifest["npu_target"] == "rv1126b"
+    for expected in ("overlay/etc/init.d/S95facegate", "overlay/etc/facegate/config.toml",
+                     "overlay/etc/udev/rules.d/99-facegate-relay.rules", "install.sh", "meta",
+                     "models/rknn/rv1126b/retinaface_mnet025-fp16-320.rknn",
+                     "models/rknn/rv1126b/retinaface_mnet025-fp16-320.rknn.json",
+                     "models/rknn/rv1126b/mobilefacenet_128d-i16.rknn",
+                     "models/rknn/rv1126b/mobilefacenet_128d-i16.rknn.json"):
+        assert expected in files, expected
+    wheels = [name for name in files if name.startswith("wheelhouse/")]
+    for package in ("facegate-", "transitions-", "sqlite_utils-", "click-"):
+        assert any(name.startswith("wheelhouse/" + package) for name in wheels), package
+    assert not any(name.endswith((".onnx", ".npy")) for name in files)  # no sources or calibration data
+    assert "rknn_target = \"rv1126b\"" in (bundle / "overlay/etc/facegate/config.toml").read_text()
+
+    root = tmp_path / "target"
+    installed = subprocess.run(["sh", str(bundle / "install.sh"), "--root", str(root), "--python", sys.executable],
+                               capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stderr
+    assert (root / "usr/share/facegate/models/rknn/rv1126b/mobilefacenet_128d-i16.rknn").is_file()
+    assert (root / "usr/lib/facegate/python/appliance/inference/rknnlite_runner.py").is_file()
+    check = subprocess.run([str(root / "usr/bin/facegate"), "config", "--check", str(root / "etc/facegate/config.toml")],
+                           env=dict(os.environ, FACEGATE_PYTHON=sys.executable, PYTHONPATH=""),
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0 and ": ok" in check.stdout, check.stderr
+    # a damaged bundle is refused before anything is installed
+    (bundle / "models/rknn/rv1126b/mobilefacenet_128d-i16.rknn").write_bytes(b"damaged")
+    again = subprocess.run(["sh", str(bundle / "install.sh"), "--root", str(tmp_path / "other")],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "damaged" in again.stderr
+    assert not (tmp_path / "other").exists()
