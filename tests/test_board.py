@@ -226,3 +226,31 @@ def test_the_npu_detector_graph_lists_outputs_in_the_manifests_order(tmp_path, m
     assert [o.name for o in model.graph.output] == spec.outputs
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     assert dims == [1, 3, 320, 320]
+
+
+def test_dtype_names_map_to_each_toolkits_own_and_unknown_ones_are_refused():
+    from appliance.errors import ModelError
+    from appliance.inference.rknn_files import rknn_path, toolkit_dtype
+
+    assert toolkit_dtype("rv1126", "i8") == "asymmetric_quantized-u8"
+    assert toolkit_dtype("rv1126", "i16") == "dynamic_fixed_point-i16"
+    assert toolkit_dtype("rk3588", "i16") == "w16a16i_dfp"
+    with pytest.raises(ModelError, match="i8-dfp.*not offered for rk3568"):
+        toolkit_dtype("rk3568", "i8-dfp")
+    with pytest.raises(ModelError, match="unknown RKNN target"):
+        toolkit_dtype("rv9999", "i8")
+    assert rknn_path(Path("m"), "rv1126", "retinaface_mnet025", "fp16", 320) == \
+        Path("m/rknn/rv1126/retinaface_mnet025-fp16-320.rknn")
+
+
+def test_an_npu_backend_without_its_converted_model_says_how_to_make_it(tmp_path, models_dir):
+    from appliance.config import from_dict
+    from appliance.errors import ConfigError, ModelError
+    from appliance.vision.pipeline import FacePipeline
+
+    config = from_dict({"models": {"dir": str(tmp_path), "backend": "rknnlite", "rknn_target": "rv1126b"}})
+    with pytest.raises(ModelError, match="convert it with 'tools/convert-rknn --target rv1126b'"):
+        FacePipeline.from_config(config)
+    aspect = from_dict({"models": {"backend": "rknn"}, "detector": {"keep_frame_aspect": True}})
+    with pytest.raises(ConfigError, match="keep_frame_aspect"):
+        FacePipeline.from_config(aspect)

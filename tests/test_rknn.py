@@ -158,3 +158,11 @@ def test_the_bundle_holds_what_the_board_needs_and_installs_into_a_root(npu_mode
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 2 and "damaged" in again.stderr
     assert not (tmp_path / "other").exists()
+
+
+def test_a_target_of_the_other_toolkit_is_refused_before_any_work():
+    result = subprocess.run([str(ROOT / "tools" / "convert-rknn"), "--target", "rv1126"],
+                            env=dict(os.environ, RKNN_PYTHON=sys.executable), capture_output=True, text=True,
+                            timeout=120, cwd=ROOT)
+    assert result.returncode == 2
+    assert "rv1126 needs Rockchip's rknn-toolkit;" in result.stderr and "rknn-toolkit2" in result.stderr

@@ -13,7 +13,7 @@ from appliance.convert.check import (check_detector, check_embedder, check_pipel
                                       table)
 from appliance.convert.rknn import convert
 from appliance.errors import FaceGateError
-from appliance.inference.rknn_files import DTYPES, TARGETS, toolkit_dtype
+from appliance.inference.rknn_files import DTYPES, TARGETS, toolkit_dtype, toolkit_for
 from appliance.models import models_dir
 
 
@@ -58,7 +58,11 @@ def run(args) -> int:
     embedder_dtypes = [d for d in args.embedder_dtypes.split(",") if d]
     for dtype in detector_dtypes + embedder_dtypes:
         toolkit_dtype(args.target, dtype)  # refuses a dtype the target's toolkit lacks, before any work
-    toolkit.installed_toolkit()
+    if toolkit.installed_toolkit() != toolkit_for(args.target):
+        raise FaceGateError("target %s needs Rockchip's %s; this environment has %s (rv1126 and rv1109 "
+                            "need rknn-toolkit v1 from Rockchip's SDK, the others rknn-toolkit2)"
+                            % (args.target, toolkit.DISTRIBUTIONS[toolkit_for(args.target)],
+                               toolkit.DISTRIBUTIONS[toolkit.installed_toolkit()]))
     evaluated = pair_images(args.lfw / "pairs.txt") if (args.lfw / "pairs.txt").is_file() else []
     if args.calibration_images:
         calibration = calibration_images(args.calibration_images, args.calibration_count)
