@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Dict, List
 
 from appliance import __version__
+from appliance.config import Config, load
 from appliance.errors import FaceGateError, ModelError
 from appliance.inference.rknn_files import recipe_path, rknn_path
 
 # Pure-Python packages the image lacks (Buildroot packages numpy, OpenCV, pyserial, paho-mqtt, pip).
 WHEELHOUSE_PACKAGES = ("transitions", "sqlite-utils", "sqlite-fts4", "click", "click-default-group",
                        "tabulate", "python-dateutil", "six", "pluggy", "tzdata", "tomli")
-MODEL_IDS = {"detector": "retinaface_mnet025", "embedder": "mobilefacenet_128d"}
 
 
 def read_meta(path: Path) -> Dict[str, str]:
@@ -51,11 +51,17 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def board_models(meta: Dict[str, str], models: Path) -> List[Path]:
+def board_config(repo: Path, board: str) -> Config:
+    """The config a board boots with: its own overlay's, else the common overlay's."""
+    own = repo / "board" / board / "overlay" / "etc" / "facegate" / "config.toml"
+    return load(own if own.is_file() else repo / "rootfs_overlay" / "etc" / "facegate" / "config.toml")
+
+
+def board_models(meta: Dict[str, str], config: Config, models: Path) -> List[Path]:
     """The .rknn files (and recipes) the board's config loads; a clear error when any is missing."""
     target = meta["NPU_TARGET"]
-    wanted = [rknn_path(models, target, MODEL_IDS["detector"], meta["DETECTOR_DTYPE"], int(meta["DETECTOR_SIZE"])),
-              rknn_path(models, target, MODEL_IDS["embedder"], meta["EMBEDDER_DTYPE"])]
+    wanted = [rknn_path(models, target, config.models.detector, meta["DETECTOR_DTYPE"], int(meta["DETECTOR_SIZE"])),
+              rknn_path(models, target, config.models.embedder, meta["EMBEDDER_DTYPE"])]
     missing = [path for path in wanted if not path.is_file() or not recipe_path(path).is_file()]
     if missing:
         how = ("with Rockchip's rknn-toolkit v1 installed in .rknn-venv" if meta["NPU_TOOLKIT"] == "toolkit1"
@@ -95,7 +101,7 @@ def build(board: str, repo: Path, models: Path, out: Path) -> Path:
         boards = sorted(p.name for p in (repo / "board").iterdir() if (p / "meta").is_file())
         raise FaceGateError("no board %r: board/<name>/meta exists for %s" % (board, ", ".join(boards)))
     meta = read_meta(board_dir / "meta")
-    model_files = board_models(meta, models)
+    model_files = board_models(meta, board_config(repo, board), models)
     name = "facegate-%s-%s" % (board, __version__)
     with tempfile.TemporaryDirectory(prefix="facegate-bundle-") as temporary:
         root = Path(temporary) / name

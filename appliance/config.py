@@ -31,7 +31,7 @@ class ModelsConfig:
                            choices=("onnxruntime", "opencv", "rknnlite", "rknn"))
     threads: int = setting(0, "CPU threads per model (0: the runtime's choice)", 0, 64)
     detector: str = setting("retinaface_mnet025", "detector model id from the manifest")
-    embedder: str = setting("mobilefacenet_128d", "embedder model id from the manifest")
+    embedder: str = setting("mobilefacenet_casia_128d", "embedder model id from the manifest")
     rknn_target: str = setting("rv1126", "NPU the .rknn files were converted for (rknn backends)",
                                choices=("rv1126", "rv1109", "rv1126b", "rk3566", "rk3568", "rk3588"))
     rknn_detector_dtype: str = setting("fp16", "quantisation of the detector's .rknn file (8 bits moves "
@@ -80,8 +80,9 @@ class LivenessConfig:
 
 @dataclass(frozen=True)
 class MatchingConfig:
-    distance_threshold: float = setting(0.55, "accept when cosine distance <= this (a development default: "
-                                                 "measure and set it per site)", 0, 2)
+    distance_threshold: float = setting(0.58, "accept when cosine distance <= this (FAR 1e-3 on LFW-dev "
+                                                 "folds 1-3 for the default embedder: measure and set it per "
+                                                 "site with 'facegate tune')", 0, 2)
     min_margin: float = setting(0.05, "and the next person is at least this much farther", 0, 2)
 
 

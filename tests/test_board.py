@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from appliance.bundle import read_meta
-from appliance.config import load
 from appliance.door.emulator import RelayEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,8 +32,9 @@ def test_shell_scripts_pass_shellcheck():
 
 
 def board_config(board: str):
-    own = ROOT / "board" / board / "overlay" / "etc" / "facegate" / "config.toml"
-    return load(own if own.is_file() else OVERLAY / "etc" / "facegate" / "config.toml")
+    from appliance.bundle import board_config as config_of
+
+    return config_of(ROOT, board)
 
 
 @pytest.mark.parametrize("board", BOARDS)
@@ -95,7 +95,7 @@ def test_the_bundle_refuses_without_the_boards_npu_models(tmp_path):
     with pytest.raises(ModelError) as caught:
         build("rv1126", ROOT, tmp_path / "models", tmp_path / "bundle.tar.gz")
     message = str(caught.value)
-    assert "retinaface_mnet025-fp16-320.rknn" in message and "mobilefacenet_128d-i16.rknn" in message
+    assert "retinaface_mnet025-fp16-320.rknn" in message and "mobilefacenet_casia_128d-i16.rknn" in message
     assert "tools/convert-rknn --target rv1126" in message and "toolkit v1" in message
     assert not (tmp_path / "bundle.tar.gz").exists()
 

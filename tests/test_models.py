@@ -106,3 +106,47 @@ def test_copy_of_mirror_with_one_bad_file_refuses_only_that_file(tmp_path):
     with pytest.raises(ModelError, match="minifasnet_v2_2.7.onnx: sha256 mismatch"):
         install(["mobilefacenet_128d", "minifasnet_v2_2.7"], mirror, tmp_path / "m")
     assert (tmp_path / "m" / "mobilefacenet_128d.onnx").is_file()
+
+
+def test_the_casia_checkpoint_exports_to_onnx_that_embeds_like_pytorch(models_dir):
+    import onnxruntime
+    import torch
+
+    from appliance.models.mobilefacenet import MobileFaceNet
+
+    spec = get_spec("mobilefacenet_casia_128d")
+    path = installed_path(spec, models_dir)
+    assert path.name == "mobilefacenet_casia_128d.mobilefacenet_export.onnx"
+    network = MobileFaceNet()
+    network.load_state_dict(torch.load(str(MIRROR / spec.file), map_location="cpu",
+                                       weights_only=False)["net_state_dict"])
+    network.eval()
+    face = np.random.default_rng(3).uniform(-1, 1, (1, 3, 112, 96)).astype(np.float32)
+    with torch.no_grad():
+        expected = network(torch.from_numpy(face)).numpy()
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert np.allclose(session.run(None, {"input": face})[0], expected, atol=1e-4)
+
+
+def test_a_checkpoint_that_is_not_the_manifests_network_is_refused(tmp_path):
+    import torch
+
+    from appliance.models.prepare import mobilefacenet_export
+
+    spec = get_spec("mobilefacenet_casia_128d")
+    checkpoint = torch.load(str(MIRROR / spec.file), map_location="cpu", weights_only=False)
+    del checkpoint["net_state_dict"]["linear1.conv.weight"]
+    broken = tmp_path / "broken.ckpt"
+    torch.save(checkpoint, str(broken))
+    with pytest.raises(ModelError, match="not the MobileFaceNet checkpoint"):
+        mobilefacenet_export(broken, tmp_path / "out.onnx", spec)
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_a_112x96_embedder_takes_the_middle_of_the_aligned_crop():
+    from appliance.vision.embedder import model_input
+
+    aligned = np.tile(np.arange(112, dtype=np.uint8)[None, :, None], (112, 1, 3))
+    crop = model_input(aligned, get_spec("mobilefacenet_casia_128d"))
+    assert crop.shape == (112, 96, 3) and crop[0, 0, 0] == 8 and crop[0, -1, 0] == 103
+    assert model_input(aligned, get_spec("mobilefacenet_128d")) is aligned

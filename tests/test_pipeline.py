@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from appliance.vision.embedder import model_input, normalise
+
 from appliance.errors import ImageError
 from appliance.vision.pipeline import central_face, read_image
 
@@ -42,7 +44,8 @@ def test_same_person_closer_than_different_people(pipeline):
 def test_flip_averaging_changes_the_embedding(pipeline):
     image = read_image(SEED / "probes" / "obama.jpg")
     result = pipeline.analyse(image)[0]
-    single = pipeline.embedder.runner.run(result.aligned[None])[0].reshape(-1)
+    crop = model_input(result.aligned, pipeline.embedder.runner.spec)
+    single = normalise(pipeline.embedder.runner.run(crop[None])[0].reshape(-1))
     assert pipeline.embedder.flip
     assert 0.9 < float(single @ result.embedding) < 0.9999
 

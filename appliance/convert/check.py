@@ -20,7 +20,7 @@ from appliance.convert.rknn import convert
 from appliance.eval import lfw
 from appliance.inference import load_runner
 from appliance.vision.detector import DETECTOR_FAMILIES, Face
-from appliance.vision.embedder import Embedder, normalise
+from appliance.vision.embedder import Embedder, model_input, normalise
 from appliance.vision.geometry import box_iou
 from appliance.vision.pipeline import FacePipeline, central_face, read_image
 
@@ -160,6 +160,7 @@ def _embedder_figures(runner, embedder: Embedder, aligned, pairs, folds: int, fl
             continue
         embeddings[name] = embedder.embed(crop)
         if float_runner is not None:  # the plain (unflipped) outputs, model against model
+            crop = model_input(crop, runner.spec)
             quantised = normalise(runner.run(crop[None])[0].reshape(-1))
             original = normalise(float_runner.run(crop[None])[0].reshape(-1))
             similarities.append(float(np.dot(quantised, original)))

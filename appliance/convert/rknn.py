@@ -13,6 +13,7 @@ from appliance.convert.onnx_prep import prepare_for_npu
 from appliance.inference.rknn_files import (check_code, recipe_path, rknn_path, toolkit_dtype,
                                             toolkit_for)
 from appliance.models import ModelSpec, installed_path
+from appliance.vision.embedder import model_input
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,8 @@ def convert(spec: ModelSpec, models: Path, target: str, dtype: str,
     `calibration` holds uint8 BGR HxWx3 inputs (frames for a detector, aligned crops for an
     embedder); `size` is the detector's square input side (None: the manifest's size).
     """
+    if spec.role == "embedder":  # the model's own part of the aligned crop
+        calibration = [model_input(crop, spec) for crop in calibration]
     generation = toolkit_for(target)
     native = toolkit_dtype(target, dtype)
     height, width = (size, size) if size else spec.input.size

@@ -44,11 +44,11 @@ class ModelSpec:
 
     @property
     def prepared_file(self) -> str:
-        """The file a runner loads: the prepared copy when the model needs preparation."""
+        """The file a runner loads: the prepared ONNX copy when the model needs preparation."""
         if not self.prepare:
             return self.file
-        stem, dot, ext = self.file.rpartition(".")
-        return "%s.%s.%s" % (stem, self.prepare, ext)
+        stem = self.file.rpartition(".")[0]
+        return "%s.%s.onnx" % (stem, self.prepare)
 
     def output_index(self, role: str) -> int:
         try:

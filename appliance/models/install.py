@@ -58,7 +58,7 @@ def prepare(spec: ModelSpec, target_dir: Path) -> None:
     prepared = target_dir / spec.prepared_file
     if prepared.is_file() and stamp.is_file() and stamp.read_text().strip() == spec.sha256:
         return
-    PREPARERS[spec.prepare](target_dir / spec.file, prepared)
+    PREPARERS[spec.prepare](target_dir / spec.file, prepared, spec)
     stamp.write_text(spec.sha256 + "\n")
 
 
@@ -74,6 +74,6 @@ def install(model_ids: Iterable[str], mirror: Path, target_dir: Path) -> List[st
             raise ModelError("unknown model %r; the manifest names: %s"
                              % (model_id, ", ".join(sorted(specs))))
         status = install_one(specs[model_id], mirror, target_dir)
-        lines.append("%-22s %s" % (model_id, status))
+        lines.append("%-26s %s" % (model_id, status))
     return lines
 

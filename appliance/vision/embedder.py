@@ -10,6 +10,18 @@ def normalise(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, 1e-12)
 
 
+def model_input(aligned_bgr: np.ndarray, spec) -> np.ndarray:
+    """The part of the 112x112 ArcFace-aligned crop the model takes.
+
+    Models trained on 112x96 crops (the SphereFace template) take its middle 96 columns: that
+    template is the ArcFace one moved 8 pixels left, so no second alignment is needed.
+    """
+    columns = spec.extra.get("aligned_columns")
+    if not columns:
+        return aligned_bgr
+    return np.ascontiguousarray(aligned_bgr[:, columns[0]:columns[1]])
+
+
 class Embedder:
     def __init__(self, runner: Runner, flip: bool = False) -> None:
         self.runner = runner
@@ -18,6 +30,7 @@ class Embedder:
 
     def embed(self, aligned_bgr: np.ndarray) -> np.ndarray:
         """Unit vector for one aligned crop; with flip, the mean of it and its mirror image."""
+        aligned_bgr = model_input(aligned_bgr, self.runner.spec)
         vector = self.runner.run(aligned_bgr[None])[0].reshape(-1)
         if self.flip:
             mirrored = np.ascontiguousarray(aligned_bgr[:, ::-1])
