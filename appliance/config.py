@@ -30,7 +30,7 @@ class ModelsConfig:
     backend: str = setting("onnxruntime", "inference backend",
                            choices=("onnxruntime", "opencv", "rknnlite", "rknn"))
     threads: int = setting(0, "CPU threads per model (0: the runtime's choice)", 0, 64)
-    detector: str = setting("retinaface_mnet025", "detector model id from the manifest")
+    detector: str = setting("retinaface_mnet025_pytorch", "detector model id from the manifest")
     embedder: str = setting("mobilefacenet_casia_128d", "embedder model id from the manifest")
     rknn_target: str = setting("rv1126", "NPU the .rknn files were converted for (rknn backends)",
                                choices=("rv1126", "rv1109", "rv1126b", "rk3566", "rk3568", "rk3588"))
@@ -54,6 +54,9 @@ class DetectorConfig:
     nms_threshold: float = setting(0.4, "IoU above which overlapping detections merge", 0.1, 0.9)
     flip_landmarks: bool = setting(False, "also detect on the mirrored image and average landmarks "
                                           "(steadier alignment, twice the detector time)")
+    refine_below_pixels: int = setting(64, "a face narrower than this in the detector's input is "
+                                           "detected again on a crop around it, for sharper landmarks "
+                                           "(0: never)", 0, 640)
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,6 @@ def test_single_portraits_are_named_right(seed_gallery, pipeline, photo, name):
     assert decision.accepted and decision.match.person.name == name, decision.reason
 
 
-@pytest.mark.xfail(strict=True, reason="issue 3 open: with 1-2 seed photos per person the shipped "
-                   "embedder names only some faces in the group photos at a door-safe threshold")
 @pytest.mark.parametrize("photo", ["4.jpeg", "4_2.jpg", "4_3.jpg", "4_4.jpg"])
 def test_group_photos_name_all_four(seed_gallery, pipeline, photo):
     store, _ = seed_gallery

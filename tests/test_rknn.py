@@ -45,12 +45,12 @@ def test_conversion_writes_the_models_and_their_recipes(npu_models):
     from appliance.inference.rknn_files import read_recipe
     from appliance.models import get_spec
 
-    detector = npu_models / "rknn" / TARGET / "retinaface_mnet025-fp16-320.rknn"
+    detector = npu_models / "rknn" / TARGET / "retinaface_mnet025_pytorch-fp16-320.rknn"
     embedder = npu_models / "rknn" / TARGET / "mobilefacenet_casia_128d-i16.rknn"
     recipe = read_recipe(embedder, get_spec("mobilefacenet_casia_128d").sha256)
     assert recipe["toolkit_dtype"] == "w16a16i_dfp" and recipe["input_size"] == [112, 96]
     assert recipe["mean"] == [127.5] * 3 and recipe["std"] == [128.0] * 3 and recipe["input"] == "uint8 NHWC BGR"
-    assert read_recipe(detector, get_spec("retinaface_mnet025").sha256)["mean"] == [104.0, 117.0, 123.0]
+    assert read_recipe(detector, get_spec("retinaface_mnet025_pytorch").sha256)["mean"] == [104.0, 117.0, 123.0]
     assert len(list((npu_models / "rknn" / TARGET / recipe["calibration"]).glob("*.npy"))) == recipe["calibration_count"]
     from appliance.errors import ModelError
 
@@ -64,7 +64,7 @@ def test_a_detector_converted_for_320_refuses_another_size(npu_models):
     from appliance.inference.rknn_files import rknn_path
     from appliance.models import get_spec
 
-    spec = get_spec("retinaface_mnet025")
+    spec = get_spec("retinaface_mnet025_pytorch")
     runner = load_runner("rknn", spec, rknn_path(npu_models, TARGET, spec.model_id, "fp16", 320), (320, 320))
     try:
         with pytest.raises(BackendError, match="320x320"):
@@ -131,8 +131,8 @@ def test_the_bundle_holds_what_the_board_needs_and_installs_into_a_root(npu_mode
     assert manifest["npu_target"] == "rv1126b"
     for expected in ("overlay/etc/init.d/S95facegate", "overlay/etc/facegate/config.toml",
                      "overlay/etc/udev/rules.d/99-facegate-relay.rules", "install.sh", "meta",
-                     "models/rknn/rv1126b/retinaface_mnet025-fp16-320.rknn",
-                     "models/rknn/rv1126b/retinaface_mnet025-fp16-320.rknn.json",
+                     "models/rknn/rv1126b/retinaface_mnet025_pytorch-fp16-320.rknn",
+                     "models/rknn/rv1126b/retinaface_mnet025_pytorch-fp16-320.rknn.json",
                      "models/rknn/rv1126b/mobilefacenet_casia_128d-i16.rknn",
                      "models/rknn/rv1126b/mobilefacenet_casia_128d-i16.rknn.json"):
         assert expected in files, expected

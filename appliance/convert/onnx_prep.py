@@ -9,6 +9,8 @@ line up.
 from pathlib import Path
 from typing import Tuple
 
+import numpy as np
+
 from appliance.errors import ModelError
 from appliance.models import ModelSpec
 
@@ -38,8 +40,13 @@ def prepare_for_npu(source: Path, target: Path, spec: ModelSpec, size: Tuple[int
     if missing:
         raise ModelError("%s lacks outputs %s named in the manifest" % (source, missing))
     ordered = [outputs[name] for name in spec.outputs]
-    for output in ordered:  # shapes follow from the fixed input; stale symbolic ones confuse the toolkit
+    # Shapes follow from the fixed input; stale symbolic ones confuse the toolkit. They are read
+    # off a run, because a graph exported with free sizes computes its reshapes at run time,
+    # where ONNX's static inference gives up.
+    for output, shape in zip(ordered, _output_shapes(model, spec, size)):
         output.type.tensor_type.ClearField("shape")
+        for value in shape:
+            output.type.tensor_type.shape.dim.add().dim_value = value
     del graph.output[:]
     graph.output.extend(ordered)
     model = onnx.shape_inference.infer_shapes(model)
@@ -48,6 +55,16 @@ def prepare_for_npu(source: Path, target: Path, spec: ModelSpec, size: Tuple[int
     partial = target.with_name(target.name + ".partial")
     onnx.save(model, str(partial))
     partial.replace(target)
+
+
+def _output_shapes(model, spec: ModelSpec, size: Tuple[int, int]):
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise ModelError("preparing %s for the NPU needs onnxruntime (make rknn-env)" % spec.model_id) from err
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sample = np.zeros((1, 3, size[0], size[1]), dtype=np.float32)
+    return [output.shape for output in session.run(spec.outputs, {spec.input.name: sample})]
 
 
 def _fold_channel_swap(graph, input_name, initialisers, numpy_helper, source) -> None:

@@ -31,6 +31,8 @@ class Runner:
     """
 
     backend = "abstract"
+    # whether the runtime takes a batch larger than the one it was built for (NPU files: no)
+    runs_batches = False
 
     def __init__(self, spec: ModelSpec, path: Path, threads: int = 0) -> None:
         self.spec = spec
@@ -43,6 +45,14 @@ class Runner:
 
     def run(self, images_bgr: np.ndarray) -> List[np.ndarray]:
         raise NotImplementedError
+
+    def run_batch(self, images_bgr: np.ndarray) -> List[np.ndarray]:
+        """Outputs for several images: one call where the runtime and the model file take a batch
+        (the manifest's `dynamic_batch`), else one call per image, stacked."""
+        if self.runs_batches and self.spec.extra.get("dynamic_batch"):
+            return self.run(images_bgr)
+        each = [self.run(image[None]) for image in images_bgr]
+        return [np.concatenate(parts) for parts in zip(*each)]
 
     def close(self) -> None:
         """Release the runtime's resources; safe to call twice."""

@@ -12,6 +12,7 @@ from appliance.models import ModelSpec
 
 class OnnxRuntimeRunner(Runner):
     backend = "onnxruntime"
+    runs_batches = True
 
     def __init__(self, spec: ModelSpec, path: Path, threads: int = 0) -> None:
         super().__init__(spec, path, threads)

@@ -12,6 +12,7 @@ from appliance.models import ModelSpec
 
 class OpenCvRunner(Runner):
     backend = "opencv"
+    runs_batches = True
 
     def __init__(self, spec: ModelSpec, path: Path, threads: int = 0) -> None:
         super().__init__(spec, path, threads)

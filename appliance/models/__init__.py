@@ -50,6 +50,15 @@ class ModelSpec:
         stem = self.file.rpartition(".")[0]
         return "%s.%s.onnx" % (stem, self.prepare)
 
+    @property
+    def prepared_stamp(self) -> str:
+        """What the stamp beside a prepared file says: the source's hash and the recipe's revision.
+
+        A changed recipe (a new export option) bumps `prepare_revision` in the manifest, so
+        installs made by the older recipe are prepared again instead of silently kept.
+        """
+        return "%s %s-r%d" % (self.sha256, self.prepare, int(self.extra.get("prepare_revision", 1)))
+
     def output_index(self, role: str) -> int:
         try:
             return self.output_roles.index(role)
@@ -118,6 +127,6 @@ def installed_path(spec: ModelSpec, directory: Path) -> Path:
     target = directory / spec.prepared_file
     if spec.prepare:
         stamp = directory / (spec.prepared_file + ".source-sha256")
-        if not target.is_file() or not stamp.is_file() or stamp.read_text().strip() != spec.sha256:
+        if not target.is_file() or not stamp.is_file() or stamp.read_text().strip() != spec.prepared_stamp:
             raise ModelError("prepared model %s is missing or stale; run 'make models'" % target)
     return target

@@ -56,10 +56,10 @@ def prepare(spec: ModelSpec, target_dir: Path) -> None:
         raise ModelError("model %s asks for unknown preparation %r" % (spec.model_id, spec.prepare))
     stamp = target_dir / (spec.prepared_file + ".source-sha256")
     prepared = target_dir / spec.prepared_file
-    if prepared.is_file() and stamp.is_file() and stamp.read_text().strip() == spec.sha256:
+    if prepared.is_file() and stamp.is_file() and stamp.read_text().strip() == spec.prepared_stamp:
         return
     PREPARERS[spec.prepare](target_dir / spec.file, prepared, spec)
-    stamp.write_text(spec.sha256 + "\n")
+    stamp.write_text(spec.prepared_stamp + "\n")
 
 
 def install(model_ids: Iterable[str], mirror: Path, target_dir: Path) -> List[str]:

@@ -50,6 +50,11 @@ class Detector:
             return frame_aspect_size(frame_shape[0], frame_shape[1], self.input_size)
         return self.input_size, self.input_size
 
+    def input_scale(self, frame_shape: Tuple[int, ...]) -> float:
+        """How many input pixels one frame pixel becomes after the letterbox."""
+        height, width = self.input_shape(frame_shape)
+        return min(height / frame_shape[0], width / frame_shape[1])
+
     def detect(self, frame_bgr: np.ndarray) -> List[Face]:
         height, width = self.input_shape(frame_bgr.shape)
         canvas, fit = letterbox(frame_bgr, (height, width), self._fill)

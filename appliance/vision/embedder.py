@@ -31,11 +31,11 @@ class Embedder:
     def embed(self, aligned_bgr: np.ndarray) -> np.ndarray:
         """Unit vector for one aligned crop; with flip, the mean of it and its mirror image."""
         aligned_bgr = model_input(aligned_bgr, self.runner.spec)
-        vector = self.runner.run(aligned_bgr[None])[0].reshape(-1)
-        if self.flip:
-            mirrored = np.ascontiguousarray(aligned_bgr[:, ::-1])
-            vector = normalise(vector) + normalise(self.runner.run(mirrored[None])[0].reshape(-1))
-        return normalise(vector.astype(np.float32))
+        if not self.flip:
+            return normalise(self.runner.run(aligned_bgr[None])[0].reshape(-1).astype(np.float32))
+        both = np.stack([aligned_bgr, aligned_bgr[:, ::-1]])
+        vectors = self.runner.run_batch(both)[0].reshape(2, -1).astype(np.float32)
+        return normalise(normalise(vectors).sum(axis=0))
 
 
 def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
