@@ -89,8 +89,9 @@ def test_backends_agree_on_the_embedding(models_dir, backend):
     assert float(np.dot(output[0], reference[0])) > 0.999
 
 
-def test_detector_runs_at_several_sizes_after_preparation(models_dir):
-    spec = get_spec("retinaface_mnet025")
+@pytest.mark.parametrize("model_id", ["retinaface_mnet025_pytorch", "retinaface_mnet025"])
+def test_detector_runs_at_several_sizes_after_preparation(models_dir, model_id):
+    spec = get_spec(model_id)
     with load_runner("onnxruntime", spec, installed_path(spec, models_dir), (320, 320)) as runner:
         for height, width, anchors in ((320, 320, 4200), (480, 480, 9450), (256, 320, 3360)):
             outputs = runner.run(np.zeros((1, height, width, 3), np.uint8))
@@ -150,3 +151,33 @@ def test_a_112x96_embedder_takes_the_middle_of_the_aligned_crop():
     crop = model_input(aligned, get_spec("mobilefacenet_casia_128d"))
     assert crop.shape == (112, 96, 3) and crop[0, 0, 0] == 8 and crop[0, -1, 0] == 103
     assert model_input(aligned, get_spec("mobilefacenet_128d")) is aligned
+
+
+def test_a_prepared_file_from_an_older_recipe_is_made_again(tmp_path):
+    spec = get_spec("mobilefacenet_casia_128d")
+    install([spec.model_id], MIRROR, tmp_path)
+    stamp = tmp_path / (spec.prepared_file + ".source-sha256")
+    assert stamp.read_text().split() == spec.prepared_stamp.split()
+    stamp.write_text(spec.sha256 + "\n")  # what an install before the batch-of-two export wrote
+    with pytest.raises(ModelError, match="stale; run 'make models'"):
+        installed_path(spec, tmp_path)
+    install([spec.model_id], MIRROR, tmp_path)
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(installed_path(spec, tmp_path)), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"input": np.zeros((2, 3, 112, 96), np.float32)})[0].shape == (2, 128)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "opencv"])
+def test_flip_as_one_batch_gives_the_embedding_of_two_single_runs(models_dir, backend):
+    from appliance.vision.embedder import Embedder
+
+    spec = get_spec("mobilefacenet_casia_128d")
+    face = np.random.default_rng(5).integers(0, 255, (112, 112, 3), dtype=np.uint8)
+    with load_runner(backend, spec, installed_path(spec, models_dir), (112, 96)) as runner:
+        batched = Embedder(runner, flip=True).embed(face)
+        runner.runs_batches = False  # the per-image path the NPU backends take
+        one_by_one = Embedder(runner, flip=True).embed(face)
+        plain = Embedder(runner, flip=False).embed(face)
+    assert np.allclose(batched, one_by_one, atol=1e-5)
+    assert float(np.dot(batched, plain)) < 0.9999  # the mirror image really went in
