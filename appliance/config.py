@@ -37,8 +37,8 @@ class ModelsConfig:
     rknn_detector_dtype: str = setting("fp16", "quantisation of the detector's .rknn file (8 bits moves "
                                                "landmarks: see tools/convert-rknn --check)",
                                        choices=("i8", "i8-dfp", "i16", "w8a16", "fp16"))
-    rknn_embedder_dtype: str = setting("i16", "quantisation of the embedder's .rknn file (8 bits "
-                                              "costs accuracy: see tools/convert-rknn --check)",
+    rknn_embedder_dtype: str = setting("fp16", "quantisation of the embedder's .rknn file (the "
+                                               "RV1126's board config asks for i16: see tools/convert-rknn --check)",
                                        choices=("i8", "i8-dfp", "i16", "w8a16", "fp16"))
     rknn_core_mask: str = setting("auto", "NPU cores for rknnlite (multi-core NPUs only)",
                                   choices=("auto", "0", "1", "2", "0_1", "0_1_2"))

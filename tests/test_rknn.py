@@ -25,7 +25,7 @@ def npu_models(tmp_path_factory):
         if path.is_file():
             (folder / path.name).symlink_to(path)
     result = subprocess.run([str(ROOT / "tools" / "convert-rknn"), "--target", TARGET, "--models", str(folder),
-                             "--detector-dtypes", "fp16", "--embedder-dtypes", "i16",
+                             "--detector-dtypes", "fp16", "--embedder-dtypes", "fp16",
                              "--calibration-count", "40", "--lfw", str(LFW)],
                             env=dict(os.environ, RKNN_PYTHON=sys.executable), capture_output=True, text=True,
                             timeout=900, cwd=ROOT)
@@ -46,9 +46,9 @@ def test_conversion_writes_the_models_and_their_recipes(npu_models):
     from appliance.models import get_spec
 
     detector = npu_models / "rknn" / TARGET / "retinaface_mnet025_pytorch-fp16-320.rknn"
-    embedder = npu_models / "rknn" / TARGET / "mobilefacenet_casia_128d-i16.rknn"
+    embedder = npu_models / "rknn" / TARGET / "mobilefacenet_casia_128d-fp16.rknn"
     recipe = read_recipe(embedder, get_spec("mobilefacenet_casia_128d").sha256)
-    assert recipe["toolkit_dtype"] == "w16a16i_dfp" and recipe["input_size"] == [112, 96]
+    assert recipe["toolkit_dtype"] == "float16" and recipe["input_size"] == [112, 96]
     assert recipe["mean"] == [127.5] * 3 and recipe["std"] == [128.0] * 3 and recipe["input"] == "uint8 NHWC BGR"
     assert read_recipe(detector, get_spec("retinaface_mnet025_pytorch").sha256)["mean"] == [104.0, 117.0, 123.0]
     assert len(list((npu_models / "rknn" / TARGET / recipe["calibration"]).glob("*.npy"))) == recipe["calibration_count"]
@@ -83,12 +83,18 @@ def named(output: str):
     return sorted(names)
 
 
-def test_identify_on_the_simulator_names_the_same_people_as_onnx_runtime(npu_models, seed_gallery):
+def test_identify_on_the_simulator_names_the_same_people_as_onnx_runtime(npu_models, seed_gallery, tmp_path):
+    from appliance.bundle import board_config
+
+    board = board_config(ROOT, TARGET).models  # the dtypes the RV1126B boots with
+    config = tmp_path / "npu.toml"
+    config.write_text('[models]\nrknn_detector_dtype = "%s"\nrknn_embedder_dtype = "%s"\n'
+                      % (board.rknn_detector_dtype, board.rknn_embedder_dtype))
     probes = sorted((SEED / "probes").iterdir())
     differences, named_faces = [], 0
     for probe in probes:
         onnx = run_cli("identify", probe, "--gallery", seed_gallery, "--models-dir", npu_models)
-        npu = run_cli("identify", probe, "--gallery", seed_gallery, "--models-dir", npu_models,
+        npu = run_cli("identify", probe, "--gallery", seed_gallery, "--models-dir", npu_models, "--config", config,
                       "--backend", "rknn", "--rknn-target", TARGET)
         assert onnx.returncode == 0 and npu.returncode == 0, npu.stderr[-2000:]
         expected, got = named(onnx.stdout), named(npu.stdout)
@@ -102,7 +108,7 @@ def test_identify_on_the_simulator_names_the_same_people_as_onnx_runtime(npu_mod
 def test_the_quantisation_check_writes_its_table_and_figures(npu_models, tmp_path):
     figures = tmp_path / "check.json"
     result = subprocess.run([str(ROOT / "tools" / "convert-rknn"), "--target", TARGET, "--models", str(npu_models),
-                             "--detector-dtypes", "i8,fp16", "--embedder-dtypes", "i8,i16", "--check", "--folds", "1",
+                             "--detector-dtypes", "i8,fp16", "--embedder-dtypes", "i8,fp16", "--check", "--folds", "1",
                              "--calibration-count", "40", "--lfw", str(LFW), "--json", str(figures)],
                             env=dict(os.environ, RKNN_PYTHON=sys.executable), capture_output=True, text=True,
                             timeout=1800, cwd=ROOT)
@@ -110,9 +116,9 @@ def test_the_quantisation_check_writes_its_table_and_figures(npu_models, tmp_pat
     assert "embedder    cosine mean" in result.stdout and "detector    faces" in result.stdout
     report = json.loads(figures.read_text())
     embedder, detector = report["embedder"], report["detector"]
-    assert embedder["i16"]["cosine_mean"] > embedder["i8"]["cosine_mean"] > 0.95
-    assert embedder["i16"]["cosine_worst"] > 0.98
-    assert abs(embedder["i16"]["lfw_accuracy"] - embedder["float"]["lfw_accuracy"]) < 0.01
+    assert embedder["fp16"]["cosine_mean"] > embedder["i8"]["cosine_mean"] > 0.95
+    assert embedder["fp16"]["cosine_worst"] > 0.98
+    assert abs(embedder["fp16"]["lfw_accuracy"] - embedder["float"]["lfw_accuracy"]) < 0.01
     assert detector["fp16"]["faces"] > 150 and detector["fp16"]["found"] > 0.99
     assert detector["fp16"]["landmark_error_mean"] < detector["i8"]["landmark_error_mean"] < 0.1
     assert [row["detector"] for row in report["pipeline"]] == ["fp16"]
@@ -133,8 +139,8 @@ def test_the_bundle_holds_what_the_board_needs_and_installs_into_a_root(npu_mode
                      "overlay/etc/udev/rules.d/99-facegate-relay.rules", "install.sh", "meta",
                      "models/rknn/rv1126b/retinaface_mnet025_pytorch-fp16-320.rknn",
                      "models/rknn/rv1126b/retinaface_mnet025_pytorch-fp16-320.rknn.json",
-                     "models/rknn/rv1126b/mobilefacenet_casia_128d-i16.rknn",
-                     "models/rknn/rv1126b/mobilefacenet_casia_128d-i16.rknn.json"):
+                     "models/rknn/rv1126b/mobilefacenet_casia_128d-fp16.rknn",
+                     "models/rknn/rv1126b/mobilefacenet_casia_128d-fp16.rknn.json"):
         assert expected in files, expected
     wheels = [name for name in files if name.startswith("wheelhouse/")]
     for package in ("facegate-", "transitions-", "sqlite_utils-", "click-"):
@@ -146,14 +152,14 @@ def test_the_bundle_holds_what_the_board_needs_and_installs_into_a_root(npu_mode
     installed = subprocess.run(["sh", str(bundle / "install.sh"), "--root", str(root), "--python", sys.executable],
                                capture_output=True, text=True, timeout=300)
     assert installed.returncode == 0, installed.stderr
-    assert (root / "usr/share/facegate/models/rknn/rv1126b/mobilefacenet_casia_128d-i16.rknn").is_file()
+    assert (root / "usr/share/facegate/models/rknn/rv1126b/mobilefacenet_casia_128d-fp16.rknn").is_file()
     assert (root / "usr/lib/facegate/python/appliance/inference/rknnlite_runner.py").is_file()
     check = subprocess.run([str(root / "usr/bin/facegate"), "config", "--check", str(root / "etc/facegate/config.toml")],
                            env=dict(os.environ, FACEGATE_PYTHON=sys.executable, PYTHONPATH=""),
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 0 and ": ok" in check.stdout, check.stderr
     # a damaged bundle is refused before anything is installed
-    (bundle / "models/rknn/rv1126b/mobilefacenet_casia_128d-i16.rknn").write_bytes(b"damaged")
+    (bundle / "models/rknn/rv1126b/mobilefacenet_casia_128d-fp16.rknn").write_bytes(b"damaged")
     again = subprocess.run(["sh", str(bundle / "install.sh"), "--root", str(tmp_path / "other")],
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 2 and "damaged" in again.stderr

@@ -23,8 +23,11 @@ def parse_args(argv):
     parser.add_argument("--config", type=Path, help="FaceGate config naming the models (default: built-in)")
     parser.add_argument("--models", type=Path, help="installed models (default: $FACEGATE_MODELS_DIR or ./models)")
     parser.add_argument("--detector-size", type=int, default=320, help="detector input side (default 320)")
-    parser.add_argument("--detector-dtypes", default="i8", help="comma-separated, of: %s" % ", ".join(DTYPES))
-    parser.add_argument("--embedder-dtypes", default="i16", help="comma-separated (default i16)")
+    # fp16 for both is what the RV1126B ships (board/rv1126b/meta); the original RV1126's meta
+    # asks for an i16 embedder, which toolkit v1 supports and toolkit2's RV1126B simulator does not
+    parser.add_argument("--detector-dtypes", default="fp16",
+                        help="comma-separated, of: %s (default fp16)" % ", ".join(DTYPES))
+    parser.add_argument("--embedder-dtypes", default="fp16", help="comma-separated (default fp16)")
     parser.add_argument("--lfw", type=Path, default=Path("../shared/data/lfw-dev"),
                         help="LFW-dev folder: calibration from the images no pair uses, the check on the pairs")
     parser.add_argument("--calibration-images", type=Path,
@@ -34,9 +37,9 @@ def parse_args(argv):
     parser.add_argument("--check-images", type=Path, default=Path("../shared/data/seed-samples/probes"),
                         help="photos for the detector check, besides 200 LFW pair images")
     parser.add_argument("--folds", type=int, help="check on the first N LFW folds only (default: all)")
-    parser.add_argument("--pipeline", default="fp16:i16", metavar="DETECTOR:EMBEDDER[,...]",
+    parser.add_argument("--pipeline", default="fp16:fp16", metavar="DETECTOR:EMBEDDER[,...]",
                         help="with --check, also measure whole pipelines with these dtypes on LFW-dev "
-                             "(default fp16:i16, the boards' choice; 'none' skips it)")
+                             "(default fp16:fp16, the RV1126B's choice; 'none' skips it)")
     parser.add_argument("--json", type=Path, default=Path("rknn-check.json"), help="where the check writes")
     return parser.parse_args(argv)
 
