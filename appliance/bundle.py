@@ -8,7 +8,6 @@ comes from Buildroot: board/<board>/buildroot/.
 """
 
 import argparse
-import hashlib
 import importlib.metadata
 import json
 import shutil
@@ -23,6 +22,7 @@ from appliance import __version__
 from appliance.config import Config, load
 from appliance.errors import FaceGateError, ModelError
 from appliance.inference.rknn_files import recipe_path, rknn_path
+from appliance.models import sha256_of
 
 # Pure-Python packages the image lacks (Buildroot packages numpy, OpenCV, pyserial, paho-mqtt, pip).
 WHEELHOUSE_PACKAGES = ("transitions", "sqlite-utils", "sqlite-fts4", "click", "click-default-group",
@@ -41,14 +41,6 @@ def read_meta(path: Path) -> Dict[str, str]:
             raise FaceGateError("%s line %d is not KEY=\"value\": %r" % (path, number, line))
         meta[key] = value.strip().strip('"')
     return meta
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def board_config(repo: Path, board: str) -> Config:

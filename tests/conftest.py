@@ -2,6 +2,7 @@
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,16 @@ SHARED = ROOT.parent / "shared"
 SEED = SHARED / "data" / "seed-samples"
 LFW = SHARED / "data" / "lfw-dev"
 MODELS = Path(os.environ.get("FACEGATE_MODELS_DIR") or ROOT / "models")
+
+
+def wait_until(predicate, timeout=3.0):
+    """Poll until predicate() is true or the timeout passes; True if it became true."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def run_cli(*args, cwd=None, env=None):

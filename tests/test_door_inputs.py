@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -18,6 +17,7 @@ from appliance.door.relay import LcusProtocol, Relay
 from appliance.door.schedule import is_open, parse_schedule
 from appliance.door.states import Access, Door
 from appliance.errors import ConfigError
+from conftest import wait_until
 
 
 def write_level(path, level):
@@ -46,15 +46,6 @@ def door(tmp_path):
     watcher.close()
     controller.shutdown()
     emulator.close()
-
-
-def wait_until(predicate, timeout=3.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_forced_door_raises_its_alarm(door):

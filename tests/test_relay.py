@@ -11,6 +11,7 @@ from appliance.door.emulator import RelayEmulator
 from appliance.door.relay import GenericProtocol, LcusProtocol, Relay
 from appliance.door.states import Access, Door
 from appliance.errors import ConfigError, RelayError
+from conftest import wait_until
 
 
 @pytest.fixture
@@ -132,8 +133,5 @@ def test_relock_after_the_unlock_time(emulator, tmp_path):
     on, off = [e.at for e in emulator.events if e.on][-1], emulator.events[-1].at
     assert 0.25 <= off - on <= 1.0
     # the emulator can read the off bytes before the relock thread records the state it wrote
-    deadline = time.monotonic() + 1
-    while controller.door is not Door.closed and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert controller.door is Door.closed
+    assert wait_until(lambda: controller.door is Door.closed, timeout=1)
     controller.shutdown()

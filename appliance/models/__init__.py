@@ -125,8 +125,18 @@ def installed_path(spec: ModelSpec, directory: Path) -> Path:
         raise ModelError("model file %s is missing; run 'make models' (or 'facegate models install')"
                          % source)
     target = directory / spec.prepared_file
-    if spec.prepare:
-        stamp = directory / (spec.prepared_file + ".source-sha256")
-        if not target.is_file() or not stamp.is_file() or stamp.read_text().strip() != spec.prepared_stamp:
-            raise ModelError("prepared model %s is missing or stale; run 'make models'" % target)
+    if spec.prepare and not is_prepared(spec, directory):
+        raise ModelError("prepared model %s is missing or stale; run 'make models'" % target)
     return target
+
+
+def stamp_path(spec: ModelSpec, directory: Path) -> Path:
+    """The file beside a prepared model recording what it was made from (`prepared_stamp`)."""
+    return directory / (spec.prepared_file + ".source-sha256")
+
+
+def is_prepared(spec: ModelSpec, directory: Path) -> bool:
+    """Whether the prepared file exists and was made from this source by this recipe."""
+    stamp = stamp_path(spec, directory)
+    return ((directory / spec.prepared_file).is_file() and stamp.is_file()
+            and stamp.read_text().strip() == spec.prepared_stamp)

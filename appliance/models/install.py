@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterable, List, Optional
 
 from appliance.errors import ModelError
-from appliance.models import ModelSpec, load_manifest, sha256_of
+from appliance.models import ModelSpec, is_prepared, load_manifest, sha256_of, stamp_path
 
 MIRROR_ENV = "FACEGATE_MODEL_MIRROR"
 DEFAULT_MIRROR = "../shared/models"
@@ -54,12 +54,10 @@ def prepare(spec: ModelSpec, target_dir: Path) -> None:
 
     if spec.prepare not in PREPARERS:
         raise ModelError("model %s asks for unknown preparation %r" % (spec.model_id, spec.prepare))
-    stamp = target_dir / (spec.prepared_file + ".source-sha256")
-    prepared = target_dir / spec.prepared_file
-    if prepared.is_file() and stamp.is_file() and stamp.read_text().strip() == spec.prepared_stamp:
+    if is_prepared(spec, target_dir):
         return
-    PREPARERS[spec.prepare](target_dir / spec.file, prepared, spec)
-    stamp.write_text(spec.prepared_stamp + "\n")
+    PREPARERS[spec.prepare](target_dir / spec.file, target_dir / spec.prepared_file, spec)
+    stamp_path(spec, target_dir).write_text(spec.prepared_stamp + "\n")
 
 
 def install(model_ids: Iterable[str], mirror: Path, target_dir: Path) -> List[str]:
