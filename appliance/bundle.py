@@ -8,7 +8,6 @@ comes from Buildroot: board/<board>/buildroot/.
 """
 
 import argparse
-import importlib.metadata
 import json
 import shutil
 import subprocess
@@ -24,9 +23,10 @@ from appliance.errors import FaceGateError, ModelError
 from appliance.inference.rknn_files import recipe_path, rknn_path
 from appliance.models import sha256_of
 
-# Pure-Python packages the image lacks (Buildroot packages numpy, OpenCV, pyserial, paho-mqtt, pip).
-WHEELHOUSE_PACKAGES = ("transitions", "sqlite-utils", "sqlite-fts4", "click", "click-default-group",
-                       "tabulate", "python-dateutil", "six", "pluggy", "tzdata", "tomli")
+# The pure-Python packages the image lacks, pinned in the repository (board/wheelhouse.txt)
+WHEELHOUSE_PINS = Path("board") / "wheelhouse.txt"
+# the oldest Python the appliance supports: every pinned wheel must install there
+OLDEST_PYTHON = "3.9"
 
 
 def read_meta(path: Path) -> Dict[str, str]:
@@ -64,6 +64,20 @@ def board_models(meta: Dict[str, str], config: Config, models: Path) -> List[Pat
     return [f for path in wanted for f in (path, recipe_path(path))]
 
 
+def read_pins(path: Path) -> List[str]:
+    """NAME==VERSION lines (comments and blanks skipped); anything looser is refused."""
+    pins = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, equals, version = line.partition("==")
+        if not equals or not name.strip() or not version.strip() or any(c in version for c in "<>=!~*,; "):
+            raise FaceGateError("%s line %d must pin one exact version (NAME==VERSION): %r" % (path, number, line))
+        pins.append(line)
+    return pins
+
+
 def build_wheelhouse(repo: Path, folder: Path) -> None:
     folder.mkdir(parents=True)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
@@ -74,14 +88,12 @@ def build_wheelhouse(repo: Path, folder: Path) -> None:
         shutil.copytree(repo / "appliance", Path(source) / "appliance",
                         ignore=shutil.ignore_patterns("__pycache__"))
         subprocess.run(pip + ["wheel", "--no-deps", "--wheel-dir", str(folder), source], check=True)
-    pinned = []
-    for name in WHEELHOUSE_PACKAGES:
-        try:
-            pinned.append("%s==%s" % (name, importlib.metadata.version(name)))
-        except importlib.metadata.PackageNotFoundError:
-            pinned.append(name)  # not on this host (tomli on Python 3.11+): the newest wheel
-    subprocess.run(pip + ["download", "--no-deps", "--only-binary=:all:", "--dest", str(folder)] + pinned,
-                   check=True)
+    pinned = read_pins(repo / WHEELHOUSE_PINS)
+    # for platform "any" and the oldest Python, never the host's: only pure wheels can match, and
+    # a pin that needs a newer Python fails here rather than on a board
+    subprocess.run(pip + ["download", "--no-deps", "--only-binary=:all:", "--platform", "any",
+                          "--implementation", "py", "--abi", "none", "--python-version", OLDEST_PYTHON,
+                          "--dest", str(folder)] + pinned, check=True)
     for wheel in folder.iterdir():
         if not wheel.name.endswith("-none-any.whl"):
             raise FaceGateError("%s is not a pure-Python wheel; the board cannot use it" % wheel.name)

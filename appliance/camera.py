@@ -16,7 +16,9 @@ from typing import Callable, List, Optional
 import cv2
 import numpy as np
 
-from appliance.errors import CameraError
+from appliance import threads
+from appliance.errors import CameraError, ImageError
+from appliance.vision import images
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +52,12 @@ class ImageFolder:
         while self._next < len(self.files):
             path = self.files[self._next]
             self._next += 1
-            image = cv2.imdecode(np.fromfile(str(path), np.uint8), cv2.IMREAD_COLOR)
-            if image is not None:
-                return True, image
-            log.warning("skipping unreadable image %s", path)
+            try:
+                # header checked first: a file claiming 2^30 pixels is skipped, not decoded;
+                # the decoder's warnings stay in the log (quieting stderr is for one-shot commands)
+                return True, images.read(path, quiet=False)
+            except ImageError as err:
+                log.warning("camera folder: skipping %s", err)
         return False, None
 
     def release(self) -> None:
@@ -101,7 +105,8 @@ class LatestFrameReader:
     def __init__(self, source: str, realtime: bool = True, loop: bool = False, folder_fps: float = 5.0,
                  reconnect_max_seconds: float = 10.0,
                  on_lost: Optional[Callable[[str], None]] = None,
-                 on_back: Optional[Callable[[], None]] = None) -> None:
+                 on_back: Optional[Callable[[], None]] = None,
+                 on_died: Optional[threads.DeathCallback] = None) -> None:
         self.source = source
         self.kind = source_kind(source)
         self.live = self.kind in ("device", "stream", "gstreamer") or loop
@@ -118,9 +123,10 @@ class LatestFrameReader:
         self.ended = False
         self.lost = False
         self.dropped = 0
+        self.failure: Optional[str] = None  # why the reader thread died, if it did
+        self._on_died = on_died
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read_loop, name="camera", daemon=True)
-        self._thread.start()
+        self._thread = threads.start("camera", self._read_loop, self._died)
 
     def _pacing(self, capture) -> float:
         fps = capture.get(cv2.CAP_PROP_FPS) or 0
@@ -154,6 +160,14 @@ class LatestFrameReader:
             if self._interval:
                 next_due += self._interval
                 time.sleep(max(0.0, next_due - time.monotonic()))
+        with self._condition:
+            self.ended = True
+            self._condition.notify_all()
+
+    def _died(self, name: str, err: BaseException) -> None:
+        self.failure = "camera %s: %s: %s" % (self.source, type(err).__name__, err)
+        if self._on_died is not None:  # first, so the door sees a fault rather than an ending
+            self._on_died(name, err)
         with self._condition:
             self.ended = True
             self._condition.notify_all()

@@ -11,7 +11,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import cv2
 import numpy as np
@@ -75,10 +75,26 @@ class MotionGate:
         return changed > self.threshold * small.size
 
 
+class LostThreads:
+    """Where the door's worker threads report their death: each is a fault (the door locks at
+    once) and ends the service loop, which then stops feeding the watchdog."""
+
+    def __init__(self, controller: DoorController) -> None:
+        self.controller = controller
+        self.messages: List[str] = []
+        self.any = threading.Event()
+
+    def __call__(self, name: str, err: BaseException) -> None:
+        message = "the %s thread stopped: %s: %s" % (name, type(err).__name__, err)
+        self.messages.append(message)
+        self.controller.report_fault("thread", message)
+        self.any.set()
+
+
 class Service:
     def __init__(self, config: Config, verifier: Verifier, controller: DoorController,
                  reader: LatestFrameReader, inputs: Optional[InputWatcher] = None,
-                 watchdog: Optional[Watchdog] = None) -> None:
+                 watchdog: Optional[Watchdog] = None, lost_threads: Optional[LostThreads] = None) -> None:
         self.config = config
         self.verifier = verifier
         self.controller = controller
@@ -86,6 +102,8 @@ class Service:
         self.inputs = inputs
         self.watchdog = watchdog
         self.counters = Counters()
+        self.lost_threads = lost_threads or LostThreads(controller)
+        self.failure: Optional[str] = None  # why the service stopped on its own, if it did
         self.owned = []  # audit, gallery, pipeline: closed after the door is locked
         self.agent = None  # the MQTT side, when enabled
         self.stop_event = threading.Event()
@@ -103,10 +121,15 @@ class Service:
         return moved or frame.captured - self._last_detection >= 1.0 / self.config.verification.idle_fps
 
     def run(self) -> Counters:
-        """Run until the source ends or `stop()`; the relay is locked on every way out."""
+        """Run until the source ends, `stop()` or a worker thread dies (then `failure` says
+        which); the relay is locked on every way out."""
         try:
             while not self.stop_event.is_set():
                 frame = self.reader.latest(timeout=0.2)
+                if self.lost_threads.any.is_set():
+                    # never feed the watchdog for a door that lost a part of itself
+                    self.failure = "; ".join(self.lost_threads.messages)
+                    break
                 now = time.monotonic()
                 self.controller.tick(now)
                 if self.watchdog is not None:
@@ -187,6 +210,8 @@ class Service:
     def close(self) -> None:
         """Lock first, then release everything else."""
         self.controller.shutdown()
+        if self.watchdog is not None and self.failure:
+            self.watchdog.close(deliberate=False)  # the board resets unless a restart feeds it
         for part in [self.inputs, self.reader, self.watchdog, self.agent] + self.owned:
             if part is not None:
                 try:
@@ -213,6 +238,7 @@ def build_service(config: Config, pipeline=None, use_relay: bool = True) -> Serv
         parts.append(audit)
         controller = DoorController(config.door, relay, audit, config.relay.refresh_seconds,
                                     config.camera.reconnect_max_seconds)
+        lost_threads = LostThreads(controller)
         if pipeline is None:
             pipeline = FacePipeline.from_config(config)
             parts.append(pipeline)
@@ -226,9 +252,12 @@ def build_service(config: Config, pipeline=None, use_relay: bool = True) -> Serv
         reader = LatestFrameReader(camera.source, camera.realtime, camera.loop, camera.folder_fps,
                                    camera.reconnect_max_seconds,
                                    on_lost=lambda message: controller.report_fault("camera", message),
-                                   on_back=lambda: controller.clear_fault("camera"))
+                                   on_back=lambda: controller.clear_fault("camera"),
+                                   on_died=lost_threads)
         inputs = InputWatcher.from_config(config.inputs, lambda name, active: _on_input(controller, name, active),
-                                          lambda message: controller.report_fault("inputs", message))
+                                          lambda message: controller.report_fault("inputs", message),
+                                          lambda: controller.clear_fault("inputs"))
+        inputs.on_died = lost_threads
         if inputs.states().get("door_contact"):
             controller.contact_changed(door_open=True)  # open at start while locked: reported
         notify_socket = os.environ.get("NOTIFY_SOCKET")  # set by systemd for Type=notify units
@@ -240,14 +269,14 @@ def build_service(config: Config, pipeline=None, use_relay: bool = True) -> Serv
             from appliance.mqtt.device import DeviceAgent
 
             agent = DeviceAgent(config, controller, audit, config.gallery.path, pipeline.embedder.model_id,
-                                pipeline, set_matching=verifier.set_matching)
+                                pipeline, set_matching=verifier.set_matching, on_died=lost_threads)
     except BaseException:
         relay.close()
         for part in [reader] + list(reversed(parts)):
             if part is not None:
                 part.close()
         raise
-    service = Service(config, verifier, controller, reader, inputs, watchdog)
+    service = Service(config, verifier, controller, reader, inputs, watchdog, lost_threads)
     service.owned = list(reversed(parts))  # a pipeline passed in belongs to the caller
     service.agent = agent
     inputs.start()

@@ -254,3 +254,17 @@ def test_an_npu_backend_without_its_converted_model_says_how_to_make_it(tmp_path
     aspect = from_dict({"models": {"backend": "rknn"}, "detector": {"keep_frame_aspect": True}})
     with pytest.raises(ConfigError, match="keep_frame_aspect"):
         FacePipeline.from_config(aspect)
+
+
+def test_the_wheelhouse_is_pinned_in_the_repository(tmp_path):
+    from appliance.bundle import WHEELHOUSE_PINS, read_pins
+    from appliance.errors import FaceGateError
+
+    pins = dict(line.split("==") for line in read_pins(ROOT / WHEELHOUSE_PINS))
+    # what the appliance needs beyond the image's numpy, OpenCV, pyserial and paho-mqtt
+    for package in ("transitions", "sqlite-utils", "tomli"):
+        assert package in pins, package
+    loose = tmp_path / "wheelhouse.txt"
+    loose.write_text("transitions==0.9.2\ntomli>=1.1\n")
+    with pytest.raises(FaceGateError, match="line 2 must pin one exact version"):
+        read_pins(loose)

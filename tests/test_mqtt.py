@@ -26,7 +26,8 @@ from appliance.door.relay import NoRelay
 from appliance.errors import CommandError, ConfigError
 from appliance.gallery.enrol import Enroller
 from appliance.mqtt.device import DeviceAgent
-from appliance.mqtt.payload import decode_photo, encode_photo, image_size
+from appliance.mqtt.payload import decode_photo, encode_photo
+from appliance.vision.images import probe as image_size
 from appliance.mqtt.signing import load_site_key, sign, verify, write_new_key
 
 SITE = "testsite"
@@ -176,6 +177,8 @@ def test_photos_are_checked_from_their_headers():
         decode_photo(bomb, 4096, 1 << 20)
     with pytest.raises(CommandError, match="JPEG or PNG"):
         decode_photo(base64.b64encode(b"GIF89a....").decode(), 4096, 1 << 20)
+    with pytest.raises(CommandError, match="JPEG or PNG"):
+        decode_photo(base64.b64encode(b"BM" + b"\0" * 40).decode(), 4096, 1 << 20)
     truncated = base64.b64encode(jpeg[:len(jpeg) // 3]).decode()
     with pytest.raises(CommandError):
         decode_photo(truncated, 4096, 1 << 20)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from appliance.admin.site import SiteGallery
 from appliance.config import MqttConfig
-from appliance.mqtt.device import topic_base
+from appliance.mqtt import topics
 from appliance.mqtt.link import MqttLink
 from appliance.mqtt.signing import sign
 from appliance.errors import AdminError
@@ -29,7 +29,7 @@ class AdminClient:
         self.key = key
         self.site = config.site
         self.name = "admin-%s" % uuid.uuid4().hex[:8]
-        self.reply_topic = "facegate/%s/%s/reply" % (self.site, self.name)
+        self.reply_topic = topics.client_reply(self.site, self.name)
         self.link = link or MqttLink(config, "facegate-%s-%s" % (self.site, self.name), persistent=False)
         self.statuses: Dict[str, Dict[str, Any]] = {}
         self.on_event: Optional[Callable[[Dict[str, Any]], None]] = None
@@ -82,7 +82,7 @@ class AdminClient:
         """Sign and publish a command; return the replies (one per door) that came in time."""
         envelope = sign(self.key, verb, target, body)
         request_id = envelope["request_id"]
-        topic = "%s/cmd/%s" % (topic_base(self.site, target), verb)
+        topic = topics.command(self.site, target, verb)
         if expect is None:
             expect = self.online_doors() if target == "all" else [target]
         with self._condition:
@@ -103,7 +103,7 @@ class AdminClient:
 
     def follow_events(self, callback: Callable[[Dict[str, Any]], None], device: str = "+") -> None:
         self.on_event = callback
-        self.link.subscribe("facegate/%s/%s/events" % (self.site, device))
+        self.link.subscribe(topics.events(self.site, device))
 
     def serve(self, gallery: SiteGallery) -> None:
         """Answer sync requests from doors with the site changes they lack (runs on the network thread)."""
@@ -131,5 +131,5 @@ class AdminClient:
         log.info("door %s is at change %d: sending %d-%d", device, after, changes[0]["change"],
                  changes[-1]["change"])
         envelope = sign(self.key, "sync", device, {"changes": changes})
-        self.link.publish("%s/cmd/sync" % topic_base(self.site, device),
+        self.link.publish(topics.command(self.site, device, "sync"),
                           json.dumps(envelope, ensure_ascii=False).encode("utf-8"))

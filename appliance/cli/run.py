@@ -114,6 +114,9 @@ def run(args) -> int:
                                         "none (dry run)" if args.no_relay else config.relay.port,
                                         config.gallery.path, len(service.verifier.index))
     counters = service.run()
+    if service.failure:
+        raise FaceGateError("%s; the door is locked and the service stopped (restart it; the log above has "
+                            "the details)" % service.failure)
     print("frames %d: detector ran on %d, idle-skipped %d, dropped %d stale; grants %d, denials %d"
           % (counters.frames, counters.detected, counters.skipped, service.reader.dropped,
              counters.decisions["grant"], counters.decisions["deny"]))

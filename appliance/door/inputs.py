@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+from appliance import threads
 from appliance.config import InputsConfig
 from appliance.errors import ConfigError, InputError
 
@@ -98,32 +99,38 @@ class DebouncedInput:
 
 
 class InputWatcher:
-    """Polls the inputs on a thread and calls `on_change(name, active)` for debounced changes."""
+    """Polls the inputs on a thread and calls `on_change(name, active)` for debounced changes.
+
+    A line that cannot be read is reported once through `on_error(message)`; when every line
+    reads again, `on_recovered()` says so, so a glitch does not leave the door in fault."""
 
     def __init__(self, inputs: List[DebouncedInput], on_change: Callable[[str, bool], None],
-                 poll_seconds: float = 0.02, on_error: Optional[Callable[[str], None]] = None) -> None:
+                 poll_seconds: float = 0.02, on_error: Optional[Callable[[str], None]] = None,
+                 on_recovered: Optional[Callable[[], None]] = None) -> None:
         self.inputs = inputs
         self.on_change = on_change
         self.on_error = on_error
+        self.on_recovered = on_recovered
+        self.on_died: Optional[threads.DeathCallback] = None
         self.poll_seconds = poll_seconds
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="gpio", daemon=True)
+        self._thread: Optional[threading.Thread] = None
 
     @classmethod
-    def from_config(cls, config: InputsConfig, on_change, on_error=None) -> "InputWatcher":
+    def from_config(cls, config: InputsConfig, on_change, on_error=None, on_recovered=None) -> "InputWatcher":
         inputs = []
         for name, spec, active_low in (("door_contact", config.door_contact, config.door_contact_active_low),
                                        ("exit_button", config.exit_button, config.exit_button_active_low)):
             if spec:
                 inputs.append(DebouncedInput(name, open_line(spec), active_low, config.debounce_ms / 1000))
-        return cls(inputs, on_change, config.poll_ms / 1000, on_error)
+        return cls(inputs, on_change, config.poll_ms / 1000, on_error, on_recovered)
 
     def states(self) -> Dict[str, bool]:
         return {i.name: i.active for i in self.inputs}
 
     def start(self) -> None:
         if self.inputs:
-            self._thread.start()
+            self._thread = threads.start("gpio", self._loop, self.on_died)
 
     def _loop(self) -> None:
         failing = set()  # report a broken line once, not at every poll
@@ -132,18 +139,22 @@ class InputWatcher:
             for signal in self.inputs:
                 try:
                     changed = signal.poll(now)
-                    failing.discard(signal.name)
                 except InputError as err:
                     if signal.name not in failing and self.on_error:
                         self.on_error(str(err))
                     failing.add(signal.name)
                     continue
+                if signal.name in failing:
+                    failing.discard(signal.name)
+                    log.info("GPIO %s reads again", signal.name)
+                    if not failing and self.on_recovered:
+                        self.on_recovered()
                 if changed is not None:
                     self.on_change(signal.name, changed)
 
     def close(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=2)
         for signal in self.inputs:
             signal.line.close()

@@ -59,16 +59,19 @@ class Watchdog:
         except OSError as err:
             log.error("cannot feed watchdog %s: %s", self.device, err)
 
-    def close(self) -> None:
+    def close(self, deliberate: bool = True) -> None:
+        """Let go; `deliberate` disarms the hardware watchdog, otherwise it stays armed and
+        resets the board unless a restarted service feeds it in time."""
         if self._notify is not None:
             self._tell_systemd(b"STOPPING=1")
             self._notify.close()
             self._notify = None
         if self._fd is None:
             return
-        try:
-            os.write(self._fd, b"V")  # magic close: this stop is deliberate
-        except OSError:
-            pass
+        if deliberate:
+            try:
+                os.write(self._fd, b"V")  # magic close: this stop is deliberate
+            except OSError:
+                pass
         os.close(self._fd)
         self._fd = None

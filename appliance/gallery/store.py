@@ -82,6 +82,20 @@ class Template:
     crop: Optional[bytes] = None  # the aligned 112x112 face as PNG, for re-embedding
 
 
+def check_validity(valid_from: Optional[str], valid_until: Optional[str]) -> None:
+    """Validity dates are ISO 8601 dates or times (2026-12-31, 2026-12-31T18:00), from <= until."""
+    for name, value in (("valid_from", valid_from), ("valid_until", valid_until)):
+        if value is None:
+            continue
+        try:
+            datetime.datetime.fromisoformat(value)
+        except (TypeError, ValueError):
+            raise GalleryError("%s %r is not an ISO date or time (like 2026-12-31 or 2026-12-31T18:00)"
+                               % (name, value)) from None
+    if valid_from and valid_until and valid_until < valid_from:
+        raise GalleryError("valid_until %s is before valid_from %s" % (valid_until, valid_from))
+
+
 def _person_id_for(name: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:24]
     return "%s-%s" % (slug or "p", uuid.uuid4().hex[:8])
@@ -211,10 +225,9 @@ class GalleryStore:
                                "enrolled" % key)
         return self._row_to_person(rows[0])
 
-    def enrol(self, name: str, templates: Sequence[Template], model_id: str, note: str = "",
-              person_id: Optional[str] = None, valid_from: Optional[str] = None,
-              valid_until: Optional[str] = None) -> Person:
-        """Add a new person with their templates, all in one transaction."""
+    def _check_new_person(self, name: str, templates: Sequence[Template], model_id: str,
+                          valid_from: Optional[str], valid_until: Optional[str]) -> None:
+        """Everything about a new enrolment that can be refused before the database is touched."""
         if not name.strip():
             raise GalleryError("a person needs a non-empty name")
         if not templates:
@@ -223,20 +236,50 @@ class GalleryStore:
         if len(templates) > self.max_templates:
             raise GalleryError("%d templates for %s, the maximum is %d"
                                % (len(templates), name, self.max_templates))
-        person_id = person_id or _person_id_for(name)
+        check_validity(valid_from, valid_until)
+
+    def _insert_person(self, person_id: str, name: str, templates: Sequence[Template], model_id: str,
+                       note: str, valid_from: Optional[str], valid_until: Optional[str],
+                       created: Optional[str] = None) -> None:
         stamp = _now()
+        self.db["people"].insert({"id": person_id, "name": name, "note": note, "enabled": 1,
+                                  "valid_from": valid_from, "valid_until": valid_until,
+                                  "created": created or stamp, "updated": stamp})
+        self._insert_templates(person_id, templates, model_id, stamp)
+        self._bind_model_row(model_id)
+        self._bump()
+
+    def enrol(self, name: str, templates: Sequence[Template], model_id: str, note: str = "",
+              person_id: Optional[str] = None, valid_from: Optional[str] = None,
+              valid_until: Optional[str] = None) -> Person:
+        """Add a new person with their templates, all in one transaction."""
+        self._check_new_person(name, templates, model_id, valid_from, valid_until)
+        person_id = person_id or _person_id_for(name)
         with self._transaction():
             if self.db.execute("SELECT 1 FROM people WHERE name = ? OR id = ?",
                                [name, person_id]).fetchone():
                 raise GalleryError("%s is already enrolled; add photos to that person with "
                                    "'facegate enroll --add %s PHOTO...' or choose another name"
                                    % (name, name))
-            self.db["people"].insert({"id": person_id, "name": name, "note": note, "enabled": 1,
-                                      "valid_from": valid_from, "valid_until": valid_until,
-                                      "created": stamp, "updated": stamp})
-            self._insert_templates(person_id, templates, model_id, stamp)
-            self._bind_model_row(model_id)
-            self._bump()
+            self._insert_person(person_id, name, templates, model_id, note, valid_from, valid_until)
+        return self.find(person_id)
+
+    def replace(self, person_id: str, name: str, templates: Sequence[Template], model_id: str,
+                note: str = "", valid_from: Optional[str] = None, valid_until: Optional[str] = None) -> Person:
+        """Enrol `person_id` afresh (name, templates, dates), replacing whatever it held: one
+        transaction, checked before anything changes, so a refusal leaves the old person whole."""
+        self._check_new_person(name, templates, model_id, valid_from, valid_until)
+        with self._transaction():
+            other = self.db.execute("SELECT id FROM people WHERE name = ? AND id != ?",
+                                    [name, person_id]).fetchone()
+            if other:
+                raise GalleryError("the name %s belongs to another person (%s); remove or rename them first"
+                                   % (name, other[0]))
+            old = self.db.execute("SELECT created FROM people WHERE id = ?", [person_id]).fetchone()
+            self.db.execute("DELETE FROM templates WHERE person_id = ?", [person_id])
+            self.db.execute("DELETE FROM people WHERE id = ?", [person_id])
+            self._insert_person(person_id, name, templates, model_id, note, valid_from, valid_until,
+                                created=old[0] if old else None)
         return self.find(person_id)
 
     def add_templates(self, key: str, templates: Sequence[Template], model_id: str) -> Person:

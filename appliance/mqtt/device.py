@@ -1,15 +1,9 @@
-"""The door's MQTT side: status, the audit outbox, and signed commands.
-
-Topics (the device API, documented in the README):
-  facegate/<site>/<device>/status            retained; "offline" through the last will
-  facegate/<site>/<device>/events            audit events, QoS 1, id + sequence number
-  facegate/<site>/<device>/cmd/<verb>        commands for this door
-  facegate/<site>/all/cmd/<verb>             commands for every door of the site
-  facegate/<site>/<device>/reply/<request>   replies, unless an MQTT 5 response topic was given
-  facegate/<site>/<device>/sync/request      "send me the site's changes after N"
+"""The door's MQTT side: status, the audit outbox, and signed commands (topics: mqtt/topics.py).
 
 Checks run in this order and a failure is an error reply that changes nothing: retained,
-size and shape, signature, verb and target against the topic, age, repeated request id.
+size and shape (mqtt/payload.py), signature, verb and target against the topic, age,
+repeated request id. Until the signature has been checked the sender is nobody: such a
+request is answered only on this door's own reply topic, whatever response topic it names.
 """
 
 import base64
@@ -23,24 +17,21 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-from appliance import __version__
+from appliance import __version__, threads
 from appliance.audit import AuditStore, Event
 from appliance.config import Config
 from appliance.errors import CommandError, FaceGateError, GalleryError
 from appliance.gallery.enrol import Enroller
 from appliance.gallery.store import GalleryStore, Person, Template
+from appliance.mqtt import topics
 from appliance.mqtt.ledger import Ledger
 from appliance.mqtt.link import MqttLink
-from appliance.mqtt.payload import decode_photo, parse_envelope
+from appliance.mqtt.payload import decode_photo, parse_envelope, plain_text
 from appliance.mqtt.signing import load_site_key, verify
 
 log = logging.getLogger(__name__)
 
 GALLERY_VERBS = ("enroll", "add_photos", "remove", "disable", "enable")
-
-
-def topic_base(site: str, device: str) -> str:
-    return "facegate/%s/%s" % (site, device)
 
 
 def person_summary(person: Person) -> Dict[str, Any]:
@@ -53,7 +44,7 @@ class DeviceAgent:
     def __init__(self, config: Config, controller, audit: AuditStore, gallery_path: str,
                  model_id: str, pipeline=None,
                  set_matching: Optional[Callable[[float, float], None]] = None,
-                 link: Optional[MqttLink] = None) -> None:
+                 link: Optional[MqttLink] = None, on_died: Optional[threads.DeathCallback] = None) -> None:
         self.config = config
         self.mqtt = config.mqtt
         self.controller = controller
@@ -61,19 +52,20 @@ class DeviceAgent:
         self.model_id = model_id
         self.set_matching = set_matching
         self.key = load_site_key(self.mqtt.signing_key_file)
-        self.base = topic_base(self.mqtt.site, self.mqtt.device)
-        self.site_base = topic_base(self.mqtt.site, "all")
+        self.base = topics.base(self.mqtt.site, self.mqtt.device)
+        self.site_base = topics.base(self.mqtt.site, topics.ALL)
         # its own connection: gallery writes here never interleave with the door loop's reads
         self.store = GalleryStore(gallery_path, model_id=model_id,
                                   max_templates=config.gallery.max_templates)
         # photo (BGR) -> Template with this door's models and the enrolment quality limits
         self.template_maker = Enroller(config, pipeline, self.store).template_from_image if pipeline else None
         self.ledger = Ledger(self.mqtt.state_path, self.mqtt.change_max_age_hours * 3600 + 3600)
-        self._offline = (self.base + "/status",
+        self._offline = (topics.status(self.mqtt.site, self.mqtt.device),
                          json.dumps({"state": "offline", "device": self.mqtt.device}).encode())
         self.link = link or MqttLink(self.mqtt, "facegate-%s-%s" % (self.mqtt.site, self.mqtt.device),
                                      will=self._offline)
-        self.link.subscriptions = [self.base + "/cmd/+", self.site_base + "/cmd/+"]
+        self.link.subscriptions = [topics.commands(self.mqtt.site, self.mqtt.device),
+                                   topics.commands(self.mqtt.site, topics.ALL)]
         self.link.on_message = self._received
         self.link.on_published = self._acknowledged
         self.link.on_connected.append(self._on_connect)
@@ -85,8 +77,8 @@ class DeviceAgent:
         self._published_up_to = 0
         self._next_status = self._next_sync = time.monotonic() + 60  # connecting does both at once
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._command_loop, name="mqtt-commands", daemon=True),
-                         threading.Thread(target=self._outbox_loop, name="mqtt-outbox", daemon=True)]
+        self._on_died = on_died
+        self._threads: List[threading.Thread] = []
         self.handlers = {"ping": self._ping, "enroll": self._enroll, "add_photos": self._add_photos,
                          "remove": self._remove, "disable": self._disable, "enable": self._enable,
                          "list": self._list, "get": self._get, "set_threshold": self._set_threshold,
@@ -95,8 +87,8 @@ class DeviceAgent:
     # -- life cycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
+        self._threads = [threads.start("mqtt-commands", self._command_loop, self._on_died),
+                         threads.start("mqtt-outbox", self._outbox_loop, self._on_died)]
         self.controller.listeners.append(lambda event: self.wake())
         self.link.start()
 
@@ -143,7 +135,8 @@ class DeviceAgent:
 
     def publish_status(self) -> None:
         if self.link.connected.is_set():
-            self.link.publish(self.base + "/status", json.dumps(self.status()).encode(), retain=True)
+            self.link.publish(topics.status(self.mqtt.site, self.mqtt.device), json.dumps(self.status()).encode(),
+                              retain=True)
 
     # -- the audit outbox ------------------------------------------------------------------
 
@@ -177,7 +170,7 @@ class DeviceAgent:
                 if not self.link.connected.is_set():
                     break
                 # publish outside our locks: paho calls _acknowledged holding its own lock
-                mid = self.link.publish(self.base + "/events", self._event_payload(event))
+                mid = self.link.publish(topics.events(self.mqtt.site, self.mqtt.device), self._event_payload(event))
                 with self._wake:
                     self._published_up_to = event.id
                     if mid in self._early_acks:  # acknowledged before we got to note it
@@ -219,15 +212,17 @@ class DeviceAgent:
             try:
                 self.handle(message)
             except Exception:  # one bad command must not end command handling
-                log.exception("command on %s failed", message.topic)
+                log.exception("command on %r failed", message.topic)
 
     def handle(self, message) -> Optional[Dict[str, Any]]:
         envelope: Dict[str, Any] = {}
+        signed = False  # until the signature checks out, the sender is nobody
         try:
+            envelope = parse_envelope(message.payload, self.mqtt.max_payload_kb * 1024)
             if message.retain:
                 raise CommandError("retained", "retained commands are ignored: publish commands without retain")
-            envelope = parse_envelope(message.payload, self.mqtt.max_payload_kb * 1024)
             verify(self.key, envelope)
+            signed = True
             self._check_topic(message.topic, envelope)
             self._check_age(envelope)
             previous = self.ledger.reply_for(envelope["request_id"])
@@ -237,12 +232,18 @@ class DeviceAgent:
                 reply = self._apply(envelope)
         except CommandError as err:
             reply = {"ok": False, "code": err.code, "message": err.message}
-            if err.code in ("failed", "not_found", "refused"):
+            if signed and err.code in ("failed", "not_found", "refused"):
                 self.ledger.record(envelope["request_id"], envelope["verb"], reply)
+        except Exception as err:  # a bug still gets an answer, and the log says what it was
+            log.exception("command %r on %r failed", envelope.get("request_id"), message.topic)
+            reply = {"ok": False, "code": "internal", "message": "%s: %s" % (type(err).__name__, err)}
+        if not reply.get("ok"):
+            log.warning("refused a command on %r (request %r): %s: %s", message.topic,
+                        envelope.get("request_id"), reply.get("code"), reply.get("message"))
         reply.setdefault("request_id", envelope.get("request_id"))
         reply.setdefault("verb", envelope.get("verb"))
         reply["device"] = self.mqtt.device
-        self._reply(message, envelope, reply)
+        self._reply(message, envelope, reply, signed)
         if reply.get("ok") and not reply.get("duplicate"):
             self.publish_status()
         return reply
@@ -296,18 +297,20 @@ class DeviceAgent:
         return reply
 
     def _ask_for_changes(self, after: int) -> None:
-        self.link.publish(self.base + "/sync/request",
+        self.link.publish(topics.sync_request(self.mqtt.site, self.mqtt.device),
                           json.dumps({"after": after, "device": self.mqtt.device}).encode())
 
-    def _reply(self, message, envelope: Dict[str, Any], reply: Dict[str, Any]) -> None:
-        payload = json.dumps(reply, ensure_ascii=False).encode("utf-8")
+    def _reply(self, message, envelope: Dict[str, Any], reply: Dict[str, Any], signed: bool) -> None:
+        # ensure_ascii: whatever text a reply echoes, the payload is plain ASCII JSON
+        payload = json.dumps(reply).encode("ascii")
         properties = getattr(message, "properties", None)
         response_topic = getattr(properties, "ResponseTopic", None) if properties else None
         correlation = getattr(properties, "CorrelationData", None) if properties else None
-        # replies go only under this site's tree, whatever a message asks for
-        if not (response_topic and response_topic.startswith("facegate/%s/" % self.mqtt.site)):
-            request_id = envelope.get("request_id") or "unknown"
-            response_topic = "%s/reply/%s" % (self.base, "".join(c for c in request_id if c not in "+#/"))
+        if not (signed and topics.response_topic_allowed(self.mqtt.site, response_topic)):
+            # nobody unauthenticated chooses where this door publishes
+            response_topic = topics.reply(self.mqtt.site, self.mqtt.device, envelope.get("request_id"))
+        if not isinstance(correlation, bytes) or len(correlation) > 256:
+            correlation = None
         self.link.publish(response_topic, payload, correlation=correlation)
 
     # -- handlers: each takes the body and returns the result ------------------------------
@@ -356,19 +359,21 @@ class DeviceAgent:
         value = body.get(key)
         if value is None and not required:
             return None
-        if not isinstance(value, str) or not value.strip() or len(value) > 200:
-            raise CommandError("malformed", "%s must be a non-empty string of at most 200 characters" % key)
+        if not plain_text(value) or not value.strip() or len(value) > 200:
+            raise CommandError("malformed", "%s must be a non-empty string of at most 200 characters, "
+                               "without control characters" % key)
         return value
 
     def _enroll(self, body) -> Dict[str, Any]:
         person_id, name = self._text(body, "person_id"), self._text(body, "name")
+        note = body.get("note") or ""
+        if not isinstance(note, str):
+            raise CommandError("malformed", "note must be a string")
+        valid_from, valid_until = self._text(body, "valid_from", False), self._text(body, "valid_until", False)
         templates = self._templates(body)
-        existing = {p.id for p in self.store.people()}
-        if person_id in existing:
-            self.store.remove(person_id)  # the site's version of this person replaces ours
-        person = self.store.enrol(name, templates, self.model_id, note=body.get("note") or "",
-                                  person_id=person_id, valid_from=self._text(body, "valid_from", False),
-                                  valid_until=self._text(body, "valid_until", False))
+        # the site's version of this person replaces ours whole, or nothing changes
+        person = self.store.replace(person_id, name, templates, self.model_id, note=note,
+                                    valid_from=valid_from, valid_until=valid_until)
         return person_summary(person)
 
     def _find(self, body) -> Person:

@@ -17,6 +17,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from appliance.config import MqttConfig
 from appliance.errors import ConfigError, LinkError
+from appliance.mqtt import topics
 from appliance.mqtt.signing import read_secret_file
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,12 @@ class MqttLink:
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
                 correlation: Optional[bytes] = None) -> int:
-        """Publish; returns the message id (its acknowledgement arrives through on_published)."""
+        """Publish; returns the message id (its acknowledgement arrives through on_published),
+        or -1 when the topic is one the broker would refuse: such a PUBLISH makes the broker drop
+        the connection, and paho would send it again after every reconnect."""
+        if not topics.publishable(topic):
+            log.error("not publishing to the malformed topic %r", topic)
+            return -1
         properties = None
         if correlation is not None and self.version5:
             properties = Properties(PacketTypes.PUBLISH)

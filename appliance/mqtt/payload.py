@@ -1,58 +1,102 @@
-"""Defensive parsing of what arrives from the network: size, JSON shape, photos.
+"""Defensive parsing of what arrives from the network: size, JSON shape, numbers, text, photos.
 
-Photos are checked from their headers (format and dimensions) before they are decoded, so a
-small file that claims to be 60000x60000 pixels is refused without allocating the image.
+Everything a command carries is checked once here, before any of it is used: JSON with finite
+numbers of a sane size only (Python's json takes NaN, Infinity and 10**400, which defeat the
+age check or overflow later), at most a few levels deep, text that is valid Unicode without
+control characters in identifiers. Photos are checked from their headers before decoding.
 """
 
 import base64
 import binascii
 import json
-import struct
-from typing import Any, Dict, Tuple
+import math
+from typing import Any, Dict
 
-import cv2
 import numpy as np
 
-from appliance.errors import CommandError
+from appliance.errors import CommandError, ImageError
+from appliance.mqtt.topics import is_safe_request_id
+from appliance.vision import images
 
 _TYPES = {"request_id": str, "verb": str, "target": str, "issued": (int, float), "body": dict}
+MAX_DEPTH = 8  # envelope > body > photos/changes > change > body > embeddings > list: 7
+MAX_INT = 2 ** 53  # beyond this an integer is no count, id or time FaceGate uses
+MAX_ISSUED = 1e11  # seconds since 1970: year 5138
+
+
+class _Refused(ValueError):
+    pass
+
+
+def _reject_constant(name: str):
+    raise _Refused("%s is not a number FaceGate accepts" % name)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Refused("number %s is out of range" % text[:20])
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > 17:
+        raise _Refused("integer %s... is out of range" % text[:20])
+    return int(text)
+
+
+def _check_tree(value: Any, depth: int = 0) -> None:
+    """Depth, and text that can be encoded again (a lone surrogate cannot)."""
+    if depth > MAX_DEPTH:
+        raise _Refused("nested more than %d levels" % MAX_DEPTH)
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _Refused("a string holds an unpaired surrogate (\\ud800-\\udfff)") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_tree(key, depth + 1)
+            _check_tree(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_tree(item, depth + 1)
+
+
+def parse_json(payload: bytes) -> Any:
+    """JSON from the network with finite, bounded numbers and clean text; CommandError otherwise."""
+    try:
+        value = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant,
+                           parse_float=_finite_float, parse_int=_bounded_int)
+        _check_tree(value)
+    except _Refused as err:
+        raise CommandError("malformed", str(err)) from None
+    except RecursionError:
+        raise CommandError("malformed", "nested too deeply") from None
+    except (UnicodeDecodeError, ValueError) as err:
+        raise CommandError("malformed", "not UTF-8 JSON: %s" % err) from None
+    return value
 
 
 def parse_envelope(payload: bytes, max_bytes: int) -> Dict[str, Any]:
     if len(payload) > max_bytes:
         raise CommandError("too_large", "command of %d bytes exceeds the limit of %d" % (len(payload), max_bytes))
-    try:
-        envelope = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
-        raise CommandError("malformed", "not UTF-8 JSON: %s" % err) from None
+    envelope = parse_json(payload)
     if not isinstance(envelope, dict):
         raise CommandError("malformed", "the command must be a JSON object")
     for key, kind in _TYPES.items():
         if not isinstance(envelope.get(key), kind) or isinstance(envelope.get(key), bool):
             raise CommandError("malformed", "field %r is missing or of the wrong type" % key)
-    if not envelope["request_id"] or len(envelope["request_id"]) > 100:
-        raise CommandError("malformed", "request_id must be 1 to 100 characters")
+    if not is_safe_request_id(envelope["request_id"]):
+        raise CommandError("malformed", "request_id must be 1 to 100 letters, digits or . _ : -")
+    if not 0 < envelope["issued"] < MAX_ISSUED:
+        raise CommandError("malformed", "issued must be a time in seconds since 1970")
     return envelope
 
 
-def image_size(data: bytes) -> Tuple[str, int, int]:
-    """(format, width, height) from a PNG or JPEG header; CommandError for anything else."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
-        width, height = struct.unpack(">II", data[16:24])
-        return "png", width, height
-    if data[:2] == b"\xff\xd8":
-        position = 2
-        while position + 9 < len(data):
-            if data[position] != 0xFF:
-                break
-            marker = data[position + 1]
-            length = struct.unpack(">H", data[position + 2:position + 4])[0]
-            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-                height, width = struct.unpack(">HH", data[position + 5:position + 9])
-                return "jpeg", width, height
-            position += 2 + length
-        raise CommandError("bad_image", "JPEG without a readable frame header")
-    raise CommandError("bad_image", "photos must be JPEG or PNG")
+def plain_text(value: Any) -> bool:
+    """Text without control characters: safe in a log line, a table or a file name."""
+    return isinstance(value, str) and not any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in value)
 
 
 def decode_photo(text: Any, max_side: int, max_bytes: int) -> np.ndarray:
@@ -64,13 +108,12 @@ def decode_photo(text: Any, max_side: int, max_bytes: int) -> np.ndarray:
         raise CommandError("bad_image", "a photo is not valid base64") from None
     if len(data) > max_bytes:
         raise CommandError("too_large", "a photo of %d bytes exceeds the limit" % len(data))
-    _, width, height = image_size(data)
-    if not (16 <= width <= max_side and 16 <= height <= max_side):
-        raise CommandError("bad_image", "photo is %dx%d; sides must be 16 to %d pixels" % (width, height, max_side))
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None or image.shape[1] != width or image.shape[0] != height:
-        raise CommandError("bad_image", "a photo could not be decoded (corrupt or truncated)")
-    return image
+    if not data.startswith((b"\xff\xd8", b"\x89PNG")):
+        raise CommandError("bad_image", "photos must be JPEG or PNG")
+    try:
+        return images.decode(data, "photo", max_side=max_side, quiet=False)
+    except ImageError as err:
+        raise CommandError("bad_image", str(err)) from None
 
 
 def encode_photo(path) -> str:

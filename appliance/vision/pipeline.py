@@ -2,14 +2,12 @@
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import List, Optional
 
-import cv2
 import numpy as np
 
 from appliance.config import Config
-from appliance.errors import ConfigError, ImageError, ModelError
+from appliance.errors import ConfigError, ModelError
 from appliance.inference import NPU_BACKENDS, load_runner
 from appliance.inference.rknn_files import rknn_path
 from appliance.models import get_spec, installed_path, models_dir
@@ -17,6 +15,7 @@ from appliance.vision.align import align_face
 from appliance.vision.detector import DETECTOR_FAMILIES, Detector, Face
 from appliance.vision.embedder import Embedder
 from appliance.vision.geometry import box_iou
+from appliance.vision.images import read as read_image  # noqa: F401 - the callers' name for it
 from appliance.vision.liveness import LivenessChecker
 from appliance.vision.quality import Quality, assess
 
@@ -37,25 +36,6 @@ class FaceResult:
     aligned: np.ndarray
     embedding: Optional[np.ndarray] = None
     live_score: Optional[float] = None
-
-
-def read_image(path) -> np.ndarray:
-    """Read an image file as BGR, or raise ImageError saying what is wrong with it."""
-    path = Path(path)
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as err:
-        raise ImageError("cannot read %s: %s" % (path, err.strerror or err)) from err
-    if data.size == 0:
-        raise ImageError("%s is empty" % path)
-    return decode_image(data, str(path))
-
-
-def decode_image(data: np.ndarray, name: str = "image") -> np.ndarray:
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None or image.size == 0:
-        raise ImageError("%s is not a readable image (corrupt, truncated or not JPEG/PNG)" % name)
-    return image
 
 
 class FacePipeline:
