@@ -128,6 +128,9 @@ class VerificationConfig:
     grant_frames: int = setting(2, "consecutive good frames agreeing on one person before a grant", 1, 30)
     deny_frames: int = setting(8, "good frames without a match before a denial", 1, 100)
     fuse_frames: int = setting(5, "embeddings of the latest good frames averaged for the decision", 1, 30)
+    identity_change_distance: float = setting(
+        0.5, "a good frame this far (cosine distance) from its track's fused embedding is another person "
+             "who took the place: the attempt ends and a new one starts", 0.05, 2)
     idle_fps: float = setting(5.0, "detection rate with nobody in view and nothing moving", 0.2, 60)
     motion_threshold: float = setting(0.01, "fraction of changed pixels that wakes full-rate detection", 0, 1)
 

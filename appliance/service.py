@@ -204,7 +204,6 @@ class Service:
         event = self._event("deny", outcome, frame)
         event.latency_ms = round((time.monotonic() - outcome.track.first_captured) * 1000, 1)
         self.controller.deny_face(event)
-        outcome.track.restart_evidence(frame.captured)  # they may try again after the denial
         self.counters.decisions["deny"] += 1
 
     def close(self) -> None:

@@ -191,3 +191,21 @@ def test_decisions_keep_the_probe_embedding_for_tuning(tmp_path, gallery_path, p
     grant = AuditStore(tmp_path / "audit.db").events(kind="grant")[0]
     assert grant.model_id == pipeline.embedder.model_id
     assert grant.embedding.shape == (128,) and abs(float(np.linalg.norm(grant.embedding)) - 1) < 1e-3
+
+
+def test_a_queue_gets_one_right_decision_per_person(tmp_path, gallery_path, pipeline, emulator):
+    """Visitors step into the same place one after another, under half a second apart: the box
+    alone cannot tell them apart, the embedding can."""
+    visitors = [PROBES / "obama.jpg", STRANGERS[0], PROBES / "ldh.jpg", STRANGERS[1], PROBES / "lm.jpg"]
+    clip = tmp_path / "queue.mp4"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "make-demo-video"), str(clip), *map(str, visitors),
+                    "--seconds", "2.2", "--fps", "15", "--gap", "0.2", "--approach", "0"], check=True)
+    config = door_config(tmp_path, gallery_path, clip, emulator.path,
+                         door={"unlock_seconds": 0.6, "deny_seconds": 0.2, "cooldown_seconds": 0.2})
+    counters = build_service(config, pipeline=pipeline).run()
+    decisions = [(e.kind, e.person_name) for e in AuditStore(tmp_path / "audit.db").events()
+                 if e.kind in ("grant", "deny")]
+    assert decisions == [("grant", "obama"), ("deny", None), ("grant", "刘德华"), ("deny", None),
+                         ("grant", "黎明")]
+    assert counters.decisions == {"grant": 3, "deny": 2}
+    assert sum(e.on for e in emulator.changes()) == 3  # the relay switched for the three grants only

@@ -215,8 +215,7 @@ def _capture(args) -> int:
                                        "reason": outcome.decision.reason},
                                embedding=outcome.probe, model_id=pipeline.embedder.model_id,
                                label=person.id))
-            recorded += 1
-            verifier.tracker.reset()  # the next attempt starts from scratch
+            recorded += 1  # one per appearance: the next attempt starts when they step away and back
             print("  attempt %d: %s, distance %.3f" % (recorded, "grant" if outcome.kind == GRANT else "deny",
                                                      match.distance))
         print("recorded %d attempts labelled %s in %s" % (recorded, person.name, audit_path))

@@ -3,6 +3,10 @@
 A grant needs `grant_frames` consecutive good frames whose fused embedding is accepted for the
 same person; a denial comes after `deny_frames` good frames without an accepted match. Frames
 that fail the quality gate are neither evidence for nor against anyone.
+
+An attempt (a track) gets one decision. Every good frame is also compared with the attempt's
+fused embedding: a jump beyond `identity_change_distance` means someone else stepped into the
+place (the box alone cannot tell), so that attempt ends and a new one starts for the newcomer.
 """
 
 import logging
@@ -58,20 +62,27 @@ class Verifier:
         if track is None:
             return Outcome(LOST if previous is not None else NOTHING)
         new_track = track is not previous
-        if face is None or not verify or track.decided:
+        if face is None or not verify:
             return Outcome(TRACKING, track, new_track=new_track)
-        return self._verify(image, track, new_track)
+        return self._verify(image, track, new_track, captured, frame_number)
 
-    def _verify(self, image: np.ndarray, track: Track, new_track: bool) -> Outcome:
+    def _verify(self, image: np.ndarray, track: Track, new_track: bool, captured: float,
+                frame_number: int) -> Outcome:
         result = self.pipeline.analyse_face(image, track.face, embed=False)
         if not result.quality.passed:
             track.last_reasons = list(result.quality.reasons)
             return Outcome(APPEARED if new_track else TRACKING, track, result=result, new_track=new_track)
         result.embedding = self.pipeline.embedder.embed(result.aligned)
+        if self._someone_else(track, result.embedding):
+            log.info("attempt %d: a different face took the place; a new attempt starts", track.id)
+            track, new_track = self.tracker.restart(track.face, captured, frame_number), True
+        if track.decided:  # this person had their decision; only a newcomer gets another
+            return Outcome(TRACKING, track, result=result)
         track.embeddings.append(result.embedding)
         track.good_frames.append(track.frames[-1])
         track.best_quality = max(track.best_quality, result.quality.sharpness)
         fused = normalise(np.mean(track.embeddings[-self.rules.fuse_frames:], axis=0)[None, :])[0]
+        track.identity = fused
         decision = decide(self.index.search(fused), self.config.matching)
         outcome = Outcome(APPEARED if new_track else TRACKING, track, decision, result, new_track, fused)
         if decision.accepted:
@@ -85,5 +96,11 @@ class Verifier:
             track.agreeing, track.candidate = 0, None
             track.unmatched += 1
             if track.unmatched >= self.rules.deny_frames:
+                track.decided = True
                 outcome.kind = DENY
         return outcome
+
+    def _someone_else(self, track: Track, embedding: np.ndarray) -> bool:
+        if track.identity is None:
+            return False
+        return 1.0 - float(np.dot(track.identity, embedding)) > self.rules.identity_change_distance

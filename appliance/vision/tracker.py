@@ -2,7 +2,8 @@
 
 At a door only one person is verified at a time: the largest (nearest) or most central face
 above a minimum size. The track continues while its box overlaps the chosen face enough; a
-different or lost face starts a new track, so evidence from one person never mixes with another's.
+different or lost face starts a new track, and so does a face whose embedding jumps (the
+verifier's check), so evidence from one person never mixes with another's.
 """
 
 import itertools
@@ -27,16 +28,10 @@ class Track:
     agreeing: int = 0  # consecutive good frames accepted for `candidate`
     candidate: Optional[str] = None  # person id the recent good frames agree on
     unmatched: int = 0  # good frames without an accepted match
-    decided: bool = False  # a grant was made for this track: do not decide again
+    decided: bool = False  # this attempt was granted or denied: one decision per attempt
     best_quality: float = 0.0
     last_reasons: List[str] = field(default_factory=list)
-
-    def restart_evidence(self, now: float) -> None:
-        """Forget the evidence after a denial, so the person can try again while still in view."""
-        self.first_captured = now
-        self.embeddings.clear()
-        self.good_frames.clear()
-        self.agreeing, self.candidate, self.unmatched = 0, None, 0
+    identity: Optional[np.ndarray] = None  # fused embedding of the attempt (at its decision, once decided)
 
 
 def face_width(face: Face) -> float:
@@ -76,6 +71,11 @@ class Tracker:
         track.last_seen = captured
         track.frames.append(frame_number)
         return track
+
+    def restart(self, face: Face, captured: float, frame_number: int) -> Track:
+        """End the current attempt and start another on the same face (someone else took the place)."""
+        self.track = Track(next(self._ids), face, captured, captured, frames=[frame_number])
+        return self.track
 
     def reset(self) -> None:
         self.track = None
