@@ -31,7 +31,7 @@ class ModelsConfig:
                            choices=("onnxruntime", "opencv", "rknnlite", "rknn"))
     threads: int = setting(0, "CPU threads per model (0: the runtime's choice)", 0, 64)
     detector: str = setting("retinaface_mnet025_pytorch", "detector model id from the manifest")
-    embedder: str = setting("mobilefacenet_casia_128d", "embedder model id from the manifest")
+    embedder: str = setting("mobilefacenet_ms1m", "embedder model id from the manifest")
     rknn_target: str = setting("rv1126", "NPU the .rknn files were converted for (rknn backends)",
                                choices=("rv1126", "rv1109", "rv1126b", "rk3566", "rk3568", "rk3588"))
     rknn_detector_dtype: str = setting("fp16", "quantisation of the detector's .rknn file (8 bits moves "
@@ -83,9 +83,12 @@ class LivenessConfig:
 
 @dataclass(frozen=True)
 class MatchingConfig:
-    distance_threshold: float = setting(0.58, "accept when cosine distance <= this (FAR 1e-3 on LFW-dev "
-                                                 "folds 1-3 for the default embedder: measure and set it per "
-                                                 "site with 'facegate tune')", 0, 2)
+    false_accept_target: float = setting(1e-3, "the risk a site accepts: the chance that a stranger's "
+                                               "attempt at the door is accepted as anybody. The threshold "
+                                               "follows from it, the embedder's calibration and the "
+                                               "gallery's size", 1e-7, 0.1)
+    distance_threshold: float = setting(0.0, "an explicit threshold instead (accept when cosine distance "
+                                             "<= this); 0: from false_accept_target", 0, 2)
     min_margin: float = setting(0.05, "and the next person is at least this much farther", 0, 2)
 
 

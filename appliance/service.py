@@ -263,12 +263,14 @@ def build_service(config: Config, pipeline=None, use_relay: bool = True) -> Serv
         watchdog = Watchdog(config.door.watchdog_device, notify_socket=notify_socket) \
             if config.door.watchdog_device or notify_socket else None
         verifier = Verifier(config, pipeline, index)
+        log.info("decision rule: %s", verifier.threshold.describe())  # refused here without a calibration
         agent = None
         if config.mqtt.enabled:
             from appliance.mqtt.device import DeviceAgent
 
             agent = DeviceAgent(config, controller, audit, config.gallery.path, pipeline.embedder.model_id,
-                                pipeline, set_matching=verifier.set_matching, on_died=lost_threads)
+                                pipeline, set_matching=verifier.set_matching, on_died=lost_threads,
+                                matching_state=lambda: verifier.threshold.as_dict())
     except BaseException:
         relay.close()
         for part in [reader] + list(reversed(parts)):

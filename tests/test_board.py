@@ -95,7 +95,7 @@ def test_the_bundle_refuses_without_the_boards_npu_models(tmp_path):
     with pytest.raises(ModelError) as caught:
         build("rv1126", ROOT, tmp_path / "models", tmp_path / "bundle.tar.gz")
     message = str(caught.value)
-    assert "retinaface_mnet025_pytorch-fp16-320.rknn" in message and "mobilefacenet_casia_128d-i16.rknn" in message
+    assert "retinaface_mnet025_pytorch-fp16-320.rknn" in message and "mobilefacenet_ms1m-i16.rknn" in message
     assert "tools/convert-rknn --target rv1126" in message and "toolkit v1" in message
     assert not (tmp_path / "bundle.tar.gz").exists()
 

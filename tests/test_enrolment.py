@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from appliance.gallery.decision import decide
+from appliance.gallery.decision import decide, threshold_for
 from appliance.gallery.enrol import Enroller, group_photos
 from appliance.gallery.index import GalleryIndex
 from appliance.gallery.store import GalleryStore
@@ -40,7 +40,8 @@ def test_single_portraits_are_named_right(seed_gallery, pipeline, photo, name):
     image = read_image(SEED / "probes" / photo)
     results = pipeline.analyse(image)
     main = max(results, key=lambda r: r.face.width)
-    decision = decide(index.search(main.embedding), pipeline.config.matching)
+    threshold = threshold_for(pipeline.config, store.model_id, index.template_counts()).value
+    decision = decide(index.search(main.embedding), threshold, pipeline.config.matching)
     assert decision.accepted and decision.match.person.name == name, decision.reason
 
 
@@ -49,7 +50,8 @@ def test_group_photos_name_all_four(seed_gallery, pipeline, photo):
     store, _ = seed_gallery
     index = GalleryIndex(store)
     image = read_image(SEED / "probes" / photo)
-    decisions = [decide(index.search(r.embedding), pipeline.config.matching)
+    threshold = threshold_for(pipeline.config, store.model_id, index.template_counts()).value
+    decisions = [decide(index.search(r.embedding), threshold, pipeline.config.matching)
                  for r in pipeline.analyse(image)]
     names = sorted(d.match.person.name for d in decisions if d.accepted)
     assert names == sorted(["刘德华", "张学友", "郭富城", "黎明"])

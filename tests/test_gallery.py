@@ -136,11 +136,11 @@ def test_index_finds_best_person_distance_and_margin(store):
     assert match.distance == pytest.approx(1 - probe @ ada, abs=1e-5)
     assert match.margin == pytest.approx(probe @ ada - probe @ bob, abs=1e-5)
     rules = MatchingConfig(distance_threshold=0.3, min_margin=0.05)
-    assert decide(match, rules).accepted
-    assert not decide(index.search(unit(99)), rules).accepted  # a stranger
+    assert decide(match, 0.3, rules).accepted
+    assert not decide(index.search(unit(99)), 0.3, rules).accepted  # a stranger
     store.set_enabled("Ada", False)
     index.refresh()
-    assert decide(index.search(probe), rules).reason == "Ada is disabled"
+    assert decide(index.search(probe), 0.3, rules).reason == "Ada is disabled"
 
 
 def test_index_refreshes_on_change_and_not_otherwise(store):

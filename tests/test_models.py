@@ -129,6 +129,40 @@ def test_the_casia_checkpoint_exports_to_onnx_that_embeds_like_pytorch(models_di
     assert np.allclose(session.run(None, {"input": face})[0], expected, atol=1e-4)
 
 
+def test_the_ms1m_state_dict_loads_strictly_and_exports_to_onnx_that_embeds_like_pytorch(models_dir):
+    import onnxruntime
+    import torch
+
+    from appliance.models.mobilefacenet_ms1m import MobileFaceNetMS1M
+
+    spec = get_spec("mobilefacenet_ms1m")
+    path = installed_path(spec, models_dir)
+    assert path.name == "mobilefacenet_ms1m.mobilefacenet_ms1m_export.onnx"
+    network = MobileFaceNetMS1M()
+    network.load_state_dict(torch.load(str(MIRROR / spec.file), map_location="cpu", weights_only=True), strict=True)
+    network.eval()
+    faces = np.random.default_rng(4).uniform(-2, 2, (2, 3, 112, 112)).astype(np.float32)  # a batch: flip runs as one
+    with torch.no_grad():
+        expected = network(torch.from_numpy(faces)).numpy()
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert np.allclose(session.run(None, {"input": faces})[0], expected, atol=1e-4)
+
+
+def test_each_embedder_with_a_calibration_gives_tighter_thresholds_for_bigger_galleries():
+    from appliance.gallery.calibration import load
+
+    for model_id in ("mobilefacenet_ms1m", "mobilefacenet_casia_128d"):
+        calibration = load(model_id)
+        assert calibration is not None and calibration.model_id == model_id
+        thresholds = [calibration.threshold(1e-3, [3] * people, 2) for people in (1, 10, 100, 1000)]
+        assert thresholds == sorted(thresholds, reverse=True) and thresholds[0] > thresholds[-1] + 0.05
+        # the chosen threshold keeps the modelled false accepts within the target, and just so
+        counts = [3] * 100
+        at = calibration.false_accept(thresholds[2], counts, 2)
+        assert at <= 1e-3 and calibration.false_accept(thresholds[2] + 0.01, counts, 2) > 1e-3
+    assert load("mobilefacenet_128d") is None  # the seed's embedder: only an explicit threshold
+
+
 def test_a_checkpoint_that_is_not_the_manifests_network_is_refused(tmp_path):
     import torch
 

@@ -6,6 +6,7 @@ import pytest
 from appliance.vision.embedder import model_input, normalise
 
 from appliance.errors import ImageError
+from appliance.gallery.decision import threshold_for
 from appliance.vision.pipeline import central_face, read_image
 
 from conftest import LFW, SEED, run_cli
@@ -69,7 +70,8 @@ def test_same_person_closer_than_different_people(pipeline):
     assert first.shape == (128,) and abs(np.linalg.norm(first) - 1) < 1e-5
     same = 1 - first @ second
     different = min(1 - first @ other, 1 - second @ other)
-    assert same < pipeline.config.matching.distance_threshold < different
+    threshold = threshold_for(pipeline.config, pipeline.embedder.model_id, [1]).value  # one photo against one
+    assert same < threshold < different
 
 
 def test_flip_averaging_changes_the_embedding(pipeline):

@@ -46,10 +46,13 @@ def test_conversion_writes_the_models_and_their_recipes(npu_models):
     from appliance.models import get_spec
 
     detector = npu_models / "rknn" / TARGET / "retinaface_mnet025_pytorch-fp16-320.rknn"
-    embedder = npu_models / "rknn" / TARGET / "mobilefacenet_casia_128d-fp16.rknn"
-    recipe = read_recipe(embedder, get_spec("mobilefacenet_casia_128d").sha256)
-    assert recipe["toolkit_dtype"] == "float16" and recipe["input_size"] == [112, 96]
-    assert recipe["mean"] == [127.5] * 3 and recipe["std"] == [128.0] * 3 and recipe["input"] == "uint8 NHWC BGR"
+    embedder = npu_models / "rknn" / TARGET / "mobilefacenet_ms1m-fp16.rknn"
+    spec = get_spec("mobilefacenet_ms1m")
+    recipe = read_recipe(embedder, spec.sha256)
+    assert recipe["toolkit_dtype"] == "float16" and recipe["input_size"] == [112, 112]
+    # RGB model fed BGR pixels: mean and std reversed with the channels
+    assert recipe["mean"] == spec.input.mean[::-1] and recipe["std"] == spec.input.std[::-1]
+    assert recipe["input"] == "uint8 NHWC BGR"
     assert read_recipe(detector, get_spec("retinaface_mnet025_pytorch").sha256)["mean"] == [104.0, 117.0, 123.0]
     assert len(list((npu_models / "rknn" / TARGET / recipe["calibration"]).glob("*.npy"))) == recipe["calibration_count"]
     from appliance.errors import ModelError
@@ -139,8 +142,8 @@ def test_the_bundle_holds_what_the_board_needs_and_installs_into_a_root(npu_mode
                      "overlay/etc/udev/rules.d/99-facegate-relay.rules", "install.sh", "meta",
                      "models/rknn/rv1126b/retinaface_mnet025_pytorch-fp16-320.rknn",
                      "models/rknn/rv1126b/retinaface_mnet025_pytorch-fp16-320.rknn.json",
-                     "models/rknn/rv1126b/mobilefacenet_casia_128d-fp16.rknn",
-                     "models/rknn/rv1126b/mobilefacenet_casia_128d-fp16.rknn.json"):
+                     "models/rknn/rv1126b/mobilefacenet_ms1m-fp16.rknn",
+                     "models/rknn/rv1126b/mobilefacenet_ms1m-fp16.rknn.json"):
         assert expected in files, expected
     wheels = [name for name in files if name.startswith("wheelhouse/")]
     for package in ("facegate-", "transitions-", "sqlite_utils-", "click-"):
@@ -152,14 +155,14 @@ def test_the_bundle_holds_what_the_board_needs_and_installs_into_a_root(npu_mode
     installed = subprocess.run(["sh", str(bundle / "install.sh"), "--root", str(root), "--python", sys.executable],
                                capture_output=True, text=True, timeout=300)
     assert installed.returncode == 0, installed.stderr
-    assert (root / "usr/share/facegate/models/rknn/rv1126b/mobilefacenet_casia_128d-fp16.rknn").is_file()
+    assert (root / "usr/share/facegate/models/rknn/rv1126b/mobilefacenet_ms1m-fp16.rknn").is_file()
     assert (root / "usr/lib/facegate/python/appliance/inference/rknnlite_runner.py").is_file()
     check = subprocess.run([str(root / "usr/bin/facegate"), "config", "--check", str(root / "etc/facegate/config.toml")],
                            env=dict(os.environ, FACEGATE_PYTHON=sys.executable, PYTHONPATH=""),
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 0 and ": ok" in check.stdout, check.stderr
     # a damaged bundle is refused before anything is installed
-    (bundle / "models/rknn/rv1126b/mobilefacenet_casia_128d-fp16.rknn").write_bytes(b"damaged")
+    (bundle / "models/rknn/rv1126b/mobilefacenet_ms1m-fp16.rknn").write_bytes(b"damaged")
     again = subprocess.run(["sh", str(bundle / "install.sh"), "--root", str(tmp_path / "other")],
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 2 and "damaged" in again.stderr

@@ -6,6 +6,7 @@ import cv2
 
 from appliance.cli.common import add_config_options, load_config
 from appliance.errors import FaceGateError
+from appliance.gallery.decision import threshold_for
 from appliance.vision.pipeline import FacePipeline, read_image
 
 
@@ -90,9 +91,10 @@ def run_compare(args) -> int:
     finally:
         pipeline.close()
     distance = 1.0 - float(first.embedding @ second.embedding)
-    threshold = config.matching.distance_threshold
+    # one photo against one: the door's rule for a gallery of one person with one template
+    threshold = threshold_for(config, pipeline.embedder.model_id, [1]).value
     verdict = "same person" if distance <= threshold else "different people"
-    print("distance %.4f (threshold %.2f): %s" % (distance, threshold, verdict))
+    print("distance %.4f (threshold %.3f): %s" % (distance, threshold, verdict))
     for path, count in ((args.first, count_first), (args.second, count_second)):
         if count > 1:
             print("note: %s has %d faces; the largest was used" % (path, count))

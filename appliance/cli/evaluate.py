@@ -2,6 +2,8 @@
 
 import sys
 
+import numpy as np
+
 from appliance.cli.common import add_config_options, load_config
 from appliance.eval import lfw
 from appliance.vision.pipeline import FacePipeline
@@ -15,6 +17,7 @@ def register(commands) -> None:
     add_config_options(parser)
     parser.set_defaults(handler=run)
     register_identification(commands)
+    register_calibration(commands)
 
 
 def _progress(done: int, total: int) -> None:
@@ -49,6 +52,9 @@ def register_identification(commands) -> None:
     parser.add_argument("--k", type=int, nargs="+", default=[1, 2, 3], help="photos enrolled per person")
     parser.add_argument("--min-photos", type=int, default=5, help="people with this many are enrolled")
     parser.add_argument("--far", type=float, default=1e-3, help="target false-accept rate per probe")
+    parser.add_argument("--frames", type=int, default=4,
+                        help="frames per attempt for the door's rule on sequences (0: photos only)")
+    parser.add_argument("--cache", help="a folder to keep embeddings in for the next evaluation")
     parser.add_argument("--json", dest="json_out", help="write the full result as JSON here")
     add_config_options(parser)
     parser.set_defaults(handler=run_identification)
@@ -62,13 +68,69 @@ def run_identification(args) -> int:
     if args.min_photos <= max(args.k):
         from appliance.errors import FaceGateError
         raise FaceGateError("--min-photos must exceed the largest k so every person keeps a probe")
-    pipeline = FacePipeline.from_config(load_config(args))
+    from appliance.eval import calibrate, door_rule
+
+    config = load_config(args)
+    pipeline = FacePipeline.from_config(config)
+    folder = Path(args.images)
+    cache = Path(args.cache) if args.cache else None
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+    model_id = pipeline.embedder.model_id
     try:
-        result = identification.run(pipeline, Path(args.images), args.k, args.min_photos,
-                                    args.far, _progress)
+        people = identification.list_people(folder)
+        names = [photo for photos in people.values() for photo in photos]
+        single = calibrate.cached_embeddings(pipeline, folder, names, cache and cache / ("%s.npz" % model_id),
+                                             _progress)
+        result = identification.run(pipeline, folder, args.k, args.min_photos, args.far, _progress, single)
+        sequences = None
+        if args.frames > 1:
+            sequences = door_rule.sequence_embeddings(
+                pipeline, folder, names, args.frames, cache and cache / ("%s-seq%d.npz" % (model_id, args.frames)),
+                _progress)
+        result["door_rule"] = door_rule.run(config, model_id, single, sequences, people, ks=args.k,
+                                            min_photos=args.min_photos)
+        result["door_rule_frames"] = args.frames
     finally:
         pipeline.close()
     if args.json_out:
         lfw.write_json(result, Path(args.json_out))
-    print("\n".join(identification.summary(result)))
+    print("\n".join(identification.summary(result) + door_rule.summary(result["door_rule"])))
+    return 0
+
+
+def register_calibration(commands) -> None:
+    parser = commands.add_parser("eval-calibrate",
+                                 help="measure the embedder's stranger distances: the door's decision rule")
+    parser.add_argument("--images", default="../shared/data/lfw-dev/images",
+                        help="a folder with a sub-folder of photos per person")
+    parser.add_argument("--cache", help="keep the embeddings in this .npz file for the next evaluation")
+    parser.add_argument("--out-dir", help="where the calibration JSON goes (default: the package's own)")
+    add_config_options(parser)
+    parser.set_defaults(handler=run_calibration)
+
+
+def run_calibration(args) -> int:
+    import datetime
+    from pathlib import Path
+
+    from appliance.eval import calibrate
+    from appliance.gallery import calibration
+
+    config = load_config(args)
+    pipeline = FacePipeline.from_config(config)
+    try:
+        distances = calibrate.run(pipeline, Path(args.images), Path(args.cache) if args.cache else None, _progress)
+    finally:
+        pipeline.close()
+    protocol = ("%s: every image of every other person against each person enrolled with their first k "
+                "photos (nearest template), detector %s at %d, flip %s; measured %s"
+                % (Path(args.images).resolve().parent.name, config.models.detector, config.detector.input_size,
+                   config.embedder.flip, datetime.date.today().isoformat()))
+    folder = Path(args.out_dir) if args.out_dir else calibration.FOLDER
+    path = calibration.save(pipeline.embedder.model_id, distances, protocol, folder)
+    for k, values in sorted(distances.items()):
+        print("k=%d: %d stranger distances, 1st percentile %.3f, smallest %.3f"
+              % (k, values.size, float(np.percentile(values, 1)), float(values.min())))
+    print("wrote %s" % path)
     return 0

@@ -82,7 +82,13 @@ def run_people(args) -> int:
             for person in people:
                 print("%-28s %-28s %2d templates %s" % (person.id, person.name, person.templates,
                                                         "" if person.enabled else "(disabled)"))
-            print("%d people" % len(people))
+            counts = [person.templates for person in people if person.templates]
+            if store.model_id:
+                from appliance.gallery.decision import threshold_for
+
+                print("%d people; the door's %s" % (len(people), threshold_for(config, store.model_id, counts).describe()))
+            else:
+                print("%d people" % len(people))
             return 0
         if not args.person:
             raise FaceGateError("'people %s' needs a person's name or id" % args.action)

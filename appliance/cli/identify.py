@@ -7,7 +7,7 @@ import cv2
 from appliance.cli.common import add_config_options, add_gallery_option, load_config, open_gallery
 from appliance.cli.detect import write_image
 from appliance.errors import FaceGateError
-from appliance.gallery.decision import decide
+from appliance.gallery.decision import decide, threshold_for
 from appliance.gallery.index import GalleryIndex
 
 
@@ -37,9 +37,10 @@ def _ascii_name(decision) -> str:
 
 def identify_frame(pipeline, index, config, frame):
     """[(FaceResult, Decision)] for every face; faces failing quality are decided as unknown."""
+    threshold = threshold_for(config, pipeline.embedder.model_id, index.template_counts()).value
     results = []
     for result in pipeline.analyse(frame):
-        results.append((result, decide(index.search(result.embedding), config.matching)))
+        results.append((result, decide(index.search(result.embedding), threshold, config.matching)))
     return results
 
 

@@ -29,6 +29,6 @@ def run_install(args) -> int:
 
 def run_list(args) -> int:
     for model_id, spec in sorted(load_manifest().items()):
-        note = "" if spec.commercial_use else "  (non-commercial: comparison only)"
+        note = "" if spec.commercial_use else "  (no commercial licence: see its licence note)"
         print("%-27s %-9s %s%s" % (model_id, spec.role, spec.file, note))
     return 0

@@ -9,6 +9,7 @@ import numpy as np
 
 from appliance.cli.common import add_config_options, load_config
 from appliance.errors import FaceGateError
+from appliance.gallery.decision import threshold_for
 
 STRANGER = "stranger"
 ATTEMPT_KINDS = ("grant", "deny", "capture")  # audit events that carry a probe embedding
@@ -119,9 +120,12 @@ def _report(args) -> int:
     if not labelled:
         print("note: no labelled attempts yet; record some with 'facegate tune label' after people "
               "have tried the door")
+    counts = np.unique(np.asarray(ids), return_counts=True)[1].tolist()
+    current = threshold_for(config, model_id, counts)
+    print("the door now: %s" % current.describe())
     print("\nthreshold  false accepts/comparison  false rejects")
     for threshold, far, frr in analysis.rates(evidence, np.arange(0.30, 0.81, 0.05)):
-        marker = "  <- current" if abs(threshold - config.matching.distance_threshold) < 0.025 else ""
+        marker = "  <- current" if abs(threshold - current.value) < 0.025 else ""
         print("  %.2f      %10.2e               %6.2f%%%s" % (threshold, far, 100 * frr, marker))
     advice = analysis.recommend(evidence, args.target_far, len(people))
     print()
@@ -250,7 +254,7 @@ def _replay(args) -> int:
         for event in attempts:
             match = index.search(event.embedding)
             was = _granted(event)
-            then = decide(match, new_rule).accepted
+            then = decide(match, args.threshold, new_rule).accepted
             if then != was:
                 changed += 1
                 print("  event %d (%s): %s -> %s  (%s, distance %.3f)" % (

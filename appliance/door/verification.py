@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 
 from appliance.config import Config
-from appliance.gallery.decision import Decision, decide
+from appliance.gallery.decision import Decision, Threshold, decide, threshold_for
 from appliance.gallery.index import GalleryIndex
 from appliance.vision.embedder import normalise
 from appliance.vision.pipeline import FacePipeline, FaceResult
@@ -45,12 +45,30 @@ class Verifier:
         self.pipeline = pipeline
         self.index = index
         self.tracker = Tracker(self.rules.track_iou, self.rules.lost_after_seconds)
+        self._threshold: Optional[Threshold] = None
+        self._threshold_version = -1
+
+    @property
+    def threshold(self) -> Threshold:
+        """The threshold for the gallery as it is now, recomputed whenever the gallery changes."""
+        version = self.index.version
+        if self._threshold is None or version != self._threshold_version:
+            self._threshold = threshold_for(self.config, self.pipeline.embedder.model_id,
+                                            self.index.template_counts())
+            self._threshold_version = version
+            if self._threshold.looser_than_target:
+                log.warning("%s", self._threshold.describe())
+            else:
+                log.info("%s", self._threshold.describe())
+        return self._threshold
 
     def set_matching(self, distance_threshold: float, min_margin: float) -> None:
-        """Change the decision rule at run time (a remote set_threshold); the next frame uses it."""
+        """Change the decision rule at run time (a remote set_threshold; 0 returns to the target);
+        the next frame uses it."""
         matching = replace(self.config.matching, distance_threshold=distance_threshold, min_margin=min_margin)
         self.config = replace(self.config, matching=matching)
-        log.info("threshold now %.3f, margin %.3f", distance_threshold, min_margin)
+        self._threshold = None
+        log.info("matching changed: %s, margin %.3f", self.threshold.describe(), min_margin)
 
     def step(self, image: np.ndarray, captured: float, frame_number: int,
              verify: bool = True) -> Outcome:
@@ -83,7 +101,7 @@ class Verifier:
         track.best_quality = max(track.best_quality, result.quality.sharpness)
         fused = normalise(np.mean(track.embeddings[-self.rules.fuse_frames:], axis=0)[None, :])[0]
         track.identity = fused
-        decision = decide(self.index.search(fused), self.config.matching)
+        decision = decide(self.index.search(fused), self.threshold.value, self.config.matching)
         outcome = Outcome(APPEARED if new_track else TRACKING, track, decision, result, new_track, fused)
         if decision.accepted:
             person_id = decision.match.person.id

@@ -8,7 +8,7 @@ per stranger probe.
 
 import time
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -62,13 +62,14 @@ def open_set_figures(best_person: np.ndarray, distance: np.ndarray, true_person:
 
 
 def run(pipeline, folder: Path, ks: Sequence[int] = (1, 2, 3), min_photos: int = 5,
-        far: float = 1e-3, progress=None) -> dict:
+        far: float = 1e-3, progress=None, embeddings: Optional[Dict[str, Optional[np.ndarray]]] = None) -> dict:
     started = time.perf_counter()
     people = list_people(folder)
     enrolled = {name: photos for name, photos in people.items() if len(photos) >= min_photos}
     strangers = [photo for name, photos in people.items() if name not in enrolled for photo in photos]
     names = [photo for photos in people.values() for photo in photos]
-    embeddings = embed_images(pipeline, folder, names, progress)
+    if embeddings is None:
+        embeddings = embed_images(pipeline, folder, names, progress)
     dims = next(e.size for e in embeddings.values() if e is not None)
     missing = np.full(dims, np.nan, np.float32)
 

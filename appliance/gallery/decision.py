@@ -1,11 +1,26 @@
-"""The decision rule: accept a match only when it is close, clear of the runner-up, and allowed."""
+"""The decision rule: accept a match only when it is close, clear of the runner-up, and allowed.
+
+How close is close follows from the risk the site accepts (`matching.false_accept_target`, per
+stranger attempt) and the embedder's calibration (gallery/calibration.py), for the gallery as
+it is: with more people a stranger has more chances, so the threshold tightens. An explicit
+`matching.distance_threshold` overrides it, and is reported when it is looser than the target
+allows. An attempt fuses `fuse_frames` frames and may take up to `deny_frames`: it counts as
+ceil(deny_frames / fuse_frames) independent looks at the gallery.
+"""
 
 import datetime
+import functools
+import logging
+import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
-from appliance.config import MatchingConfig
+from appliance.config import Config, MatchingConfig
+from appliance.errors import ConfigError
+from appliance.gallery import calibration
 from appliance.gallery.index import Match
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -15,13 +30,68 @@ class Decision:
     match: Match
 
 
-def decide(match: Match, rules: MatchingConfig,
+@dataclass(frozen=True)
+class Threshold:
+    value: float  # the distance the door accepts up to
+    from_target: Optional[float]  # what the false-accept target allows here (None: no calibration)
+    people: int
+    templates: int
+    source: str  # "target" or "override"
+
+    @property
+    def looser_than_target(self) -> bool:
+        return self.from_target is not None and self.value > self.from_target + 1e-9
+
+    def describe(self) -> str:
+        text = "threshold %.3f for %d people, %d templates" % (self.value, self.people, self.templates)
+        if self.source == "override":
+            text += " (matching.distance_threshold"
+            if self.looser_than_target:
+                text += "; LOOSER than the %.3f the false-accept target allows" % self.from_target
+            return text + ")"
+        return text + " (from the false-accept target)"
+
+    def as_dict(self) -> dict:
+        return {"distance_threshold": round(self.value, 4), "source": self.source,
+                "from_target": None if self.from_target is None else round(self.from_target, 4),
+                "people": self.people, "templates": self.templates,
+                "looser_than_target": self.looser_than_target}
+
+
+@functools.lru_cache(maxsize=8)
+def _calibration(model_id: str) -> Optional[calibration.Calibration]:
+    return calibration.load(model_id)
+
+
+def looks_per_attempt(config: Config) -> int:
+    rules = config.verification
+    return max(1, math.ceil(rules.deny_frames / rules.fuse_frames))
+
+
+def threshold_for(config: Config, model_id: str, template_counts: Sequence[int]) -> Threshold:
+    """The door's threshold for a gallery whose people hold `template_counts` templates."""
+    matching = config.matching
+    calibrated = _calibration(model_id)
+    from_target = None
+    if calibrated is not None:
+        from_target = calibrated.threshold(matching.false_accept_target, list(template_counts),
+                                           looks_per_attempt(config))
+    people, templates = len(template_counts), int(sum(template_counts))
+    if matching.distance_threshold > 0:
+        return Threshold(matching.distance_threshold, from_target, people, templates, "override")
+    if from_target is None:
+        raise ConfigError("embedder %s has no calibration, so no threshold follows from "
+                          "matching.false_accept_target: set matching.distance_threshold (measure it with "
+                          "'facegate tune'), or calibrate it with 'facegate eval-calibrate'" % model_id)
+    return Threshold(from_target, from_target, people, templates, "target")
+
+
+def decide(match: Match, threshold: float, rules: MatchingConfig,
            when: Optional[datetime.datetime] = None) -> Decision:
     if match.person is None:
         return Decision(False, "gallery is empty", match)
-    if match.distance > rules.distance_threshold:
-        return Decision(False, "unknown: distance %.3f above threshold %.3f"
-                        % (match.distance, rules.distance_threshold), match)
+    if match.distance > threshold:
+        return Decision(False, "unknown: distance %.3f above threshold %.3f" % (match.distance, threshold), match)
     if match.margin < rules.min_margin:
         return Decision(False, "ambiguous: %s and %s within margin %.3f"
                         % (match.person.name, match.second.name if match.second else "?",

@@ -53,6 +53,13 @@ class GalleryIndex:
     def __len__(self) -> int:
         return int(self._snapshot.matrix.shape[0])
 
+    def template_counts(self) -> List[int]:
+        """Templates per person in the current snapshot: what the decision rule's threshold needs."""
+        snapshot = self._snapshot
+        if not snapshot.people:
+            return []
+        return np.diff(np.r_[snapshot.starts, snapshot.matrix.shape[0]]).astype(int).tolist()
+
     def refresh(self) -> bool:
         """Rebuild if the gallery changed since the snapshot; True when a new one was swapped in."""
         if self.store.version == self._snapshot.version:

@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 from typing import List, Tuple
 
-import cv2
 import numpy as np
 
-from appliance.errors import GalleryError
+from appliance.errors import GalleryError, ImageError
 from appliance.gallery.store import GalleryStore, Template
+from appliance.vision import images
 
 FORMAT = "facegate-gallery"
 FORMAT_VERSION = 1
@@ -81,9 +81,10 @@ def reembed(store: GalleryStore, embedder) -> int:
                            "re-enrol those people instead" % len(missing))
     vectors = []
     for template_id, crop in rows:
-        aligned = cv2.imdecode(np.frombuffer(crop, np.uint8), cv2.IMREAD_COLOR)
-        if aligned is None:
-            raise GalleryError("template %d's kept crop is damaged; re-enrol that person" % template_id)
+        try:  # checked from its header like every image: an imported gallery is outside input
+            aligned = images.decode(crop, "template %d's kept crop" % template_id, max_side=1024, quiet=False)
+        except ImageError as err:
+            raise GalleryError("%s; re-enrol that person" % err) from None
         vectors.append((template_id, embedder.embed(aligned)))
     store.replace_embeddings(vectors, embedder.model_id)
     return len(vectors)

@@ -94,6 +94,19 @@ def mobilefacenet_export(source: Path, target: Path, spec: ModelSpec) -> None:
                     {spec.input.name: batch, **{name: batch for name in spec.outputs}})
 
 
+def mobilefacenet_ms1m_export(source: Path, target: Path, spec: ModelSpec) -> None:
+    """Export the MS1M MobileFaceNet state dict to ONNX with a free batch size."""
+    torch = _import_torch(source)
+    from appliance.models.mobilefacenet_ms1m import MobileFaceNetMS1M
+
+    height, width = spec.input.size
+    network = MobileFaceNetMS1M(spec.extra["embedding_size"])
+    _load_checkpoint(network, source, torch)
+    batch = {0: "batch"}
+    _export_checked(network, torch, target, spec, [(1, 3, height, width), (2, 3, height, width)],
+                    {spec.input.name: batch, **{name: batch for name in spec.outputs}})
+
+
 def retinaface_export(source: Path, target: Path, spec: ModelSpec) -> None:
     """Export a RetinaFace MobileNet-0.25 checkpoint to ONNX with a free input height and width."""
     torch = _import_torch(source)
@@ -107,4 +120,4 @@ def retinaface_export(source: Path, target: Path, spec: ModelSpec) -> None:
 
 
 PREPARERS = {"symbolic_hw": symbolic_hw, "mobilefacenet_export": mobilefacenet_export,
-             "retinaface_export": retinaface_export}
+             "mobilefacenet_ms1m_export": mobilefacenet_ms1m_export, "retinaface_export": retinaface_export}

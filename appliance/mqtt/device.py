@@ -44,13 +44,15 @@ class DeviceAgent:
     def __init__(self, config: Config, controller, audit: AuditStore, gallery_path: str,
                  model_id: str, pipeline=None,
                  set_matching: Optional[Callable[[float, float], None]] = None,
-                 link: Optional[MqttLink] = None, on_died: Optional[threads.DeathCallback] = None) -> None:
+                 link: Optional[MqttLink] = None, on_died: Optional[threads.DeathCallback] = None,
+                 matching_state: Optional[Callable[[], Dict[str, Any]]] = None) -> None:
         self.config = config
         self.mqtt = config.mqtt
         self.controller = controller
         self.audit = audit
         self.model_id = model_id
         self.set_matching = set_matching
+        self.matching_state = matching_state  # the decision rule as the door applies it now
         self.key = load_site_key(self.mqtt.signing_key_file)
         self.base = topics.base(self.mqtt.site, self.mqtt.device)
         self.site_base = topics.base(self.mqtt.site, topics.ALL)
@@ -130,6 +132,7 @@ class DeviceAgent:
                 "gallery": {"version": counts["version"], "site_version": counts["site_version"],
                             "people": counts["people"], "templates": counts["templates"]},
                 "door": self.controller.door.value, "access": self.controller.access.value,
+                "matching": self.matching_state() if self.matching_state else None,
                 "faults": dict(self.controller.faults), "unsent_events": self.audit.unsent_count(),
                 "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
@@ -418,8 +421,9 @@ class DeviceAgent:
                 raise CommandError("malformed", "%s must be a number from 0 to 2" % name)
         if self.set_matching is None:
             raise CommandError("refused", "this door cannot change its threshold")
-        self.set_matching(float(threshold), float(margin))
-        return {"distance_threshold": threshold, "min_margin": margin}
+        self.set_matching(float(threshold), float(margin))  # 0 returns to the false-accept target
+        return dict(self.matching_state() if self.matching_state else {"distance_threshold": threshold},
+                    min_margin=margin)
 
     def _unlock(self, body) -> Dict[str, Any]:
         # the age, signature and request-id checks have passed; the door itself decides the rest

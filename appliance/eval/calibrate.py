@@ -1,0 +1,59 @@
+"""Measure an embedder's calibration (see gallery/calibration.py) on a folder of people.
+
+Every person with at least k photos is "enrolled" with their first k; every image of every other
+person is a stranger's face against them; the distance kept is to the nearest of the k
+templates, as the door's index measures it. On lfw-dev this gives about 11 million pairs for
+k = 1 and over a million for k = 3.
+"""
+
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from appliance.eval.identification import list_people
+from appliance.eval.lfw import embed_images
+
+
+def cached_embeddings(pipeline, folder: Path, names: Sequence[str], cache: Optional[Path],
+                      progress=None) -> Dict[str, Optional[np.ndarray]]:
+    """embed_images, kept in an .npz file so a second evaluation with the same models is quick."""
+    if cache is not None and cache.is_file():
+        stored = np.load(cache, allow_pickle=False)
+        found = dict(zip(stored["names"].tolist(), stored["vectors"]))
+        if set(found) >= set(names):
+            return {n: (None if np.isnan(found[n]).any() else found[n]) for n in names}
+    vectors = embed_images(pipeline, folder, names, progress)
+    if cache is not None:
+        size = next(v.size for v in vectors.values() if v is not None)
+        rows = np.stack([v if v is not None else np.full(size, np.nan, np.float32) for v in vectors.values()])
+        np.savez(cache, names=np.asarray(list(vectors)), vectors=rows)
+    return vectors
+
+
+def impostor_distances(vectors: Dict[str, Optional[np.ndarray]], people: Dict[str, List[str]],
+                       ks: Sequence[int] = (1, 2, 3)) -> Dict[int, np.ndarray]:
+    """For each k: the distance from every other person's face to each person's nearest of k templates."""
+    valid = {name: [p for p in photos if vectors.get(p) is not None] for name, photos in people.items()}
+    probe_names = [p for photos in valid.values() for p in photos]
+    probe_owner = np.asarray([i for i, photos in enumerate(valid.values()) for _ in photos])
+    probes = np.stack([vectors[p] for p in probe_names]).astype(np.float32)
+    result = {}
+    for k in ks:
+        enrolled = [(i, photos[:k]) for i, photos in enumerate(valid.values()) if len(photos) >= k]
+        collected = []
+        for start in range(0, len(enrolled), 128):
+            chunk = enrolled[start:start + 128]
+            templates = np.stack([vectors[p] for _, photos in chunk for p in photos]).astype(np.float32)
+            similarities = (probes @ templates.T).reshape(len(probes), len(chunk), k).max(axis=2)
+            owners = np.asarray([i for i, _ in chunk])
+            strangers = probe_owner[:, None] != owners[None, :]
+            collected.append(1.0 - similarities[strangers])
+        result[k] = np.concatenate(collected)
+    return result
+
+
+def run(pipeline, folder: Path, cache: Optional[Path] = None, progress=None) -> Dict[int, np.ndarray]:
+    people = list_people(folder)
+    names = [photo for photos in people.values() for photo in photos]
+    return impostor_distances(cached_embeddings(pipeline, folder, names, cache, progress), people)
