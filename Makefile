@@ -119,7 +119,7 @@ run: demo
 	[ $$status -eq 0 ] && $(VENV)/bin/facegate audit --audit $(DEMO)/audit.db; exit $$status
 
 eval-identification: venv models
-	$(VENV)/bin/facegate eval-identification --images $(LFW)/images --json eval-identification.json
+	$(VENV)/bin/facegate eval-identification --images $(LFW)/images --cache .eval-cache --json eval-identification.json
 
 eval-lfw: venv models
 	$(VENV)/bin/facegate eval-lfw --pairs $(LFW)/pairs.txt --images $(LFW)/images --json eval-lfw.json

@@ -263,7 +263,7 @@ def build_service(config: Config, pipeline=None, use_relay: bool = True) -> Serv
         watchdog = Watchdog(config.door.watchdog_device, notify_socket=notify_socket) \
             if config.door.watchdog_device or notify_socket else None
         verifier = Verifier(config, pipeline, index)
-        log.info("decision rule: %s", verifier.threshold.describe())  # refused here without a calibration
+        verifier.threshold  # noqa: B018 - computed and logged now: without a calibration, refused at start
         agent = None
         if config.mqtt.enabled:
             from appliance.mqtt.device import DeviceAgent

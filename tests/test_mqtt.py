@@ -210,6 +210,10 @@ def test_enrolled_over_mqtt_then_recognised_at_the_door(tmp_path, broker, key_fi
         assert replies and replies[0]["ok"], replies
         assert replies[0]["result"]["templates"] == 1
         assert emulator.wait_for(lambda e: e.is_on(), timeout=10)
+        # the status carries the decision rule as the door applies it, for the gallery it has now
+        status = admin.send("door1", "status", {})[0]["result"]["matching"]
+        assert status["people"] == 1 and status["templates"] == 1 and status["source"] == "target"
+        assert status["distance_threshold"] == status["from_target"] and not status["looser_than_target"]
     finally:
         service.stop()
         runner.join(timeout=10)

@@ -51,7 +51,7 @@ def test_conversion_writes_the_models_and_their_recipes(npu_models):
     recipe = read_recipe(embedder, spec.sha256)
     assert recipe["toolkit_dtype"] == "float16" and recipe["input_size"] == [112, 112]
     # RGB model fed BGR pixels: mean and std reversed with the channels
-    assert recipe["mean"] == spec.input.mean[::-1] and recipe["std"] == spec.input.std[::-1]
+    assert recipe["mean"] == list(spec.input.mean)[::-1] and recipe["std"] == list(spec.input.std)[::-1]
     assert recipe["input"] == "uint8 NHWC BGR"
     assert read_recipe(detector, get_spec("retinaface_mnet025_pytorch").sha256)["mean"] == [104.0, 117.0, 123.0]
     assert len(list((npu_models / "rknn" / TARGET / recipe["calibration"]).glob("*.npy"))) == recipe["calibration_count"]

@@ -47,6 +47,18 @@ def test_report_says_what_is_missing(tmp_path, models_dir):
     assert result.returncode == 1 and "enrol at least two" in result.stdout
 
 
+def test_a_small_site_gets_a_recommendation_from_the_calibration_at_once(tmp_path, models_dir):
+    gallery = tmp_path / "g.db"
+    assert run_cli("enroll", "--from-dir", SEED / "gallery", "--gallery", gallery).returncode == 0
+    result = run_cli("tune", "report", "--gallery", gallery, "--audit", tmp_path / "none.db")
+    assert result.returncode == 0, result.stdout
+    line = next(l for l in result.stdout.splitlines() if l.startswith("from the embedder's calibration"))
+    threshold = float(line.split("threshold ")[1].split()[0])
+    door = next(l for l in result.stdout.splitlines() if l.startswith("the door now:"))
+    assert "threshold %.3f for 5 people" % threshold in door  # the prior is what the door applies
+    assert "too thin to refine it" in result.stdout
+
+
 def test_report_plot_and_replay_on_a_door_run(tmp_path, pipeline):
     from test_service import PROBES, STRANGERS, make_clip, door_config
     from appliance.audit import AuditStore

@@ -134,17 +134,45 @@ def _report(args) -> int:
         analysis.plot(evidence, args.plot, advice.threshold)
         print("\nwrote %s" % args.plot)
     print()
-    if advice.threshold is None:
+    prior = _calibrated(config, model_id, counts, args.target_far)
+    if advice.threshold is None and prior is None:
         print("no recommendation for %.1e false accepts per attempt with %d people; missing:" % (
             args.target_far, len(people)))
         for item in advice.missing:
             print("  - %s" % item)
         return 1
-    print("recommended threshold %.3f for %.1e false accepts per attempt with %d people enrolled "
-          "(%.1e per comparison); expected false rejects %.1f%%; apply with: facegate tune apply %.3f --config FILE"
-          % (advice.threshold, args.target_far, len(people), advice.per_comparison_far,
-             100 * advice.expected_frr, advice.threshold))
+    if prior is not None:
+        # the embedder's calibration is the prior: it needs no site evidence at all
+        frr = "%.1f%%" % (100 * np.mean(evidence.genuine > prior.value)) if evidence.genuine.size >= 10 \
+            else "unknown (fewer than 10 genuine comparisons)"
+        print("from the embedder's calibration: threshold %.3f for %.1e false accepts per attempt with %d people, "
+              "%d templates; expected false rejects on this site's evidence %s"
+              % (prior.value, args.target_far, prior.people, prior.templates, frr))
+    if advice.threshold is None:
+        print("the site's own evidence is too thin to refine it (%s); the door already applies the calibrated "
+              "threshold while matching.distance_threshold is 0 (set matching.false_accept_target = %.0e)"
+              % ("; ".join(advice.missing), args.target_far))
+        return 0
+    chosen = advice.threshold if prior is None else min(advice.threshold, prior.value)
+    print("from this site's evidence: threshold %.3f (%.1e per comparison); expected false rejects %.1f%%"
+          % (advice.threshold, advice.per_comparison_far, 100 * advice.expected_frr))
+    print("recommended threshold %.3f (the stricter of the two) for %.1e false accepts per attempt; expected false "
+          "rejects %.1f%%; apply with: facegate tune apply %.3f --config FILE"
+          % (chosen, args.target_far, 100 * np.mean(evidence.genuine > chosen), chosen))
     return 0
+
+
+def _calibrated(config, model_id, counts, target):
+    """The threshold the embedder's calibration gives for this gallery and target, or None."""
+    from dataclasses import replace
+
+    from appliance.errors import ConfigError
+
+    matching = replace(config.matching, false_accept_target=target, distance_threshold=0.0)
+    try:
+        return threshold_for(replace(config, matching=matching), model_id, counts)
+    except ConfigError:
+        return None
 
 
 def _label(args) -> int:
