@@ -126,3 +126,19 @@ def test_reembed_recomputes_from_kept_crops(tmp_path, pipeline):
         assert new_version == version + 1
         # the crop round-trips through PNG, so the embedding is the same up to float noise
         assert float(before[0] @ after[0]) > 0.999
+
+
+def test_a_gallery_of_the_previous_embedder_is_refused_then_reembedded(tmp_path, models_dir):
+    """Galleries enrolled before the MS1M default hold CASIA embeddings: the door says what to do,
+    and `gallery reembed` makes them work from their kept crops."""
+    old = tmp_path / "casia.toml"
+    old.write_text('[models]\nembedder = "mobilefacenet_casia_128d"\n')
+    gallery = tmp_path / "g.db"
+    photo = SEED / "probes" / "obama.jpg"
+    assert run_cli("enroll", "--from-dir", GALLERY, "--gallery", gallery, "--config", old).returncode == 0
+    refused = run_cli("identify", photo, "--gallery", gallery)
+    assert refused.returncode == 2 and "facegate gallery reembed" in refused.stderr, refused.stderr
+    done = run_cli("gallery", "reembed", "--gallery", gallery)
+    assert done.returncode == 0, done.stderr
+    named = run_cli("identify", photo, "--gallery", gallery)
+    assert named.returncode == 0 and "obama" in named.stdout, named.stdout + named.stderr

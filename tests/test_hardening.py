@@ -23,6 +23,7 @@ from paho.mqtt.properties import Properties
 
 from conftest import MODELS, SEED, run_cli, wait_until
 from test_mqtt import SITE, Door, Listener, broker, door_settings, key_file, run_door_process  # noqa: F401
+from test_service import gallery_path  # noqa: F401
 
 from appliance.audit import AuditStore
 from appliance.config import DoorConfig, InputsConfig
@@ -279,18 +280,6 @@ def png_header(width, height):
     return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
 
 
-@pytest.fixture(scope="module")
-def seed_gallery(tmp_path_factory, pipeline):
-    from appliance.gallery.enrol import Enroller
-    from appliance.gallery.store import GalleryStore
-
-    path = tmp_path_factory.mktemp("hardening") / "gallery.db"
-    store = GalleryStore(path, model_id=pipeline.embedder.model_id)
-    Enroller(pipeline.config, pipeline, store).enrol_folder(SEED / "gallery")
-    store.close()
-    return path
-
-
 def service_config(tmp_path, gallery, source, relay, **sections):
     from appliance.config import from_dict
 
@@ -302,7 +291,7 @@ def service_config(tmp_path, gallery, source, relay, **sections):
     return from_dict(raw, "test")
 
 
-def test_a_camera_folder_skips_an_image_bomb_and_the_door_works(tmp_path, seed_gallery, pipeline):
+def test_a_camera_folder_skips_an_image_bomb_and_the_door_works(tmp_path, gallery_path, pipeline):
     from appliance.service import build_service
 
     folder = tmp_path / "camera"
@@ -312,7 +301,7 @@ def test_a_camera_folder_skips_an_image_bomb_and_the_door_works(tmp_path, seed_g
         (folder / ("%d.jpg" % number)).write_bytes((SEED / "probes" / "obama.jpg").read_bytes())
     emulator = RelayEmulator(link=str(tmp_path / "relay"))
     try:
-        service = build_service(service_config(tmp_path, seed_gallery, folder, emulator.path), pipeline=pipeline)
+        service = build_service(service_config(tmp_path, gallery_path, folder, emulator.path), pipeline=pipeline)
         counters = service.run()
         assert service.failure is None
         assert counters.decisions["grant"] == 1
@@ -322,7 +311,7 @@ def test_a_camera_folder_skips_an_image_bomb_and_the_door_works(tmp_path, seed_g
 
 
 def test_a_thread_that_dies_locks_the_door_stops_the_service_and_starves_the_watchdog(
-        tmp_path, seed_gallery, pipeline, monkeypatch):
+        tmp_path, gallery_path, pipeline, monkeypatch):
     from appliance import camera as camera_module
     from appliance.service import build_service
 
@@ -353,7 +342,7 @@ def test_a_thread_that_dies_locks_the_door_stops_the_service_and_starves_the_wat
     watchdog.write_bytes(b"")
     emulator = RelayEmulator(link=str(tmp_path / "relay"))
     try:
-        config = service_config(tmp_path, seed_gallery, "/dev/video9", emulator.path,
+        config = service_config(tmp_path, gallery_path, "/dev/video9", emulator.path,
                                 door={"watchdog_device": str(watchdog)})
         service = build_service(config, pipeline=pipeline)
         runner = threading.Thread(target=service.run)

@@ -44,17 +44,22 @@ class Bottleneck(nn.Module):
         return x + self.conv(x) if self.residual else self.conv(x)
 
 
+def bottleneck_stages(block, channels: int = 64) -> nn.Sequential:
+    """The paper's bottleneck stages built from `block(inputs, outputs, stride, expansion)`."""
+    blocks = []
+    for expansion, outputs, repeats, stride in STAGES:
+        for number in range(repeats):
+            blocks.append(block(channels, outputs, stride if number == 0 else 1, expansion))
+            channels = outputs
+    return nn.Sequential(*blocks)
+
+
 class MobileFaceNet(nn.Module):
     def __init__(self, height=112, width=96, embedding_size=128):
         super().__init__()
         self.conv1 = ConvUnit(3, 64, 3, 2, 1)
         self.dw_conv1 = ConvUnit(64, 64, 3, 1, 1, depthwise=True)
-        blocks, channels = [], 64
-        for expansion, outputs, repeats, stride in STAGES:
-            for number in range(repeats):
-                blocks.append(Bottleneck(channels, outputs, stride if number == 0 else 1, expansion))
-                channels = outputs
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = bottleneck_stages(Bottleneck)
         self.conv2 = ConvUnit(128, 512, 1, 1, 0)
         # global depthwise convolution over the final 7x6 (for 112x96) map instead of pooling
         self.linear7 = ConvUnit(512, 512, (height // 16, width // 16), 1, 0, depthwise=True, linear=True)

@@ -11,7 +11,7 @@ step imports this; the appliance runs the exported ONNX.
 import torch
 from torch import nn
 
-from appliance.models.mobilefacenet import STAGES
+from appliance.models.mobilefacenet import bottleneck_stages
 
 
 def conv_bn_relu(inputs: int, outputs: int, kernel: int, stride: int = 1, depthwise: bool = False) -> nn.Sequential:
@@ -64,13 +64,8 @@ class MobileFaceNetMS1M(nn.Module):
         super().__init__()
         self.conv1 = conv_bn_relu(3, 64, 3, 2)
         self.dw_conv = SeparableStem(64)
-        blocks, channels = [], 64
-        for expansion, outputs, repeats, stride in STAGES:
-            for number in range(repeats):
-                blocks.append(InvertedResidual(channels, outputs, stride if number == 0 else 1, expansion))
-                channels = outputs
-        self.features = nn.Sequential(*blocks)
-        self.conv2 = conv_bn_relu(channels, 512, 1)
+        self.features = bottleneck_stages(InvertedResidual)
+        self.conv2 = conv_bn_relu(128, 512, 1)
         self.gdconv = GlobalDepthwise(512)
         self.conv3 = nn.Conv2d(512, embedding_size, 1)
         self.bn = nn.BatchNorm2d(embedding_size)
