@@ -157,6 +157,8 @@ def test_the_bundle_holds_what_the_board_needs_and_installs_into_a_root(npu_mode
     assert installed.returncode == 0, installed.stderr
     assert (root / "usr/share/facegate/models/rknn/rv1126b/mobilefacenet_ms1m-fp16.rknn").is_file()
     assert (root / "usr/lib/facegate/python/appliance/inference/rknnlite_runner.py").is_file()
+    # the decision rule needs the embedder's calibration on the board
+    assert (root / "usr/lib/facegate/python/appliance/models/calibration/mobilefacenet_ms1m.json").is_file()
     check = subprocess.run([str(root / "usr/bin/facegate"), "config", "--check", str(root / "etc/facegate/config.toml")],
                            env=dict(os.environ, FACEGATE_PYTHON=sys.executable, PYTHONPATH=""),
                            capture_output=True, text=True, timeout=60)
