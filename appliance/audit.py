@@ -50,9 +50,13 @@ CREATE INDEX IF NOT EXISTS events_unsent ON events (sent, id);
 """
 
 
+# every kind of event the door records; `facegate audit --kind` accepts these only
+EVENT_KINDS = ("grant", "deny", "exit", "remote_unlock", "alarm", "fault", "recovered", "schedule", "capture")
+
+
 @dataclass
 class Event:
-    kind: str  # grant, deny, exit, alarm, fault, recovered, schedule
+    kind: str  # one of EVENT_KINDS
     person_id: Optional[str] = None
     person_name: Optional[str] = None
     distance: Optional[float] = None

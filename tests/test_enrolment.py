@@ -142,3 +142,25 @@ def test_a_gallery_of_the_previous_embedder_is_refused_then_reembedded(tmp_path,
     assert done.returncode == 0, done.stderr
     named = run_cli("identify", photo, "--gallery", gallery)
     assert named.returncode == 0 and "obama" in named.stdout, named.stdout + named.stderr
+
+
+def test_reading_commands_refuse_a_missing_gallery_and_unknown_names_get_close_matches(tmp_path, models_dir):
+    gallery = tmp_path / "g.db"
+    created = run_cli("enroll", "--from-dir", GALLERY, "--gallery", gallery)
+    assert created.returncode == 0 and "creating a new gallery" in created.stdout
+    typo = tmp_path / "typo.db"
+    for command in (["people", "list"], ["people", "show", "obama"], ["gallery", "export", tmp_path / "x.json"]):
+        result = run_cli(*command, "--gallery", typo)
+        assert result.returncode == 2 and "does not exist" in result.stderr, (command, result.stderr)
+        assert not typo.exists()
+    misspelt = run_cli("enroll", "obamma", GALLERY / "obama" / "obama_1.jpg", "--add", "--gallery", gallery)
+    assert misspelt.returncode == 1 and "did you mean 'obama'" in misspelt.stdout, misspelt.stdout
+    assert "obamma" not in run_cli("people", "list", "--gallery", gallery).stdout
+    shown = run_cli("people", "show", "obamma", "--gallery", gallery)
+    assert shown.returncode == 2 and "did you mean 'obama'" in shown.stderr
+    audit = tmp_path / "a.db"
+    from appliance.audit import AuditStore
+
+    AuditStore(audit).close()
+    kind = run_cli("audit", "--audit", audit, "--kind", "grnt")
+    assert kind.returncode == 2 and "did you mean grant" in kind.stderr, kind.stderr

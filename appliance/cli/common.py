@@ -32,10 +32,20 @@ def add_gallery_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gallery", help="gallery database file, overriding the config")
 
 
-def open_gallery(args: argparse.Namespace, config: Config, model_id=None):
+def open_gallery(args: argparse.Namespace, config: Config, model_id=None, create: bool = False):
+    """The gallery named by --gallery or gallery.path. Only commands that create (`create`) may
+    start a new one, and they say so: a mistyped path must not read as an empty gallery."""
+    from pathlib import Path
+
+    from appliance.errors import FaceGateError
     from appliance.gallery.store import GalleryStore
 
     path = getattr(args, "gallery", None) or config.gallery.path
+    if not Path(path).exists():
+        if not create:
+            raise FaceGateError("gallery %s does not exist: check --gallery or gallery.path ('facegate enroll' "
+                                "and 'facegate gallery import' create a new one)" % path)
+        print("creating a new gallery %s" % path)
     return GalleryStore(path, model_id=model_id, max_templates=config.gallery.max_templates)
 
 

@@ -58,7 +58,7 @@ def run_enroll(args) -> int:
         raise FaceGateError("no photos given for %s" % args.name)
     config = load_config(args)
     pipeline = FacePipeline.from_config(config)
-    store = open_gallery(args, config, pipeline.embedder.model_id)
+    store = open_gallery(args, config, pipeline.embedder.model_id, create=True)
     try:
         enroller = Enroller(config, pipeline, store)
         if args.from_dir:
@@ -123,7 +123,7 @@ def run_gallery(args) -> int:
             pipeline.close()
         print("re-embedded %d templates with %s" % (count, pipeline.embedder.model_id))
         return 0
-    with open_gallery(args, config) as store:
+    with open_gallery(args, config, create=args.action == "import") as store:
         if args.action == "export":
             counts = transfer.export_gallery(store, Path(args.file))
             print("exported %(people)d people, %(templates)d templates to " % counts + args.file)

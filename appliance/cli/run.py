@@ -130,6 +130,10 @@ def show_audit(args) -> int:
     from appliance.config import load
 
     config = load(args.config)
+    if args.kind is not None:
+        from appliance.audit import EVENT_KINDS
+
+        _known(args.kind, EVENT_KINDS, "event kind")
     path = args.audit or config.audit.path
     if not Path(path).exists():
         raise FaceGateError("audit trail %s does not exist (give --audit or audit.path)" % path)
@@ -151,6 +155,17 @@ def show_audit(args) -> int:
     finally:
         store.close()
     return 0
+
+
+def _known(value: str, choices, what: str) -> None:
+    """Refuse an unknown name with the close ones, rather than answer it with nothing."""
+    import difflib
+
+    if value in choices:
+        return
+    close = difflib.get_close_matches(value, choices, n=3, cutoff=0.5)
+    raise FaceGateError("no %s %r%s; known: %s" % (what, value, " (did you mean %s?)" % " or ".join(close)
+                                                     if close else "", ", ".join(choices)))
 
 
 def _write_snapshot(store, args) -> int:

@@ -93,7 +93,11 @@ class Enroller:
     def enrol(self, name: str, photos: Sequence[Path], force: bool = False, add: bool = False,
               note: str = "", report: Optional[EnrolReport] = None,
               on_photo: Optional[Callable[[], None]] = None) -> EnrolReport:
-        """Enrol (or with add=True extend) one person from photos; refusals go to the report."""
+        """Enrol (or with add=True extend) one person from photos; refusals go to the report.
+
+        Named alone with add=True, the person must exist; in a folder run (`report` given) add=True
+        extends those who exist and enrols the others."""
+        report_missing = report is None
         report = report or EnrolReport()
         templates = []
         for photo in photos:
@@ -107,6 +111,12 @@ class Enroller:
             report.skipped.append((name, "not enrolled: no usable photo"))
             return report
         existing = self._existing(name) if add else None
+        if add and existing is None and report_missing:
+            try:
+                self.store.find(name)
+            except GalleryError as err:  # says who is close: a typo must not enrol a new person
+                report.skipped.append((name, "not enrolled: %s; leave out --add to enrol a new person" % err))
+                return report
         duplicate = None if force else self._duplicate_of(templates, existing.id if existing else None)
         if duplicate is not None:
             report.skipped.append((name, "not enrolled: looks like %s already enrolled (distance "

@@ -221,8 +221,12 @@ class GalleryStore:
             "SELECT p.*, (SELECT COUNT(*) FROM templates t WHERE t.person_id = p.id) AS templates "
             "FROM people p WHERE p.id = ? OR p.name = ?", [key, key]))
         if not rows:
-            raise GalleryError("no person %r in the gallery; 'facegate people list' shows who is "
-                               "enrolled" % key)
+            import difflib
+
+            names = [row[0] for row in self.db.execute("SELECT name FROM people")]
+            close = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
+            raise GalleryError("no person %r in the gallery%s; 'facegate people list' shows who is enrolled"
+                               % (key, " (did you mean %s?)" % " or ".join(repr(c) for c in close) if close else ""))
         return self._row_to_person(rows[0])
 
     def _check_new_person(self, name: str, templates: Sequence[Template], model_id: str,
