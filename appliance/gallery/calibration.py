@@ -14,6 +14,7 @@ thresholds, the safe side.
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Sequence
@@ -32,29 +33,32 @@ def grid() -> np.ndarray:
     return np.round(np.arange(0.0, GRID_END + GRID_STEP / 2, GRID_STEP), 6)
 
 
-@dataclass(frozen=True)
 class Curve:
     """Cumulative counts of impostor distances on `grid()`, out of `total` pairs."""
 
-    counts: np.ndarray
-    total: int
+    def __init__(self, counts: np.ndarray, total: int) -> None:
+        self.counts = counts
+        self.total = total
+        self._points = grid()
+        # the tail, fitted once: log10(fraction) against distance where 20 to 2,000 pairs lie below
+        usable = (counts >= TAIL_COUNT) & (counts <= TAIL_COUNT * 100)
+        if usable.sum() < 2:
+            usable = counts >= TAIL_COUNT
+        xs, ys = self._points[usable], np.log10(np.maximum(counts[usable], 1) / total)
+        self._tail = None
+        if xs.size >= 2:
+            slope = max(float(np.polyfit(xs, ys, 1)[0]), 1.0)  # at least a decade per unit of distance
+            self._tail = (float(xs[0]), float(ys[0]), slope)
 
     def probability(self, distance: float) -> float:
-        points = grid()
         distance = float(np.clip(distance, 0.0, GRID_END))
-        measured = float(np.interp(distance, points, self.counts))
+        measured = float(np.interp(distance, self._points, self.counts))
         if measured >= TAIL_COUNT:
             return measured / self.total
-        # the tail: log10(fraction) against distance, fitted where 20 to 2,000 pairs lie below
-        usable = (self.counts >= TAIL_COUNT) & (self.counts <= TAIL_COUNT * 100)
-        if usable.sum() < 2:
-            usable = self.counts >= TAIL_COUNT
-        xs, ys = points[usable], np.log10(self.counts[usable] / self.total)
-        if xs.size < 2:
+        if self._tail is None:
             return TAIL_COUNT / self.total  # nothing to fit: the measured floor
-        slope = max(float(np.polyfit(xs, ys, 1)[0]), 1.0)  # at least a decade per unit of distance
-        start = xs[0]
-        return float(10 ** (ys[0] - slope * (start - distance)))
+        start, log_at_start, slope = self._tail
+        return float(10 ** (log_at_start - slope * (start - distance)))
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,8 @@ class Calibration:
     def false_accept(self, distance: float, template_counts: Sequence[int], looks: int) -> float:
         """Chance a stranger's attempt is accepted as anybody, at `distance`: every person is a chance,
         and an attempt has `looks` independent looks (a union bound: it errs high)."""
-        per_look = sum(self.false_match(distance, k) for k in template_counts)
+        people_with = Counter(template_counts)  # one curve lookup per distinct template count
+        per_look = sum(people * self.false_match(distance, k) for k, people in people_with.items())
         return min(1.0, per_look * looks)
 
     def threshold(self, target: float, template_counts: Sequence[int], looks: int) -> float:

@@ -63,6 +63,15 @@ def _calibration(model_id: str) -> Optional[calibration.Calibration]:
     return calibration.load(model_id)
 
 
+@functools.lru_cache(maxsize=64)
+def _from_target(model_id: str, target: float, looks: int, template_counts: tuple) -> Optional[float]:
+    """What the target allows for this gallery; cached, as callers ask once per frame."""
+    calibrated = _calibration(model_id)
+    if calibrated is None:
+        return None
+    return calibrated.threshold(target, list(template_counts), looks)
+
+
 def looks_per_attempt(config: Config) -> int:
     rules = config.verification
     return max(1, math.ceil(rules.deny_frames / rules.fuse_frames))
@@ -71,11 +80,8 @@ def looks_per_attempt(config: Config) -> int:
 def threshold_for(config: Config, model_id: str, template_counts: Sequence[int]) -> Threshold:
     """The door's threshold for a gallery whose people hold `template_counts` templates."""
     matching = config.matching
-    calibrated = _calibration(model_id)
-    from_target = None
-    if calibrated is not None:
-        from_target = calibrated.threshold(matching.false_accept_target, list(template_counts),
-                                           looks_per_attempt(config))
+    from_target = _from_target(model_id, matching.false_accept_target, looks_per_attempt(config),
+                               tuple(sorted(template_counts)))
     people, templates = len(template_counts), int(sum(template_counts))
     if matching.distance_threshold > 0:
         return Threshold(matching.distance_threshold, from_target, people, templates, "override")

@@ -1,5 +1,7 @@
 """Face embedder: an aligned 112x112 BGR crop -> unit vector."""
 
+from typing import Sequence
+
 import numpy as np
 
 from appliance.inference.base import Runner
@@ -30,12 +32,22 @@ class Embedder:
 
     def embed(self, aligned_bgr: np.ndarray) -> np.ndarray:
         """Unit vector for one aligned crop; with flip, the mean of it and its mirror image."""
-        aligned_bgr = model_input(aligned_bgr, self.runner.spec)
-        if not self.flip:
-            return normalise(self.runner.run(aligned_bgr[None])[0].reshape(-1).astype(np.float32))
-        both = np.stack([aligned_bgr, aligned_bgr[:, ::-1]])
-        vectors = self.runner.run_batch(both)[0].reshape(2, -1).astype(np.float32)
-        return normalise(normalise(vectors).sum(axis=0))
+        return self.embed_many([aligned_bgr])[0]
+
+    def embed_many(self, aligned_bgr: Sequence[np.ndarray]) -> np.ndarray:
+        """Unit vectors for several aligned crops (every face of a frame) in one model run:
+        with flip, the crops and their mirror images together, one batch of 2N."""
+        crops = np.stack([model_input(crop, self.runner.spec) for crop in aligned_bgr])
+        count = len(crops)
+        batch = np.concatenate([crops, crops[:, :, ::-1]]) if self.flip else crops
+        if len(batch) == 1:
+            vectors = self.runner.run(batch)[0]
+        else:
+            vectors = self.runner.run_batch(np.ascontiguousarray(batch))[0]
+        vectors = normalise(vectors.reshape(len(batch), -1).astype(np.float32))
+        if self.flip:
+            vectors = vectors[:count] + vectors[count:]
+        return normalise(vectors)
 
 
 def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:

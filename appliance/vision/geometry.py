@@ -108,9 +108,9 @@ def letterbox(image: np.ndarray, size: Tuple[int, int],
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
     pad_x, pad_y = (target_w - new_w) // 2, (target_h - new_h) // 2
-    canvas = np.empty((target_h, target_w, 3), dtype=image.dtype)
-    canvas[:] = np.asarray(fill, dtype=image.dtype)
-    canvas[pad_y:pad_y + new_h, pad_x:pad_x + new_w] = resized
+    # one pass: the border is written around the resized image, not the canvas filled first
+    canvas = cv2.copyMakeBorder(resized, pad_y, target_h - new_h - pad_y, pad_x, target_w - new_w - pad_x,
+                                cv2.BORDER_CONSTANT, value=tuple(int(v) for v in fill))
     # The effective scale per axis differs by rounding; the mean keeps round trips within 1 px.
     effective = (new_w / width + new_h / height) / 2
     return canvas, Letterbox(effective, pad_x, pad_y)

@@ -144,7 +144,12 @@ class FacePipeline:
         return result
 
     def analyse(self, frame: np.ndarray, embed: bool = True) -> List[FaceResult]:
-        return [self.analyse_face(frame, face, embed) for face in self.detect(frame)]
+        """Every face of a frame; their embeddings (and mirrors) come from one model run."""
+        results = [self.analyse_face(frame, face, embed=False) for face in self.detect(frame)]
+        if embed and results:
+            for result, vector in zip(results, self.embedder.embed_many([r.aligned for r in results])):
+                result.embedding = vector
+        return results
 
     def close(self) -> None:
         self.detector.runner.close()
