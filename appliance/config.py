@@ -306,3 +306,45 @@ def defaults_toml() -> str:
             lines.append("%s = %s" % (spec.name, _toml_value(spec.default)))
         lines.append("")
     return "\n".join(lines)
+
+
+def validate(config: Config, source: str = "<config>") -> None:
+    """Every rule across settings and files that `facegate run` would otherwise meet later, so
+    `config --check` and `run` agree: ConfigError listing each problem, one per line."""
+    from appliance.door.relay import protocol_from_config
+    from appliance.door.schedule import parse_schedule
+    from appliance.gallery.calibration import path_for
+    from appliance.models import load_manifest
+
+    problems = []
+
+    def check(rule) -> None:
+        try:
+            rule()
+        except ConfigError as err:
+            problems.append(str(err))
+
+    check(lambda: parse_schedule(config.door.always_open))
+    check(lambda: protocol_from_config(config.relay))
+    manifest = load_manifest()
+    for key, model_id in (("models.detector", config.models.detector), ("models.embedder", config.models.embedder)):
+        if model_id not in manifest:
+            problems.append("%s %r is not in the manifest; known: %s" % (key, model_id, ", ".join(sorted(manifest))))
+    if (config.models.embedder in manifest and config.matching.distance_threshold <= 0
+            and not path_for(config.models.embedder).is_file()):
+        problems.append("embedder %s has no calibration, so no threshold follows from matching.false_accept_target: "
+                        "set matching.distance_threshold" % config.models.embedder)
+    mqtt = config.mqtt
+    if mqtt.enabled:
+        if mqtt.tls and not mqtt.ca_file:
+            problems.append("mqtt.tls is on but mqtt.ca_file is empty: give the CA certificate that signed the "
+                            "broker's certificate (or set mqtt.tls = false on a trusted network)")
+        if not mqtt.signing_key_file:
+            problems.append("mqtt.signing_key_file is empty: every command is signed with the site key "
+                            "(make one with 'facegate admin keygen FILE')")
+        for key in ("ca_file", "cert_file", "key_file", "password_file", "signing_key_file"):
+            named = getattr(mqtt, key)
+            if named and not Path(named).is_file():
+                problems.append("mqtt.%s %s does not exist" % (key, named))
+    if problems:
+        raise ConfigError("%s: %s" % (source, "; ".join(problems)))

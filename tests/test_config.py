@@ -43,3 +43,22 @@ def test_invalid_toml_and_missing_file(tmp_path):
         config_module.load(path)
     with pytest.raises(ConfigError, match="does not exist"):
         config_module.load(tmp_path / "absent.toml")
+
+
+@pytest.mark.parametrize("text,expected", [
+    ('[door]\nalways_open = "mon-fry 08:00-09:00"\n', "bad days 'mon-fry'"),
+    ('[door]\nalways_open = "mon-fri 08:00-25:00"\n', "time '25:00' out of range"),
+    ('[mqtt]\nenabled = true\ntls = true\nsigning_key_file = "site.key"\n', "mqtt.ca_file is empty"),
+    ('[relay]\nprotocol = "generic"\non_hex = "zz"\noff_hex = "00"\n', "relay.on_hex must be hex"),
+    ('[models]\nembedder = "mobilefacenet_128d"\n', "has no calibration"),
+])
+def test_config_check_and_run_refuse_the_same_mistakes(tmp_path, text, expected):
+    from conftest import run_cli
+
+    path = tmp_path / "door.toml"
+    path.write_text(text)
+    check = run_cli("config", "--check", path)
+    run = run_cli("run", "--config", path, "--camera", tmp_path / "none.mp4", "--no-relay")
+    for result in (check, run):
+        assert result.returncode == 2 and expected in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

@@ -11,7 +11,8 @@ def register(commands) -> None:
 
 def run(args) -> int:
     if args.check:
-        config_module.load(args.check)
+        # every rule `facegate run` applies, files included, so the two never disagree
+        config_module.validate(config_module.load(args.check), args.check)
         print("%s: ok" % args.check)
     else:
         print(config_module.defaults_toml(), end="")

@@ -9,7 +9,7 @@ import sys
 import time
 
 from appliance.cli.common import add_config_options, load_config
-from appliance.config import from_dict
+from appliance.config import from_dict, validate
 from appliance.errors import FaceGateError
 
 
@@ -94,6 +94,7 @@ def run(args) -> int:
     overrides = _overrides(args)
     if overrides:
         config = from_dict(overrides, "command line", config)
+    validate(config, args.config or "the built-in config")
     handler = _log_handler(args.syslog)
     for name, level in (("appliance", logging.WARNING if args.quiet else logging.INFO),
                         ("appliance.events", logging.INFO)):
