@@ -468,3 +468,47 @@ def test_fuzzed_commands_never_crash_unlock_or_disconnect_the_door(tmp_path, bro
         replies.close()
     events = AuditStore(Path(raw["audit"]["path"])).events()
     assert not [e for e in events if e.kind in ("grant", "remote_unlock", "exit")]
+
+
+# -- misconfiguration is said, not silent ---------------------------------------------------
+
+def test_a_door_pointed_at_the_wrong_broker_port_says_why_and_that_it_retries(tmp_path, key_file, caplog):
+    from broker import free_port
+
+    from appliance.config import from_dict
+    from appliance.mqtt.link import MqttLink
+
+    port = free_port()  # nothing listens there
+    config = from_dict({"mqtt": {"enabled": True, "host": "127.0.0.1", "port": port, "tls": False,
+                                 "signing_key_file": str(key_file)}})
+    link = MqttLink(config.mqtt, "facegate-test-wrong-port")
+    with caplog.at_level("WARNING", logger="appliance.mqtt.link"):
+        link.start()
+        try:
+            assert wait_until(lambda: any("cannot connect" in r.getMessage() for r in caplog.records), timeout=10)
+        finally:
+            link.stop()
+    line = next(r.getMessage() for r in caplog.records if "cannot connect" in r.getMessage())
+    assert "127.0.0.1:%d" % port in line and "refused" in line.lower() and "retrying" in line
+
+
+def test_removing_a_name_a_door_does_not_hold_is_not_found(tmp_path, broker, key_file):
+    door = Door(door_settings(tmp_path, broker, key_file))
+    replies = Listener(broker.port, "facegate/%s/door1/reply/#" % SITE)
+    key = load_site_key(str(key_file))
+    try:
+        body = {"person_id": "p1", "name": "Tiger Woods", "model_id": "mobilefacenet_128d", "embeddings": [EMBEDDING]}
+        publish(broker, TOPIC + "enroll", json.dumps(sign(key, "enroll", "door1", body, request_id="e1")))
+        publish(broker, TOPIC + "remove", json.dumps(sign(key, "remove", "door1", {"person_id": "Tigr Woods"},
+                                                           request_id="r1")))
+        publish(broker, TOPIC + "remove", json.dumps(sign(key, "remove", "door1", {"person_id": "Tiger Woods"},
+                                                           request_id="r2")))
+        assert replies.wait(lambda m: len(m) >= 3)
+        by_id = {json.loads(p)["request_id"]: json.loads(p) for _, p, _ in replies.messages}
+        assert by_id["r1"]["ok"] is False and by_id["r1"]["code"] == "not_found"
+        assert "did you mean 'Tiger Woods'" in by_id["r1"]["message"]
+        assert by_id["r2"]["ok"] and by_id["r2"]["result"]["removed"] is True  # by name, as the admin sends it
+        assert door.people() == []
+    finally:
+        replies.close()
+        door.close()

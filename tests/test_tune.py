@@ -35,9 +35,10 @@ def test_apply_writes_atomically_and_keeps_a_backup(tmp_path):
     assert load(config).matching.distance_threshold == pytest.approx(0.4123)
     assert load(config).door.unlock_seconds == 2.0
     assert "distance_threshold = 0.55" in (tmp_path / "door.toml.bak").read_text()
-    fresh = tmp_path / "new.toml"
-    assert run_cli("tune", "apply", "0.5", "--config", fresh).returncode == 0
-    assert load(fresh).matching.distance_threshold == 0.5
+    typo = tmp_path / "doro.toml"  # a mistyped path: refused, nothing written, no .bak claimed
+    refused = run_cli("tune", "apply", "0.5", "--config", typo)
+    assert refused.returncode == 2 and "does not exist" in refused.stderr
+    assert not typo.exists() and not (tmp_path / "doro.toml.bak").exists()
 
 
 def test_report_says_what_is_missing(tmp_path, models_dir):

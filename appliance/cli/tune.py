@@ -318,7 +318,9 @@ def _apply(args) -> int:
         finally:
             session.close()
     path = Path(args.config)
-    text = path.read_text() if path.exists() else ""
+    if not path.is_file():  # a typo must not write a new file the door never reads
+        raise FaceGateError("config file %s does not exist: give the door's own config file" % path)
+    text = path.read_text()
     line = "distance_threshold = %.4f" % args.threshold
     section = re.search(r"^\[matching\]\s*$", text, re.M)
     if section is None:
@@ -335,8 +337,7 @@ def _apply(args) -> int:
     temporary = path.with_name(path.name + ".new")
     temporary.write_text(updated)
     config_module.load(temporary)  # never install a file that does not load
-    if path.exists():
-        shutil.copy2(path, path.with_name(path.name + ".bak"))
+    shutil.copy2(path, path.with_name(path.name + ".bak"))
     with open(temporary, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(temporary, path)

@@ -81,6 +81,7 @@ class DeviceAgent:
         self._stop = threading.Event()
         self._on_died = on_died
         self._threads: List[threading.Thread] = []
+        self._syncing = False  # applying a site's numbered changes (sync): missing people are no error
         self.handlers = {"ping": self._ping, "enroll": self._enroll, "add_photos": self._add_photos,
                          "remove": self._remove, "disable": self._disable, "enable": self._enable,
                          "list": self._list, "get": self._get, "set_threshold": self._set_threshold,
@@ -391,9 +392,14 @@ class DeviceAgent:
 
     def _remove(self, body) -> Dict[str, Any]:
         person_id = self._text(body, "person_id")
-        if person_id not in {p.id for p in self.store.people()}:
-            return {"person_id": person_id, "removed": False, "note": "not enrolled here"}
-        return dict(person_summary(self.store.remove(person_id)), removed=True)
+        try:
+            person = self.store.find(person_id)  # an id, or a name as `admin remove NAME --door D` sends
+        except GalleryError as err:
+            if "change" in body or self._syncing:
+                # a numbered site change: every door applies it, also one that never had the person
+                return {"person_id": person_id, "removed": False, "note": "not enrolled here"}
+            raise CommandError("not_found", str(err)) from err
+        return dict(person_summary(self.store.remove(person.id)), removed=True)
 
     def _disable(self, body) -> Dict[str, Any]:
         return person_summary(self.store.set_enabled(self._find(body).id, False))
@@ -436,6 +442,13 @@ class DeviceAgent:
         if not isinstance(changes, list):
             raise CommandError("malformed", "sync needs a list of changes")
         applied, failed = [], []
+        self._syncing = True
+        try:
+            return self._apply_changes(changes, applied, failed)
+        finally:
+            self._syncing = False
+
+    def _apply_changes(self, changes, applied: List[int], failed: List[Dict[str, Any]]) -> Dict[str, Any]:
         for change in sorted(changes, key=lambda c: c.get("change", 0) if isinstance(c, dict) else 0):
             if not isinstance(change, dict) or change.get("verb") not in GALLERY_VERBS \
                     or not isinstance(change.get("body"), dict) or not isinstance(change.get("change"), int):

@@ -6,8 +6,10 @@ with protocol "auto" a broker that refuses version 5 gets 3.1.1 with a persisten
 """
 
 import logging
+import socket
 import ssl
 import threading
+import time
 from typing import Callable, List, Optional, Tuple
 
 import paho.mqtt.client as mqtt
@@ -49,6 +51,8 @@ class MqttLink:
         self._lock = threading.Lock()
         self._pending_subscriptions = {}
         self._stopping = False
+        self._failures = 0
+        self._next_failure_log = 0.0
         self._client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -79,6 +83,7 @@ class MqttLink:
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.max_inflight_messages_set(100)
         client.on_connect = self._connected
+        client.on_connect_fail = self._connect_failed
         client.on_disconnect = self._disconnected
         client.on_message = self._message
         client.on_publish = self._published
@@ -123,6 +128,24 @@ class MqttLink:
         log.info("MQTT connected to %s:%d", self.config.host, self.config.port)
         for callback in self.on_connected:
             callback()
+
+    def _connect_failed(self, client, userdata) -> None:
+        """paho retries on its own and says nothing: say why, and when it tries again (once a minute
+        at most, so a broker that is down for hours does not flood the log)."""
+        self._failures += 1
+        now = time.monotonic()
+        if now < self._next_failure_log:
+            return
+        self._next_failure_log = now + 60
+        log.warning("cannot connect to the MQTT broker %s:%d (%s); retrying every 1 to 30 s, attempt %d",
+                    self.config.host, self.config.port, self._why_unreachable(), self._failures)
+
+    def _why_unreachable(self) -> str:
+        try:
+            with socket.create_connection((self.config.host, self.config.port), timeout=3):
+                return "it accepts TCP but not this MQTT connection: check mqtt.port, TLS and the credentials"
+        except OSError as err:
+            return err.strerror or str(err)
 
     def _fall_back(self) -> None:
         self._client.loop_stop()
