@@ -512,3 +512,20 @@ def test_removing_a_name_a_door_does_not_hold_is_not_found(tmp_path, broker, key
     finally:
         replies.close()
         door.close()
+
+
+def test_output_into_a_closed_pipe_is_no_traceback(tmp_path):
+    from appliance.audit import Event
+
+    audit = AuditStore(tmp_path / "a.db")
+    for number in range(3000):  # far more than a pipe's buffer holds
+        audit.record(Event("deny", frames=[number], detail={"reason": "unknown: distance 0.9 above threshold"}))
+    audit.close()
+    import subprocess
+    import sys
+
+    result = subprocess.run("%s -m appliance audit --audit %s --limit 3000 | head -n 1"
+                            % (sys.executable, tmp_path / "a.db"), shell=True, capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.count("\n") == 1 and "deny" in result.stdout
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr

@@ -6,6 +6,11 @@ from appliance import config as config_module
 from appliance.config import Config
 
 
+def plural(count: int, word: str, words: str = "") -> str:
+    """'1 template', '2 templates' (give `words` where adding an s is wrong: person, people)."""
+    return "%d %s" % (count, word if count == 1 else (words or word + "s"))
+
+
 def add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML config file (default: built-in defaults)")
     parser.add_argument("--backend", help="inference backend, overriding the config")

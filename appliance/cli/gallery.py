@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 from appliance.cli.common import (Progress, add_config_options, add_gallery_option, load_config,
-                                  open_gallery)
+                                  open_gallery, plural)
 from appliance.errors import FaceGateError
 
 
@@ -38,13 +38,12 @@ def register(commands) -> None:
 
 def _print_report(report) -> int:
     for person, count in report.enrolled:
-        print("enrolled %s (%s): %d photo%s" % (person.name, person.id, count, "" if count == 1 else "s"))
+        print("enrolled %s (%s): %s" % (person.name, person.id, plural(count, "photo")))
     for item, reason in report.skipped:
         print("skipped %s: %s" % (item, reason))
     photos = sum(count for _, count in report.enrolled)
-    print("%d %s enrolled from %d photos, %d skipped"
-          % (len(report.enrolled), "person" if len(report.enrolled) == 1 else "people", photos,
-             len(report.skipped)))
+    print("%s enrolled from %s, %d skipped"
+          % (plural(len(report.enrolled), "person", "people"), plural(photos, "photo"), len(report.skipped)))
     return 0 if report.enrolled else 1
 
 
@@ -80,15 +79,16 @@ def run_people(args) -> int:
         if args.action == "list":
             people = store.people()
             for person in people:
-                print("%-28s %-28s %2d templates %s" % (person.id, person.name, person.templates,
+                print("%-28s %-28s %s %s" % (person.id, person.name, plural(person.templates, "template"),
                                                         "" if person.enabled else "(disabled)"))
             counts = [person.templates for person in people if person.templates]
             if store.model_id:
                 from appliance.gallery.decision import threshold_for
 
-                print("%d people; the door's %s" % (len(people), threshold_for(config, store.model_id, counts).describe()))
+                print("%s; the door's %s" % (plural(len(people), "person", "people"),
+                                             threshold_for(config, store.model_id, counts).describe()))
             else:
-                print("%d people" % len(people))
+                print(plural(len(people), "person", "people"))
             return 0
         if not args.person:
             raise FaceGateError("'people %s' needs a person's name or id" % args.action)
@@ -121,7 +121,7 @@ def run_gallery(args) -> int:
                 count = transfer.reembed(store, pipeline.embedder)
         finally:
             pipeline.close()
-        print("re-embedded %d templates with %s" % (count, pipeline.embedder.model_id))
+        print("re-embedded %s with %s" % (plural(count, "template"), pipeline.embedder.model_id))
         return 0
     with open_gallery(args, config, create=args.action == "import") as store:
         if args.action == "export":

@@ -15,7 +15,8 @@ def register(commands) -> None:
     test.add_argument("--seconds", type=float, default=3.0)
     for action in (lock, test):
         add_config_options(action)
-        action.add_argument("--port", help="relay serial port, overriding relay.port")
+        # --relay-port as `facegate run` spells it
+        action.add_argument("--port", "--relay-port", dest="port", help="relay serial port, overriding relay.port")
     parser.set_defaults(handler=run)
 
 

@@ -43,7 +43,9 @@ class Threshold:
         return self.from_target is not None and self.value > self.from_target + 1e-9
 
     def describe(self) -> str:
-        text = "threshold %.3f for %d people, %d templates" % (self.value, self.people, self.templates)
+        text = "threshold %.3f for %d %s, %d template%s" % (self.value, self.people,
+                                                            "person" if self.people == 1 else "people",
+                                                            self.templates, "" if self.templates == 1 else "s")
         if self.source == "override":
             text += " (matching.distance_threshold"
             if self.looser_than_target:
