@@ -51,7 +51,8 @@ CREATE INDEX IF NOT EXISTS events_unsent ON events (sent, id);
 
 
 # every kind of event the door records; `facegate audit --kind` accepts these only
-EVENT_KINDS = ("grant", "deny", "exit", "remote_unlock", "alarm", "fault", "recovered", "schedule", "capture")
+EVENT_KINDS = ("grant", "deny", "exit", "remote_unlock", "alarm", "fault", "recovered", "schedule", "capture",
+               "change")
 
 
 @dataclass

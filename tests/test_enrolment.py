@@ -164,3 +164,19 @@ def test_reading_commands_refuse_a_missing_gallery_and_unknown_names_get_close_m
     AuditStore(audit).close()
     kind = run_cli("audit", "--audit", audit, "--kind", "grnt")
     assert kind.returncode == 2 and "did you mean grant" in kind.stderr, kind.stderr
+
+
+def test_changes_at_the_console_go_into_the_doors_audit_trail_with_the_user(tmp_path, models_dir):
+    from appliance.audit import AuditStore
+
+    audit = tmp_path / "audit.db"
+    AuditStore(audit).close()  # the door's trail exists here
+    config = tmp_path / "door.toml"
+    config.write_text('[audit]\npath = "%s"\n[gallery]\npath = "%s"\n' % (audit, tmp_path / "g.db"))
+    assert run_cli("enroll", "obama", GALLERY / "obama" / "obama_1.jpg", "--config", config).returncode == 0
+    assert run_cli("people", "disable", "obama", "--config", config).returncode == 0
+    assert run_cli("people", "remove", "obama", "--config", config).returncode == 0
+    changes = [e for e in AuditStore(audit).events() if e.kind == "change"]
+    assert [(e.detail["action"], e.person_name) for e in changes] == [
+        ("enroll", "obama"), ("disable", "obama"), ("remove", "obama")]
+    assert all(e.detail["origin"]["via"] == "cli" and e.detail["origin"]["user"] for e in changes)

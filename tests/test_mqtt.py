@@ -457,3 +457,28 @@ def test_tune_apply_sends_the_threshold_to_a_remote_door(tmp_path, broker, key_f
         assert result.returncode == 1 and "door9: no reply" in result.stdout
     finally:
         door.close()
+
+
+def test_changes_and_remote_unlocks_are_audited_with_who_asked(tmp_path, broker, key_file):
+    door = Door(door_settings(tmp_path, broker, key_file))
+    admin = admin_for(broker, key_file)
+    admin.operator = "alice"
+    try:
+        embedding = [1.0] + [0.0] * 127
+        body = {"person_id": "p1", "name": "Ada", "model_id": "mobilefacenet_128d", "embeddings": [embedding]}
+        assert admin.send("door1", "enroll", body)[0]["ok"]
+        assert admin.send("door1", "disable", {"person_id": "p1"})[0]["ok"]
+        assert admin.send("door1", "unlock", {"reason": "courier"})[0]["ok"]
+        events = door.audit.events()
+        changes = [e for e in events if e.kind == "change"]
+        assert [(e.detail["action"], e.person_id) for e in changes] == [("enroll", "p1"), ("disable", "p1")]
+        unlock = next(e for e in events if e.kind == "remote_unlock")
+        key_id = door.agent.key_id
+        for event in changes + [unlock]:
+            origin = event.detail["origin"]
+            assert origin["via"] == "mqtt" and origin["operator"] == "alice" and origin["key"] == key_id
+            assert origin["request_id"]
+        assert len(key_id) == 12 and key_id not in key_file.read_text()  # a fingerprint, not the key
+    finally:
+        admin.close()
+        door.close()

@@ -23,12 +23,24 @@ log = logging.getLogger(__name__)
 
 
 
+def _operator() -> str:
+    """Who runs the administrator's tool: $FACEGATE_OPERATOR, else the login name."""
+    import getpass
+    import os
+
+    try:
+        return (os.environ.get("FACEGATE_OPERATOR") or getpass.getuser())[:64]
+    except (KeyError, OSError):  # no login name (a container without a passwd entry)
+        return ""
+
+
 class AdminClient:
     def __init__(self, config: MqttConfig, key: bytes, link: Optional[MqttLink] = None) -> None:
         self.config = config
         self.key = key
         self.site = config.site
         self.name = "admin-%s" % uuid.uuid4().hex[:8]
+        self.operator = _operator()
         self.reply_topic = topics.client_reply(self.site, self.name)
         self.link = link or MqttLink(config, "facegate-%s-%s" % (self.site, self.name), persistent=False)
         self.statuses: Dict[str, Dict[str, Any]] = {}
@@ -80,6 +92,8 @@ class AdminClient:
     def send(self, target: str, verb: str, body: Dict[str, Any], timeout: float = 10.0,
              expect: Optional[List[str]] = None) -> List[Dict[str, Any]]:
         """Sign and publish a command; return the replies (one per door) that came in time."""
+        if self.operator and "operator" not in body:
+            body = dict(body, operator=self.operator)  # signed with the rest: the door records who asked
         envelope = sign(self.key, verb, target, body)
         request_id = envelope["request_id"]
         topic = topics.command(self.site, target, verb)

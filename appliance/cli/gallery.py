@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 from appliance.cli.common import (Progress, add_config_options, add_gallery_option, load_config,
-                                  open_gallery, plural)
+                                  open_gallery, plural, record_change)
 from appliance.errors import FaceGateError
 
 
@@ -70,6 +70,8 @@ def run_enroll(args) -> int:
     finally:
         store.close()
         pipeline.close()
+    for person, count in report.enrolled:
+        record_change(config, "add_photos" if args.add else "enroll", person, templates=count)
     return _print_report(report)
 
 
@@ -99,9 +101,11 @@ def run_people(args) -> int:
                 print("%-12s %s" % (key, getattr(person, key)))
         elif args.action == "remove":
             person = store.remove(args.person)
+            record_change(config, "remove", person)
             print("removed %s (%s)" % (person.name, person.id))
         else:
             person = store.set_enabled(args.person, args.action == "enable")
+            record_change(config, args.action, person)
             print("%s %s" % (args.action + "d", person.name))
     return 0
 
@@ -129,6 +133,8 @@ def run_gallery(args) -> int:
             print("exported %(people)d people, %(templates)d templates to " % counts + args.file)
         elif args.action == "import":
             added, skipped = transfer.import_gallery(store, Path(args.file))
+            if added:
+                record_change(config, "import", people=added, file=str(args.file))
             print("imported %d people; %d already present, skipped" % (added, len(skipped)))
             for name in skipped:
                 print("  skipped %s" % name, file=sys.stderr)

@@ -341,6 +341,9 @@ def _apply(args) -> int:
     with open(temporary, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(temporary, path)
+    from appliance.cli.common import record_change
+
+    record_change(config_module.load(path), "set_threshold", distance_threshold=args.threshold, config_file=str(path))
     print("%s: matching.distance_threshold = %.4f (previous file kept as %s.bak); restart the door, or "
           "send it live with 'facegate admin set-threshold'" % (path, args.threshold, path.name))
     return 0

@@ -8,6 +8,7 @@ request is answered only on this door's own reply topic, whatever response topic
 
 import base64
 import datetime
+import hashlib
 import json
 import logging
 import queue
@@ -32,6 +33,8 @@ from appliance.mqtt.signing import load_site_key, verify
 log = logging.getLogger(__name__)
 
 GALLERY_VERBS = ("enroll", "add_photos", "remove", "disable", "enable")
+# what changes who may enter or the decision rule: each is an audit event with its origin
+AUDITED_VERBS = GALLERY_VERBS + ("set_threshold",)
 
 
 def person_summary(person: Person) -> Dict[str, Any]:
@@ -54,6 +57,8 @@ class DeviceAgent:
         self.set_matching = set_matching
         self.matching_state = matching_state  # the decision rule as the door applies it now
         self.key = load_site_key(self.mqtt.signing_key_file)
+        self.key_id = hashlib.sha256(self.key).hexdigest()[:12]  # names the key in audit events, never reveals it
+        self._origin: Dict[str, Any] = {}
         self.base = topics.base(self.mqtt.site, self.mqtt.device)
         self.site_base = topics.base(self.mqtt.site, topics.ALL)
         # its own connection: gallery writes here never interleave with the door loop's reads
@@ -290,15 +295,37 @@ class DeviceAgent:
                 self._ask_for_changes(applied)
                 raise CommandError("out_of_order", "change %d arrived after %d; asked for the missing ones"
                                    % (change, applied))
+        self._origin = self._origin_of(envelope)
         try:
             result = handler(body)
         except (GalleryError, ValueError, TypeError, KeyError) as err:
             raise CommandError("failed", str(err)) from err
         if envelope["verb"] in GALLERY_VERBS and change is not None:
             self.store.set_site_version(change)
+        if envelope["verb"] in AUDITED_VERBS:
+            self._record_change(envelope["verb"], result, self._origin)
         reply = {"ok": True, "result": result}
         self.ledger.record(envelope["request_id"], envelope["verb"], reply)
         return reply
+
+    def _origin_of(self, envelope: Dict[str, Any]) -> Dict[str, Any]:
+        """Who asked: the signing key (by fingerprint), the operator the administrator's tool names in
+        the signed body, the request id."""
+        operator = envelope["body"].get("operator")
+        if not (plain_text(operator) and 0 < len(operator) <= 64):
+            operator = None
+        return {"via": "mqtt", "key": self.key_id, "operator": operator, "request_id": envelope["request_id"]}
+
+    def _record_change(self, verb: str, result: Any, origin: Dict[str, Any]) -> None:
+        """Every change to who may enter and to the decision rule goes into the audit trail."""
+        result = result if isinstance(result, dict) else {}
+        detail = {"action": verb, "origin": origin}
+        for key in ("templates", "removed", "enabled", "distance_threshold", "min_margin", "applied", "failed"):
+            if key in result:
+                detail[key] = result[key]
+        self.audit.record(Event("change", person_id=result.get("person_id"), person_name=result.get("name"),
+                                detail=detail))
+        self.wake()
 
     def _ask_for_changes(self, after: int) -> None:
         self.link.publish(topics.sync_request(self.mqtt.site, self.mqtt.device),
@@ -433,7 +460,7 @@ class DeviceAgent:
 
     def _unlock(self, body) -> Dict[str, Any]:
         # the age, signature and request-id checks have passed; the door itself decides the rest
-        if not self.controller.remote_unlock(self._text(body, "reason", False) or "remote"):
+        if not self.controller.remote_unlock(self._text(body, "reason", False) or "remote", self._origin):
             raise CommandError("refused", "the door cannot unlock now (state %s)" % self.controller.access.value)
         return {"unlocked": True}
 
@@ -459,7 +486,8 @@ class DeviceAgent:
             if number != self.store.site_version + 1:
                 raise CommandError("out_of_order", "sync skips from %d to %d" % (self.store.site_version, number))
             try:
-                self.handlers[change["verb"]](change["body"])
+                result = self.handlers[change["verb"]](change["body"])
+                self._record_change(change["verb"], result, dict(self._origin, via="mqtt sync", change=number))
             except (CommandError, GalleryError, ValueError, TypeError, KeyError) as err:
                 failed.append({"change": number, "error": str(err)})  # recorded, not retried forever
             self.store.set_site_version(number)
