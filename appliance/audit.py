@@ -191,9 +191,19 @@ class AuditStore:
         self._recount()
 
     def events(self, limit: int = 100, kind: Optional[str] = None, unsent_only: bool = False,
-               since_id: int = 0, kinds: Sequence[str] = (), newest: bool = False) -> List[Event]:
-        """Events in id order: the first `limit` after `since_id`, or with `newest` the last `limit`."""
+               since_id: int = 0, kinds: Sequence[str] = (), newest: bool = False,
+               after: Optional[datetime.datetime] = None, before: Optional[datetime.datetime] = None,
+               person: Optional[str] = None) -> List[Event]:
+        """Events in id order: the first `limit` after `since_id`, or with `newest` the last `limit`;
+        optionally only between two times (aware datetimes) and for one person (id or name)."""
         clauses, params = ["id > ?"], [since_id]
+        for bound, operator in ((after, ">="), (before, "<")):
+            if bound is not None:  # stored as UTC ISO text, which sorts as time does
+                clauses.append("time %s ?" % operator)
+                params.append(bound.astimezone(datetime.timezone.utc).isoformat(timespec="milliseconds"))
+        if person:
+            clauses.append("(person_id = ? OR person_name = ?)")
+            params.extend([person, person])
         wanted = ([kind] if kind else []) + list(kinds)
         if wanted:
             clauses.append("kind IN (%s)" % ",".join("?" * len(wanted)))

@@ -529,3 +529,32 @@ def test_output_into_a_closed_pipe_is_no_traceback(tmp_path):
                             timeout=120)
     assert result.stdout.count("\n") == 1 and "deny" in result.stdout
     assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
+
+
+def test_the_audit_trail_filters_by_time_person_and_kind_and_exports_csv(tmp_path):
+    import csv
+    import datetime
+    import io
+
+    from appliance.audit import Event
+
+    audit = AuditStore(tmp_path / "a.db")
+    audit.record(Event("grant", person_id="p1", person_name="Ada", distance=0.2, margin=0.3))
+    audit.record(Event("deny", distance=0.9, margin=0.01, detail={"reason": "unknown"}))
+    audit.record(Event("grant", person_id="p2", person_name="Bob", distance=0.25, margin=0.2))
+    audit.close()
+    common = ["audit", "--audit", tmp_path / "a.db"]
+    ada = run_cli(*common, "--person", "Ada", "--csv", env={"TZ": "Asia/Shanghai"})  # a person reads local time
+    rows = list(csv.DictReader(io.StringIO(ada.stdout)))
+    assert ada.returncode == 0 and [r["person_name"] for r in rows] == ["Ada"]
+    local = datetime.datetime.fromisoformat(rows[0]["time_local"])
+    stored = datetime.datetime.fromisoformat(rows[0]["time_utc"])
+    assert local.utcoffset() == datetime.timedelta(hours=8) and stored.utcoffset() == datetime.timedelta(0)
+    assert abs((local - stored).total_seconds()) < 1  # the same moment
+    grants = run_cli(*common, "--kind", "grant").stdout.splitlines()
+    assert len(grants) == 2 and all(" grant " in line for line in grants)
+    tomorrow = (datetime.date.today() + datetime.timedelta(days=1)).isoformat()
+    assert run_cli(*common, "--since", tomorrow).stdout == ""
+    assert len(run_cli(*common, "--until", tomorrow).stdout.splitlines()) == 3
+    bad = run_cli(*common, "--since", "yesterday")
+    assert bad.returncode == 2 and "not a date or time" in bad.stderr

@@ -30,9 +30,13 @@ def register(commands) -> None:
     audit = commands.add_parser("audit", help="show the local audit trail")
     audit.add_argument("--audit", help="audit database file, overriding audit.path")
     audit.add_argument("--config", help="TOML config file")
-    audit.add_argument("--kind", help="only events of this kind (grant, deny, exit, alarm, fault ...)")
+    audit.add_argument("--kind", help="only events of this kind (grant, deny, exit, alarm, fault, change ...)")
+    audit.add_argument("--person", help="only events of this person (name or id)")
+    audit.add_argument("--since", help="only events from this local date or time on (2026-11-25, 2026-11-25T08:00)")
+    audit.add_argument("--until", help="only events before this local date or time")
     audit.add_argument("--limit", type=int, default=50, help="most events shown (default 50)")
     audit.add_argument("--json", action="store_true", help="one JSON object per line")
+    audit.add_argument("--csv", action="store_true", help="CSV with a header row (time in UTC and local)")
     audit.add_argument("--snapshot", type=int, metavar="ID", help="write event ID's snapshot to --out")
     audit.add_argument("--out", help="where --snapshot writes the JPEG")
     audit.set_defaults(handler=show_audit)
@@ -49,11 +53,12 @@ def _overrides(args) -> dict:
 
 
 class _Clock(logging.Formatter):
-    """Local time to the millisecond, the same clock the relay emulator prints."""
+    """Local time to the millisecond with its UTC offset (the audit trail and MQTT keep UTC)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return "%s.%03d %s" % (time.strftime("%H:%M:%S", time.localtime(record.created)),
-                               record.msecs, record.getMessage())
+        local = time.localtime(record.created)
+        return "%s.%03d%s %s" % (time.strftime("%H:%M:%S", local), record.msecs, time.strftime("%z", local),
+                                 record.getMessage())
 
 
 def _print_event(event) -> None:
@@ -142,7 +147,11 @@ def show_audit(args) -> int:
     try:
         if args.snapshot is not None:
             return _write_snapshot(store, args)
-        for event in store.events(limit=args.limit, kind=args.kind, newest=True):
+        events = store.events(limit=args.limit, kind=args.kind, newest=True, person=args.person,
+                              after=_local_time(args.since, "--since"), before=_local_time(args.until, "--until"))
+        if args.csv:
+            return _write_csv(events)
+        for event in events:
             if args.json:
                 print(json.dumps(event.summary(), ensure_ascii=False))
                 continue
@@ -151,10 +160,48 @@ def show_audit(args) -> int:
             if event.distance is not None:
                 figures = " distance %.3f margin %s" % (event.distance, "%.3f" % event.margin
                                                         if event.margin is not None else "-")
-            note = event.detail.get("reason") or event.detail.get("message") or event.detail.get("alarm") or ""
-            print("%5d %s %-9s %-16s%s %s" % (event.id, event.time, event.kind, who, figures, note))
+            note = event.detail.get("reason") or event.detail.get("message") or event.detail.get("alarm") \
+                or event.detail.get("action") or ""
+            print("%5d %s %-9s %-16s%s %s" % (event.id, _shown(event.time), event.kind, who, figures, note))
     finally:
         store.close()
+    return 0
+
+
+def _shown(stamp: str) -> str:
+    """A stored UTC time as a person reads it: local time with its offset."""
+    import datetime
+
+    try:
+        return datetime.datetime.fromisoformat(stamp).astimezone().isoformat(timespec="seconds")
+    except (TypeError, ValueError):
+        return stamp
+
+
+def _local_time(text, option: str):
+    import datetime
+
+    if not text:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise FaceGateError("%s %r is not a date or time (like 2026-11-25 or 2026-11-25T08:00)" % (option, text)) from None
+    return moment if moment.tzinfo else moment.astimezone()  # a time without an offset is local
+
+
+def _write_csv(events) -> int:
+    import csv
+
+    writer = csv.writer(sys.stdout)
+    writer.writerow(["id", "time_utc", "time_local", "kind", "person_id", "person_name", "distance", "margin",
+                     "latency_ms", "reason"])
+    for event in events:
+        reason = event.detail.get("reason") or event.detail.get("message") or event.detail.get("action") or ""
+        writer.writerow([event.id, event.time, _shown(event.time), event.kind, event.person_id or "",
+                         event.person_name or "", "" if event.distance is None else event.distance,
+                         "" if event.margin is None else event.margin,
+                         "" if event.latency_ms is None else event.latency_ms, reason])
     return 0
 
 
