@@ -193,7 +193,7 @@ def test_a_prepared_file_from_an_older_recipe_is_made_again(tmp_path):
     stamp = tmp_path / (spec.prepared_file + ".source-sha256")
     assert stamp.read_text().split() == spec.prepared_stamp.split()
     stamp.write_text(spec.sha256 + "\n")  # what an install before the batch-of-two export wrote
-    with pytest.raises(ModelError, match="stale; run 'make models'"):
+    with pytest.raises(ModelError, match="stale: run 'facegate models install'"):
         installed_path(spec, tmp_path)
     install([spec.model_id], MIRROR, tmp_path)
     import onnxruntime
@@ -215,3 +215,12 @@ def test_flip_as_one_batch_gives_the_embedding_of_two_single_runs(models_dir, ba
         plain = Embedder(runner, flip=False).embed(face)
     assert np.allclose(batched, one_by_one, atol=1e-5)
     assert float(np.dot(batched, plain)) < 0.9999  # the mirror image really went in
+
+
+def test_the_installed_command_finds_its_models_from_any_folder(tmp_path, models_dir):
+    from appliance.models import recorded_models_file
+
+    assert recorded_models_file().read_text().strip() == str(models_dir.resolve())  # written by 'make models'
+    photo = SHARED / "data" / "seed-samples" / "probes" / "obama.jpg"
+    result = run_cli("detect", photo, cwd=tmp_path, env={"FACEGATE_MODELS_DIR": ""})
+    assert result.returncode == 0 and "1 face" in result.stdout, result.stderr

@@ -1,5 +1,7 @@
 """`facegate models`: install models from the mirror, list the manifest."""
 
+from pathlib import Path
+
 from appliance.models import load_manifest
 from appliance.models import install as installer
 
@@ -19,11 +21,17 @@ def register(commands) -> None:
 
 
 def run_install(args) -> int:
-    from appliance.models import models_dir
+    import os
+
+    from appliance.models import DEFAULT_MODELS_DIR, MODELS_DIR_ENV
 
     ids = args.models or sorted(load_manifest())
-    for line in installer.install(ids, installer.mirror_dir(args.mirror), models_dir(args.dir)):
+    # the install's own default is never the recorded folder: that would only ever point to itself
+    target = Path(args.dir or os.environ.get(MODELS_DIR_ENV) or DEFAULT_MODELS_DIR)
+    for line in installer.install(ids, installer.mirror_dir(args.mirror), target):
         print(line)
+    if not args.dir:  # the environment's own models (make models): found from any folder from now on
+        installer.record(target)
     return 0
 
 

@@ -105,9 +105,25 @@ def get_spec(model_id: str) -> ModelSpec:
     return specs[model_id]
 
 
+def recorded_models_file() -> Path:
+    """Where `facegate models install` records the folder it installed into: inside this Python
+    environment (a venv's, or the board's), so its `facegate` finds the models from any folder."""
+    import sys
+
+    return Path(sys.prefix) / "share" / "facegate" / "models-dir"
+
+
 def models_dir(configured: Optional[str] = None) -> Path:
-    """Where installed models live: the config's setting, else $FACEGATE_MODELS_DIR, else ./models."""
-    return Path(configured or os.environ.get(MODELS_DIR_ENV) or DEFAULT_MODELS_DIR)
+    """Where installed models live: the config's setting, else $FACEGATE_MODELS_DIR, else the folder
+    the last `facegate models install` in this environment recorded, else ./models."""
+    chosen = configured or os.environ.get(MODELS_DIR_ENV)
+    if chosen:
+        return Path(chosen)
+    try:
+        recorded = recorded_models_file().read_text().strip()
+    except OSError:
+        recorded = ""
+    return Path(recorded or DEFAULT_MODELS_DIR)
 
 
 def sha256_of(path: Path) -> str:
@@ -122,11 +138,13 @@ def installed_path(spec: ModelSpec, directory: Path) -> Path:
     """Path of the file a runner should load, checked to exist and to come from the right source."""
     source = directory / spec.file
     if not source.is_file():
-        raise ModelError("model file %s is missing; run 'make models' (or 'facegate models install')"
-                         % source)
+        raise ModelError("model file %s is missing: install the models with 'facegate models install' ('make "
+                         "models' in the repository), or point models.dir or $%s at the folder that has them"
+                         % (source, MODELS_DIR_ENV))
     target = directory / spec.prepared_file
     if spec.prepare and not is_prepared(spec, directory):
-        raise ModelError("prepared model %s is missing or stale; run 'make models'" % target)
+        raise ModelError("prepared model %s is missing or stale: run 'facegate models install' ('make models' in "
+                         "the repository)" % target)
     return target
 
 

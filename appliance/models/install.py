@@ -75,3 +75,15 @@ def install(model_ids: Iterable[str], mirror: Path, target_dir: Path) -> List[st
         lines.append("%-26s %s" % (model_id, status))
     return lines
 
+
+def record(target_dir: Path) -> None:
+    """Remember the folder for this environment's `facegate`, wherever it is run from."""
+    from appliance.models import recorded_models_file
+
+    record = recorded_models_file()
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text("%s\n" % target_dir.resolve())
+    except OSError:  # a read-only environment: the config or $FACEGATE_MODELS_DIR still say where
+        pass
+
