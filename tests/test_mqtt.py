@@ -454,7 +454,8 @@ def test_tune_apply_sends_the_threshold_to_a_remote_door(tmp_path, broker, key_f
         assert result.returncode == 0, result.stdout + result.stderr
         assert applied == [(0.42, 0.05)]
         result = run_cli("tune", "apply", "0.42", "--door", "door9", "--config", admin_config, "--timeout", "2")
-        assert result.returncode == 1 and "door9: no reply" in result.stdout
+        # a door no status names is a typo: refused at once, with the doors there are
+        assert result.returncode == 2 and "no door 'door9'" in result.stderr and "door1" in result.stderr
     finally:
         door.close()
 
@@ -481,4 +482,21 @@ def test_changes_and_remote_unlocks_are_audited_with_who_asked(tmp_path, broker,
         assert len(key_id) == 12 and key_id not in key_file.read_text()  # a fingerprint, not the key
     finally:
         admin.close()
+        door.close()
+
+
+def test_a_misspelt_door_is_refused_at_once_with_the_close_names(tmp_path, broker, key_file):
+    from conftest import run_cli
+
+    door = Door(door_settings(tmp_path, broker, key_file))
+    config = tmp_path / "admin.toml"
+    config.write_text('[mqtt]\nhost = "127.0.0.1"\nport = %d\ntls = false\nsite = "%s"\nsigning_key_file = "%s"\n'
+                      % (broker.port, SITE, key_file))
+    try:
+        started = time.monotonic()
+        result = run_cli("admin", "ping", "--door", "dor1", "--config", config)
+        assert result.returncode == 2 and "no door 'dor1'" in result.stderr and "did you mean door1" in result.stderr
+        assert time.monotonic() - started < 8  # not the reply timeout
+        assert run_cli("admin", "ping", "--door", "door1", "--config", config).returncode == 0
+    finally:
         door.close()

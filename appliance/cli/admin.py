@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 from appliance.cli.common import add_config_options, load_config
-from appliance.errors import FaceGateError
+from appliance.errors import AdminError, FaceGateError
 
 EXIT_ERROR_REPLY = 1
 
@@ -94,9 +94,23 @@ class _Session:
 
     def send(self, verb, body, door=None) -> int:
         target = door or getattr(self.args, "door", None) or "all"
+        known = sorted(self.client.statuses)
+        if target != "all" and known and target not in known:
+            # every door that ever connected left a retained status: a name without one is a typo
+            import difflib
+
+            close = difflib.get_close_matches(target, known, n=3, cutoff=0.5)
+            raise AdminError("no door %r on site %s%s; doors: %s" % (
+                target, self.config.mqtt.site, " (did you mean %s?)" % " or ".join(close) if close else "",
+                ", ".join(known)))
         replies = self.client.send(target, verb, body, timeout=self.args.timeout)
         expected = [target] if target != "all" else self.client.online_doors()
-        return _print_replies(replies, expected)
+        status = _print_replies(replies, expected)
+        if target == "all":
+            for device, state in sorted(self.client.statuses.items()):
+                if state.get("state") != "online":  # its broker session keeps the command, or it syncs
+                    print("%s: offline, queued: it applies this when it reconnects" % device)
+        return status
 
     def close(self) -> None:
         self.client.close()
