@@ -180,3 +180,27 @@ def test_changes_at_the_console_go_into_the_doors_audit_trail_with_the_user(tmp_
     assert [(e.detail["action"], e.person_name) for e in changes] == [
         ("enroll", "obama"), ("disable", "obama"), ("remove", "obama")]
     assert all(e.detail["origin"]["via"] == "cli" and e.detail["origin"]["user"] for e in changes)
+
+
+def test_removing_a_person_at_a_terminal_asks_first(tmp_path, models_dir):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import MODELS, ROOT
+
+    gallery = tmp_path / "g.db"
+    assert run_cli("enroll", "obama", GALLERY / "obama" / "obama_1.jpg", "--gallery", gallery).returncode == 0
+    for answer, kept in ((b"n\n", True), (b"y\n", False)):
+        master, slave = os.openpty()  # a real terminal on stdin: the installer at the console
+        process = subprocess.Popen([sys.executable, "-m", "appliance", "people", "remove", "obama", "--gallery",
+                                    str(gallery)], stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   cwd=ROOT, env=dict(os.environ, FACEGATE_MODELS_DIR=str(MODELS)))
+        os.write(master, answer)
+        out, err = process.communicate(timeout=60)
+        os.close(master)
+        os.close(slave)
+        assert b"remove obama" in out and b"1 template" in out, out + err
+        listing = run_cli("people", "list", "--gallery", gallery).stdout
+        assert ("obama" in listing) == kept, listing
+    assert run_cli("people", "remove", "nobody", "--gallery", gallery, "--yes").returncode == 2

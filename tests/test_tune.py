@@ -58,6 +58,8 @@ def test_a_small_site_gets_a_recommendation_from_the_calibration_at_once(tmp_pat
     door = next(l for l in result.stdout.splitlines() if l.startswith("the door now:"))
     assert "threshold %.3f for 5 people" % threshold in door  # the prior is what the door applies
     assert "too thin to refine it" in result.stdout
+    marked = [l for l in result.stdout.splitlines() if l.endswith("<- the door now")]
+    assert len(marked) == 1 and marked[0].split()[0] == "%.3f" % threshold  # its own row, not a neighbour
 
 
 def test_report_plot_and_replay_on_a_door_run(tmp_path, pipeline):

@@ -11,6 +11,23 @@ def plural(count: int, word: str, words: str = "") -> str:
     return "%d %s" % (count, word if count == 1 else (words or word + "s"))
 
 
+def pad(text: str, width: int) -> str:
+    """`text` padded to `width` terminal columns: CJK characters take two, so names line up."""
+    import unicodedata
+
+    used = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+    return text + " " * max(0, width - used)
+
+
+def confirmed(question: str, assume_yes: bool) -> bool:
+    """Ask at a terminal; with --yes, or when no one is at a terminal (a script), go ahead."""
+    import sys
+
+    if assume_yes or not sys.stdin.isatty():
+        return True
+    return input("%s [y/N] " % question).strip().lower() in ("y", "yes")
+
+
 def add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML config file (default: built-in defaults)")
     parser.add_argument("--backend", help="inference backend, overriding the config")

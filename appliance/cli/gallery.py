@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 from appliance.cli.common import (Progress, add_config_options, add_gallery_option, load_config,
-                                  open_gallery, plural, record_change)
+                                  confirmed, open_gallery, pad, plural, record_change)
 from appliance.errors import FaceGateError
 
 
@@ -24,6 +24,7 @@ def register(commands) -> None:
     people = commands.add_parser("people", help="list, show, remove, disable or enable people")
     people.add_argument("action", choices=["list", "show", "remove", "disable", "enable"])
     people.add_argument("person", nargs="?", help="name or id (all but list)")
+    people.add_argument("--yes", action="store_true", help="remove without asking (asked only at a terminal)")
     add_config_options(people)
     add_gallery_option(people)
     people.set_defaults(handler=run_people)
@@ -81,7 +82,7 @@ def run_people(args) -> int:
         if args.action == "list":
             people = store.people()
             for person in people:
-                print("%-28s %-28s %s %s" % (person.id, person.name, plural(person.templates, "template"),
+                print("%s %s %s %s" % (pad(person.id, 28), pad(person.name, 28), plural(person.templates, "template"),
                                                         "" if person.enabled else "(disabled)"))
             counts = [person.templates for person in people if person.templates]
             if store.model_id:
@@ -100,7 +101,12 @@ def run_people(args) -> int:
                         "templates"):
                 print("%-12s %s" % (key, getattr(person, key)))
         elif args.action == "remove":
-            person = store.remove(args.person)
+            found = store.find(args.person)
+            if not confirmed("remove %s (%s) and their %s?" % (found.name, found.id, plural(found.templates, "template")),
+                             args.yes):
+                print("nothing removed")
+                return 1
+            person = store.remove(found.id)
             record_change(config, "remove", person)
             print("removed %s (%s)" % (person.name, person.id))
         else:

@@ -124,9 +124,11 @@ def _report(args) -> int:
     current = threshold_for(config, model_id, counts)
     print("the door now: %s" % current.describe())
     print("\nthreshold  false accepts/comparison  false rejects")
-    for threshold, far, frr in analysis.rates(evidence, np.arange(0.30, 0.81, 0.05)):
-        marker = "  <- current" if abs(threshold - current.value) < 0.025 else ""
-        print("  %.2f      %10.2e               %6.2f%%%s" % (threshold, far, 100 * frr, marker))
+    # the rows, with the door's own threshold among them where it falls, marked
+    rows = sorted(set(np.round(np.arange(0.30, 0.81, 0.05), 2).tolist()) | {round(current.value, 3)})
+    for threshold, far, frr in analysis.rates(evidence, np.asarray(rows)):
+        marker = "  <- the door now" if abs(threshold - current.value) < 5e-4 else ""
+        print("  %.3f     %10.2e               %6.2f%%%s" % (threshold, far, 100 * frr, marker))
     advice = analysis.recommend(evidence, args.target_far, len(people))
     print()
     print(analysis.text_histogram(evidence, threshold=advice.threshold))

@@ -77,17 +77,27 @@ def assess(landmarks: np.ndarray, aligned_bgr: np.ndarray, limits: QualityConfig
     quality = Quality(interocular, yaw, pitch, roll, sharpness(aligned_bgr), grey_mean)
     reasons = quality.reasons
     if interocular < limits.min_interocular:
-        reasons.append("too small: eyes %.0f px apart, need %.0f" % (interocular, limits.min_interocular))
+        reasons.append("too small: eyes %s px apart, need %s" % _apart(interocular, limits.min_interocular, 0))
     if abs(yaw) > limits.max_yaw:
-        reasons.append("turned sideways: yaw %.2f, limit %.2f" % (yaw, limits.max_yaw))
+        reasons.append("turned sideways: yaw %s, limit %s" % _apart(yaw, limits.max_yaw, 2))
     if abs(pitch) > limits.max_pitch:
-        reasons.append("tilted up or down: pitch %.2f, limit %.2f" % (pitch, limits.max_pitch))
+        reasons.append("tilted up or down: pitch %s, limit %s" % _apart(pitch, limits.max_pitch, 2))
     if abs(roll) > limits.max_roll_degrees:
-        reasons.append("head tilted: roll %.0f degrees, limit %.0f" % (roll, limits.max_roll_degrees))
+        reasons.append("head tilted: roll %s degrees, limit %s" % _apart(roll, limits.max_roll_degrees, 0))
     if quality.sharpness < limits.min_sharpness:
-        reasons.append("blurred: sharpness %.0f, need %.0f" % (quality.sharpness, limits.min_sharpness))
+        reasons.append("blurred: sharpness %s, need %s" % _apart(quality.sharpness, limits.min_sharpness, 0))
     if grey_mean < limits.min_brightness:
-        reasons.append("too dark: brightness %.0f, need %.0f" % (grey_mean, limits.min_brightness))
+        reasons.append("too dark: brightness %s, need %s" % _apart(grey_mean, limits.min_brightness, 0))
     if grey_mean > limits.max_brightness:
-        reasons.append("overexposed: brightness %.0f, limit %.0f" % (grey_mean, limits.max_brightness))
+        reasons.append("overexposed: brightness %s, limit %s" % _apart(grey_mean, limits.max_brightness, 0))
     return quality
+
+
+def _apart(value: float, limit: float, digits: int):
+    """Value and limit with as many decimals as it takes for them to print differently: a refusal
+    that reads "eyes 40 px apart, need 40" makes no sense to anyone."""
+    for places in range(digits, digits + 4):
+        shown = ("%.*f" % (places, value), "%.*f" % (places, limit))
+        if shown[0] != shown[1]:
+            return shown
+    return shown
