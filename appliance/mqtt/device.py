@@ -456,7 +456,8 @@ class DeviceAgent:
             raise CommandError("refused", "this door cannot change its threshold")
         self.set_matching(float(threshold), float(margin))  # 0 returns to the false-accept target
         return dict(self.matching_state() if self.matching_state else {"distance_threshold": threshold},
-                    min_margin=margin)
+                    min_margin=margin, persisted=False,
+                    note="applies until this door restarts; 'facegate tune apply' on its config keeps it")
 
     def _unlock(self, body) -> Dict[str, Any]:
         # the age, signature and request-id checks have passed; the door itself decides the rest
