@@ -49,9 +49,11 @@ class SeedJob:
         rng = np.random.default_rng(0)
         vectors = rng.standard_normal((TEMPLATES, 128)).astype(np.float32)
         self.templates = [v / np.linalg.norm(v) for v in vectors]
+        self.named = []  # the best template per face of the last frame, as the seed kept it
 
     def frame(self, image: np.ndarray) -> int:
         faces = self.pipeline.detector.detect(image)
+        self.named = []
         for face in faces:
             x1, y1, x2, y2 = (int(v) for v in face.box)
             crop = image[max(0, y1):max(y1 + 1, y2), max(0, x1):max(x1 + 1, x2)]
@@ -62,6 +64,7 @@ class SeedJob:
                 similarity = float(np.dot(embedding, template))
                 if similarity > best:
                     best, best_index = similarity, index
+            self.named.append(best_index)
         return len(faces)
 
 

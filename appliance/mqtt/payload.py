@@ -20,7 +20,6 @@ from appliance.vision import images
 
 _TYPES = {"request_id": str, "verb": str, "target": str, "issued": (int, float), "body": dict}
 MAX_DEPTH = 8  # envelope > body > photos/changes > change > body > embeddings > list: 7
-MAX_INT = 2 ** 53  # beyond this an integer is no count, id or time FaceGate uses
 MAX_ISSUED = 1e11  # seconds since 1970: year 5138
 
 
@@ -40,7 +39,7 @@ def _finite_float(text: str) -> float:
 
 
 def _bounded_int(text: str) -> int:
-    if len(text) > 17:
+    if len(text) > 17:  # no count, id or time FaceGate uses needs more digits
         raise _Refused("integer %s... is out of range" % text[:20])
     return int(text)
 
