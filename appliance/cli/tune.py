@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.cli.common import add_config_options, load_config
+from appliance.cli.common import add_config_options, load_config, pad
 from appliance.errors import FaceGateError
 from appliance.gallery.decision import threshold_for
 
@@ -192,9 +192,10 @@ def _label(args) -> int:
             if not attempts:
                 print("no attempts recorded yet: let people try the door, then label them here")
             for event in attempts:
-                nearest = event.person_name or (event.detail.get("nearest") or {}).get("name", "-")
-                print("%6d %s %-7s %-16s distance %s  label: %s" % (
-                    event.id, event.time, event.kind, nearest,
+                # a denial names nobody: its nearest person is a clue, never who was denied
+                who = event.person_name or "stranger (nearest: %s)" % (event.detail.get("nearest") or {}).get("name", "-")
+                print("%6d %s %-7s %s distance %s  label: %s" % (
+                    event.id, event.time, event.kind, pad(who, 28),
                     "%.3f" % event.distance if event.distance is not None else "-", event.label or "-"))
             return 0
         if bool(args.person) == bool(args.stranger):

@@ -107,7 +107,7 @@ def plot(evidence: Evidence, path: str, threshold: Optional[float] = None) -> No
     """Both distributions and the DET curve (FRR against FAR, log scale) as a PNG, with OpenCV."""
     import cv2
 
-    canvas = np.full((420, 900, 3), 255, np.uint8)
+    canvas = np.full((420, 920, 3), 255, np.uint8)
     edges = np.linspace(0.0, 1.4, 71)
     genuine, _ = np.histogram(evidence.genuine, edges, density=True)
     impostor, _ = np.histogram(evidence.impostor, edges, density=True)
@@ -122,18 +122,41 @@ def plot(evidence: Evidence, path: str, threshold: Optional[float] = None) -> No
                            for i in range(len(values))], np.int32)
         cv2.polylines(canvas, [points], False, colour, 2, cv2.LINE_AA)
     cv2.rectangle(canvas, (left, top), (left + width, top + height), (0, 0, 0), 1)
+    small = dict(fontFace=cv2.FONT_HERSHEY_SIMPLEX, fontScale=0.4, color=(0, 0, 0), thickness=1,
+                 lineType=cv2.LINE_AA)
+    for value in np.arange(0.0, 1.41, 0.2):  # distance ticks under the histogram
+        x = to_x(value)
+        cv2.line(canvas, (x, top + height), (x, top + height + 5), (0, 0, 0), 1)
+        cv2.putText(canvas, "%.1f" % value, (x - 10, top + height + 18), **small)
+    cv2.putText(canvas, "cosine distance", (left + width // 2 - 45, top + height + 34), **small)
     if threshold is not None:
         cv2.line(canvas, (to_x(threshold), top), (to_x(threshold), top + height), (0, 140, 255), 1)
+        cv2.putText(canvas, "threshold %.3f" % threshold, (to_x(threshold) + 4, top + 14), **small)
     cv2.putText(canvas, "distance: genuine (green), impostor (red)", (left, 25), cv2.FONT_HERSHEY_SIMPLEX,
                 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     # DET: x = log10 FAR from -6 to 0, y = FRR from 0 to 1
     left2 = 500
+
+    def det_x(far):
+        return int(left2 + (np.log10(max(far, 1e-6)) + 6) / 6 * width)
+
     rows = rates(evidence, np.linspace(0, 1.4, 400))
-    points = [(int(left2 + (np.log10(max(far, 1e-6)) + 6) / 6 * width), int(top + height - frr * height))
-              for _, far, frr in rows]
+    points = [(det_x(far), int(top + height - frr * height)) for _, far, frr in rows]
     cv2.polylines(canvas, [np.array(points, np.int32)], False, (160, 40, 160), 2, cv2.LINE_AA)
     cv2.rectangle(canvas, (left2, top), (left2 + width, top + height), (0, 0, 0), 1)
-    cv2.putText(canvas, "DET: false rejects vs log10 false accepts (-6..0)", (left2, 25),
+    for exponent in range(-6, 1):  # false accepts per comparison, one tick a decade
+        x = det_x(10.0 ** exponent)
+        cv2.line(canvas, (x, top + height), (x, top + height + 5), (0, 0, 0), 1)
+        cv2.putText(canvas, "1e%d" % exponent, (x - 12, top + height + 18), **small)
+    for share in (0.0, 0.25, 0.5, 0.75, 1.0):  # false rejects
+        y = int(top + height - share * height)
+        cv2.line(canvas, (left2 - 5, y), (left2, y), (0, 0, 0), 1)
+        cv2.putText(canvas, "%d%%" % round(share * 100), (left2 - 40, y + 4), **small)
+    if threshold is not None:  # where the threshold sits on the curve
+        _, far, frr = rates(evidence, [threshold])[0]
+        cv2.circle(canvas, (det_x(far), int(top + height - frr * height)), 5, (0, 140, 255), -1, cv2.LINE_AA)
+    cv2.putText(canvas, "false accepts per comparison", (left2 + width // 2 - 80, top + height + 34), **small)
+    cv2.putText(canvas, "DET: false rejects against false accepts", (left2, 25),
                 cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     if not cv2.imwrite(path, canvas):
         raise OSError("cannot write %s" % path)
