@@ -5,6 +5,16 @@ what to do; the CLI, the state machine and the MQTT replies translate it once at
 """
 
 
+def did_you_mean(value: str, choices, quoted: bool = False, cutoff: float = 0.5) -> str:
+    """' (did you mean X or Y?)' for the choices close to a mistyped `value`, or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(value, list(choices), n=3, cutoff=cutoff)
+    if not close:
+        return ""
+    return " (did you mean %s?)" % " or ".join(repr(c) if quoted else c for c in close)
+
+
 class FaceGateError(Exception):
     """Base of every error FaceGate raises on purpose."""
 

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 from appliance.cli.common import add_config_options, load_config
-from appliance.errors import AdminError, FaceGateError
+from appliance.errors import AdminError, FaceGateError, did_you_mean
 
 EXIT_ERROR_REPLY = 1
 
@@ -97,12 +97,8 @@ class _Session:
         known = sorted(self.client.statuses)
         if target != "all" and known and target not in known:
             # every door that ever connected left a retained status: a name without one is a typo
-            import difflib
-
-            close = difflib.get_close_matches(target, known, n=3, cutoff=0.5)
-            raise AdminError("no door %r on site %s%s; doors: %s" % (
-                target, self.config.mqtt.site, " (did you mean %s?)" % " or ".join(close) if close else "",
-                ", ".join(known)))
+            raise AdminError("no door %r on site %s%s; doors: %s"
+                             % (target, self.config.mqtt.site, did_you_mean(target, known), ", ".join(known)))
         replies = self.client.send(target, verb, body, timeout=self.args.timeout)
         expected = [target] if target != "all" else self.client.online_doors()
         status = _print_replies(replies, expected)

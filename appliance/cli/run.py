@@ -10,7 +10,7 @@ import time
 
 from appliance.cli.common import add_config_options, load_config
 from appliance.config import from_dict, validate
-from appliance.errors import FaceGateError
+from appliance.errors import FaceGateError, did_you_mean
 
 
 def register(commands) -> None:
@@ -207,13 +207,8 @@ def _write_csv(events) -> int:
 
 def _known(value: str, choices, what: str) -> None:
     """Refuse an unknown name with the close ones, rather than answer it with nothing."""
-    import difflib
-
-    if value in choices:
-        return
-    close = difflib.get_close_matches(value, choices, n=3, cutoff=0.5)
-    raise FaceGateError("no %s %r%s; known: %s" % (what, value, " (did you mean %s?)" % " or ".join(close)
-                                                     if close else "", ", ".join(choices)))
+    if value not in choices:
+        raise FaceGateError("no %s %r%s; known: %s" % (what, value, did_you_mean(value, choices), ", ".join(choices)))
 
 
 def _write_snapshot(store, args) -> int:

@@ -15,19 +15,29 @@ from appliance.eval.identification import list_people
 from appliance.eval.lfw import embed_images
 
 
+def load_cache(cache: Optional[Path], names: Sequence[str]) -> Optional[Dict[str, np.ndarray]]:
+    """Arrays per image name from an .npz cache, when it holds every one of `names`."""
+    if cache is None or not cache.is_file():
+        return None
+    stored = np.load(cache, allow_pickle=False)
+    found = dict(zip(stored["names"].tolist(), stored["vectors"]))
+    return {n: found[n] for n in names} if set(found) >= set(names) else None
+
+
+def save_cache(cache: Optional[Path], arrays: Dict[str, np.ndarray]) -> None:
+    if cache is not None:
+        np.savez(cache, names=np.asarray(list(arrays)), vectors=np.stack(list(arrays.values())))
+
+
 def cached_embeddings(pipeline, folder: Path, names: Sequence[str], cache: Optional[Path],
                       progress=None) -> Dict[str, Optional[np.ndarray]]:
     """embed_images, kept in an .npz file so a second evaluation with the same models is quick."""
-    if cache is not None and cache.is_file():
-        stored = np.load(cache, allow_pickle=False)
-        found = dict(zip(stored["names"].tolist(), stored["vectors"]))
-        if set(found) >= set(names):
-            return {n: (None if np.isnan(found[n]).any() else found[n]) for n in names}
+    found = load_cache(cache, names)
+    if found is not None:
+        return {n: (None if np.isnan(v).any() else v) for n, v in found.items()}
     vectors = embed_images(pipeline, folder, names, progress)
-    if cache is not None:
-        size = next(v.size for v in vectors.values() if v is not None)
-        rows = np.stack([v if v is not None else np.full(size, np.nan, np.float32) for v in vectors.values()])
-        np.savez(cache, names=np.asarray(list(vectors)), vectors=rows)
+    size = next(v.size for v in vectors.values() if v is not None)
+    save_cache(cache, {n: v if v is not None else np.full(size, np.nan, np.float32) for n, v in vectors.items()})
     return vectors
 
 

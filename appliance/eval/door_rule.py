@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from appliance.config import Config
+from appliance.eval.calibrate import load_cache, save_cache
 from appliance.eval.identification import best_matches
 from appliance.gallery.decision import threshold_for
 from appliance.vision.pipeline import central_face, read_image
@@ -38,11 +39,9 @@ def jittered(image: np.ndarray, seed: int) -> np.ndarray:
 def sequence_embeddings(pipeline, folder: Path, names: Sequence[str], frames: int, cache: Optional[Path] = None,
                         progress=None) -> Dict[str, np.ndarray]:
     """(frames, dims) per image, a row of NaN where a frame had no face; kept in `cache` (.npz)."""
-    if cache is not None and cache.is_file():
-        stored = np.load(cache, allow_pickle=False)
-        found = dict(zip(stored["names"].tolist(), stored["vectors"]))
-        if set(found) >= set(names) and next(iter(found.values())).shape[0] == frames:
-            return {n: found[n] for n in names}
+    found = load_cache(cache, names)
+    if found is not None and next(iter(found.values())).shape[0] == frames:
+        return found
     result = {}
     for count, name in enumerate(names):
         image = read_image(folder / name)
@@ -58,8 +57,7 @@ def sequence_embeddings(pipeline, folder: Path, names: Sequence[str], frames: in
     size = next(r.size for rows in result.values() for r in rows if r is not None)
     result = {name: np.stack([r if r is not None else np.full(size, np.nan, np.float32) for r in rows])
               for name, rows in result.items()}
-    if cache is not None:
-        np.savez(cache, names=np.asarray(list(result)), vectors=np.stack(list(result.values())))
+    save_cache(cache, result)
     return result
 
 

@@ -19,7 +19,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import sqlite_utils
 
-from appliance.errors import GalleryError
+from appliance.errors import GalleryError, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -221,12 +221,9 @@ class GalleryStore:
             "SELECT p.*, (SELECT COUNT(*) FROM templates t WHERE t.person_id = p.id) AS templates "
             "FROM people p WHERE p.id = ? OR p.name = ?", [key, key]))
         if not rows:
-            import difflib
-
             names = [row[0] for row in self.db.execute("SELECT name FROM people")]
-            close = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
             raise GalleryError("no person %r in the gallery%s; 'facegate people list' shows who is enrolled"
-                               % (key, " (did you mean %s?)" % " or ".join(repr(c) for c in close) if close else ""))
+                               % (key, did_you_mean(key, names, quoted=True, cutoff=0.6)))
         return self._row_to_person(rows[0])
 
     def _check_new_person(self, name: str, templates: Sequence[Template], model_id: str,

@@ -246,7 +246,7 @@ class DeviceAgent:
         except Exception as err:  # a bug still gets an answer, and the log says what it was
             log.exception("command %r on %r failed", envelope.get("request_id"), message.topic)
             reply = {"ok": False, "code": "internal", "message": "%s: %s" % (type(err).__name__, err)}
-        if not reply.get("ok"):
+        if not reply.get("ok") and reply.get("code") != "internal":  # that one is logged with its traceback
             log.warning("refused a command on %r (request %r): %s: %s", message.topic,
                         envelope.get("request_id"), reply.get("code"), reply.get("message"))
         reply.setdefault("request_id", envelope.get("request_id"))
