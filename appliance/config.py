@@ -214,6 +214,11 @@ class MqttConfig:
     max_photos: int = setting(5, "most photos in one enrolment command", 1, 50)
     max_image_side: int = setting(4096, "largest photo width or height, pixels", 64, 20000)
     events_in_flight: int = setting(20, "audit events published but not yet acknowledged", 1, 1000)
+    status_seconds: float = setting(60.0, "republish the status at least this often (it is also "
+                                          "published within a second of any change)", 5, 3600)
+    home_assistant: bool = setting(False, "publish Home Assistant discovery: the door as a device with "
+                                          "read-only sensors and a decision event")
+    home_assistant_prefix: str = setting("homeassistant", "Home Assistant's discovery prefix")
 
 
 @dataclass(frozen=True)
@@ -342,6 +347,11 @@ def validate(config: Config, source: str = "<config>") -> None:
         if not mqtt.signing_key_file:
             problems.append("mqtt.signing_key_file is empty: every command is signed with the site key "
                             "(make one with 'facegate admin keygen FILE')")
+        prefix = mqtt.home_assistant_prefix
+        if mqtt.home_assistant and (not prefix or prefix.startswith("/") or prefix.endswith("/")
+                                    or any(c in prefix for c in "+#\0")):
+            problems.append("mqtt.home_assistant_prefix %r is not a topic prefix: give Home Assistant's "
+                            "discovery prefix (usually homeassistant)" % prefix)
         for key in ("ca_file", "cert_file", "key_file", "password_file", "signing_key_file"):
             named = getattr(mqtt, key)
             if named and not Path(named).is_file():

@@ -5,6 +5,7 @@ reply from every door whose retained status says online (or until the timeout). 
 answers doors' requests for site changes they missed.
 """
 
+import datetime
 import json
 import logging
 import threading
@@ -44,11 +45,15 @@ class AdminClient:
         self.reply_topic = topics.client_reply(self.site, self.name)
         self.link = link or MqttLink(config, "facegate-%s-%s" % (self.site, self.name), persistent=False)
         self.statuses: Dict[str, Dict[str, Any]] = {}
+        self.seen: Dict[str, str] = {}  # door -> UTC time of its last status, kept past its last will
+        self._status_arrived: Dict[str, float] = {}  # door -> when a live (not stored) status came
+        self._live = False  # past the burst of stored (retained) messages that follows subscribing
         self.on_event: Optional[Callable[[Dict[str, Any]], None]] = None
         self._replies: Dict[str, List[Dict[str, Any]]] = {}
         self._condition = threading.Condition()
         self.link.subscriptions = [self.reply_topic, "facegate/%s/+/reply/+" % self.site,
-                                   "facegate/%s/+/status" % self.site]
+                                   "facegate/%s/+/status" % self.site,
+                                   "facegate/%s/+/seen" % self.site]
         self.link.on_message = self._message
 
     def connect(self, timeout: float = 10.0) -> None:
@@ -59,6 +64,7 @@ class AdminClient:
                              % (self.config.host, self.config.port, timeout,
                                 " (%s)" % self.link.refused if self.link.refused else ""))
         time.sleep(0.3)  # retained statuses arrive right after the subscription
+        self._live = True
 
     def close(self) -> None:
         self.link.stop()
@@ -70,9 +76,18 @@ class AdminClient:
             log.warning("ignoring a malformed message on %s", message.topic)
             return
         parts = message.topic.split("/")
-        if len(parts) == 4 and parts[3] == "status":
+        if len(parts) == 4 and parts[3] == "status" and isinstance(payload, dict):
             with self._condition:
                 self.statuses[parts[2]] = payload
+                # stored statuses come in the burst after subscribing; later ones were sent just now,
+                # so their time is now: how "offline since" is known for a last will
+                if self._live:
+                    self._status_arrived[parts[2]] = time.time()
+                self._condition.notify_all()
+            return
+        if len(parts) == 4 and parts[3] == "seen" and isinstance(payload, dict):
+            with self._condition:
+                self.seen[parts[2]] = str(payload.get("time"))
             return
         if len(parts) == 4 and parts[3] == "events":
             if self.on_event:
@@ -84,6 +99,46 @@ class AdminClient:
                 if not any(r.get("device") == payload.get("device") for r in replies):
                     replies.append(payload)
                 self._condition.notify_all()
+
+    def offline_since(self, door: str) -> Optional[str]:
+        """When `door` went offline (UTC ISO), if anyone can know: it said so as it stopped, or this
+        client saw its last will arrive. A will stored before we connected says only that it
+        was lost after it was last seen."""
+        with self._condition:
+            status = self.statuses.get(door) or {}
+            if status.get("state") == "online":
+                return None
+            if status.get("since"):
+                return str(status["since"])
+            arrived = self._status_arrived.get(door)
+        if arrived is None:
+            return None
+        return datetime.datetime.fromtimestamp(arrived, datetime.timezone.utc).isoformat(timespec="seconds")
+
+    def wait_for_status(self, predicate: Callable[[Dict[str, Dict[str, Any]]], bool], timeout: float) -> bool:
+        """Wait until `predicate(statuses)` holds (statuses arrive on the network thread)."""
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            while not predicate(self.statuses):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._condition.wait(remaining)
+            return True
+
+    def refresh(self, timeout: float = 3.0) -> List[str]:
+        """Ask every online door for its status now; returns the doors that answered."""
+        online = self.online_doors()
+        if not online:
+            return []
+        answered = []
+        for reply in self.send("all", "status", {}, timeout=timeout, expect=online):
+            if reply.get("ok") and isinstance(reply.get("result"), dict) and reply.get("device"):
+                with self._condition:
+                    self.statuses[reply["device"]] = reply["result"]
+                    self.seen[reply["device"]] = str(reply["result"].get("time"))
+                answered.append(reply["device"])
+        return answered
 
     def online_doors(self) -> List[str]:
         with self._condition:

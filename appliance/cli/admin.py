@@ -11,8 +11,10 @@ import signal
 import threading
 from pathlib import Path
 
-from appliance.cli.common import add_config_options, load_config
+from appliance.cli.common import add_config_options, audit_line, load_config, local_time, plural, shown_time
 from appliance.errors import AdminError, FaceGateError, did_you_mean
+
+HISTORY_PAGE = 200  # the door's largest `events` reply
 
 EXIT_ERROR_REPLY = 1
 
@@ -46,7 +48,19 @@ def register(commands) -> None:
         sub.add_argument("who", help="name or person id")
         sub.set_defaults(handler=_person_change, verb=name)
     verb("list", "list people: the site gallery, or what one --door holds").set_defaults(handler=_list)
-    verb("status", "the doors' retained status", door=False).set_defaults(handler=_status)
+    sub = verb("status", "each door: online or offline since when, last seen, threshold, gallery", door=False)
+    sub.add_argument("--json", action="store_true")
+    sub.set_defaults(handler=_status)
+    verb("sync", "send each online door the site changes it lacks, now").set_defaults(handler=_sync)
+    sub = verb("history", "a door's past audit events, and their snapshots")
+    sub.add_argument("--limit", type=int, default=50, help="the newest N events (at most %d)" % HISTORY_PAGE)
+    sub.add_argument("--kind", help="only this kind (grant, deny, change, ...)")
+    sub.add_argument("--person", help="only this person (id or name)")
+    sub.add_argument("--since", help="from this time (local unless it has an offset)")
+    sub.add_argument("--until", help="up to this time")
+    sub.add_argument("--snapshots", metavar="DIR", help="also fetch each event's snapshot into DIR")
+    sub.add_argument("--json", action="store_true")
+    sub.set_defaults(handler=_history)
     sub = verb("events", "follow audit events live")
     sub.add_argument("--count", type=int, default=0, help="stop after this many (default: until Ctrl-C)")
     sub.add_argument("--json", action="store_true")
@@ -94,19 +108,35 @@ class _Session:
 
     def send(self, verb, body, door=None) -> int:
         target = door or getattr(self.args, "door", None) or "all"
+        self.check_door(target)
+        replies = self.client.send(target, verb, body, timeout=self.args.timeout)
+        expected = [target] if target != "all" else self.client.online_doors()
+        status = _print_replies(replies, expected)
+        if target == "all":
+            change = body.get("change")
+            for device, state in sorted(self.client.statuses.items()):
+                if state.get("state") != "online":  # its broker session keeps the command, or it syncs
+                    since = self.client.offline_since(device)
+                    print("%s: offline%s, queued: it applies %s when it reconnects ('facegate admin status' "
+                          "shows when it has)" % (device, " since %s" % shown_time(since) if since else "",
+                                                  "site change %d" % change if change else "this"))
+        return status
+
+    def send_to_door(self, verb, body):
+        """A read from one door: its reply, or AdminError when it gave none."""
+        self.check_door(self.args.door)
+        replies = self.client.send(self.args.door, verb, body, timeout=self.args.timeout)
+        if not replies:
+            raise AdminError("%s gave no reply within %.0f s (is it online? 'facegate admin status')"
+                             % (self.args.door, self.args.timeout))
+        return replies
+
+    def check_door(self, target) -> None:
         known = sorted(self.client.statuses)
         if target != "all" and known and target not in known:
             # every door that ever connected left a retained status: a name without one is a typo
             raise AdminError("no door %r on site %s%s; doors: %s"
                              % (target, self.config.mqtt.site, did_you_mean(target, known), ", ".join(known)))
-        replies = self.client.send(target, verb, body, timeout=self.args.timeout)
-        expected = [target] if target != "all" else self.client.online_doors()
-        status = _print_replies(replies, expected)
-        if target == "all":
-            for device, state in sorted(self.client.statuses.items()):
-                if state.get("state") != "online":  # its broker session keeps the command, or it syncs
-                    print("%s: offline, queued: it applies this when it reconnects" % device)
-        return status
 
     def close(self) -> None:
         self.client.close()
@@ -226,18 +256,199 @@ def _list(args) -> int:
         session.close()
 
 
+def _ago(stamp) -> str:
+    try:
+        seconds = (datetime.datetime.now(datetime.timezone.utc) - datetime.datetime.fromisoformat(stamp)).total_seconds()
+    except (TypeError, ValueError):
+        return "never"
+    if seconds < 5:
+        return "just now"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return "%s (%d %s ago)" % (shown_time(stamp), seconds // size, unit)
+    return "%s (%d s ago)" % (shown_time(stamp), seconds)
+
+
+def _site_version(session):
+    """The site gallery's change number, when this machine holds the site gallery."""
+    if not Path(session.site_path).exists():
+        return None
+    site = session.site_gallery()
+    try:
+        return site.version
+    finally:
+        site.close()
+
+
+def door_report(client, device: str, site_version) -> dict:
+    """One door as `admin status` shows it (and --json prints it)."""
+    status = client.statuses.get(device) or {}
+    gallery = status.get("gallery") or {}
+    report = {"door": device, "state": status.get("state", "unknown"), "last_seen": client.seen.get(device),
+              "online_since": status.get("since") if status.get("state") == "online" else None,
+              "offline_since": client.offline_since(device), "offline_reason": status.get("reason"),
+              "door_state": status.get("door"), "access": status.get("access"), "matching": status.get("matching"),
+              "gallery": gallery or None, "unsent_events": status.get("unsent_events"),
+              "faults": status.get("faults") or {}, "last_decision": status.get("last_decision")}
+    if site_version is not None and "site_version" in gallery:
+        report["site_changes_queued"] = max(0, site_version - int(gallery["site_version"]))
+    return report
+
+
 def _status(args) -> int:
     session = _Session(args)
     try:
-        if not session.client.statuses:
+        answered = session.client.refresh(timeout=min(args.timeout, 3.0))
+        site_version = _site_version(session)
+        reports = [door_report(session.client, device, site_version) for device in sorted(session.client.statuses)]
+        if args.json:
+            print(json.dumps({"site": session.config.mqtt.site, "site_version": site_version, "doors": reports},
+                             ensure_ascii=False, indent=1))
+            return 0
+        if not reports:
             print("no door has published a status on site %s" % session.config.mqtt.site)
-        for device, status in sorted(session.client.statuses.items()):
-            gallery = status.get("gallery", {})
-            print("%-16s %-7s door %-10s gallery v%s (site change %s, %s people) unsent events %s%s"
-                  % (device, status.get("state"), status.get("door", "-"), gallery.get("version", "-"),
-                     gallery.get("site_version", "-"), gallery.get("people", "-"),
-                     status.get("unsent_events", "-"),
-                     "  faults: %s" % status["faults"] if status.get("faults") else ""))
+        for report in reports:
+            _print_door(report, report["door"] in answered, site_version)
+        return 0
+    finally:
+        session.close()
+
+
+def _print_door(report: dict, answered: bool, site_version) -> None:
+    device = report["door"]
+    if report["state"] != "online":
+        since = report["offline_since"]
+        when = ("since %s" % _ago(since)) if since else "(connection lost some time after it was last seen)"
+        print("%s: OFFLINE %s; last seen %s" % (device, when, _ago(report["last_seen"])))
+        return
+    print("%s: online since %s; last seen %s%s" % (device, shown_time(report["online_since"]),
+                                                  _ago(report["last_seen"]),
+                                                  "" if answered else " (did not answer just now)"))
+    matching = report["matching"] or {}
+    threshold = "no threshold reported"
+    if matching.get("distance_threshold") is not None:
+        threshold = "threshold %.3f (%s)" % (matching["distance_threshold"], "set by hand" if matching.get("source")
+                                            == "override" else "from the false-accept target")
+    print("  door %s, access %s; %s" % (report["door_state"], report["access"], threshold))
+    gallery = report["gallery"] or {}
+    sync = ""
+    if site_version is not None and gallery:
+        queued = report.get("site_changes_queued", 0)
+        sync = ", up to date" if not queued else ", %d change%s queued for it" % (queued, "" if queued == 1 else "s")
+    print("  gallery: site change %s of %s%s; %s, %s" % (
+        gallery.get("site_version", "?"), site_version if site_version is not None else "?", sync,
+        plural(gallery.get("people", 0), "person", "people"), plural(gallery.get("templates", 0), "template")))
+    decision = report["last_decision"]
+    print("  last decision: %s; unsent events %s; faults: %s" % (
+        "%s %s at %s" % (decision.get("kind"), decision.get("person_name") or "-", shown_time(decision.get("time")))
+        if decision else "none", report["unsent_events"],
+        "; ".join("%s: %s" % item for item in sorted(report["faults"].items())) or "none"))
+
+
+def _sync(args) -> int:
+    session = _Session(args)
+    if not Path(session.site_path).exists():
+        session.close()
+        raise FaceGateError("no site gallery at %s: sync sends the site gallery's changes (give --site-gallery)"
+                            % session.site_path)
+    site = session.site_gallery()
+    status = 0
+    try:
+        session.client.refresh(timeout=min(args.timeout, 3.0))
+        doors = [args.door] if args.door else sorted(session.client.statuses)
+        for device in doors:
+            state = session.client.statuses.get(device)
+            if state is None:
+                raise AdminError("no door %r on site %s%s" % (device, session.config.mqtt.site,
+                                                              did_you_mean(device, sorted(session.client.statuses))))
+            if state.get("state") != "online":
+                print("%s: offline; it asks for the changes after its own when it reconnects "
+                      "(keep 'facegate admin serve' running)" % device)
+                continue
+            status = max(status, _sync_door(session, site, device, int(state["gallery"]["site_version"])))
+        return status
+    finally:
+        site.close()
+        session.close()
+
+
+def _sync_door(session, site, device: str, version: int) -> int:
+    if version >= site.version:
+        print("%s: up to date at site change %d" % (device, version))
+        return 0
+    applied, failed = [], []
+    while version < site.version:
+        changes = site.changes_after(version, max_bytes=session.config.mqtt.max_payload_kb * 512)
+        replies = session.client.send(device, "sync", {"changes": changes}, timeout=session.args.timeout)
+        if not replies or not replies[0].get("ok"):
+            return _print_replies(replies, [device])
+        result = replies[0]["result"]
+        applied += result.get("applied", [])
+        failed += result.get("failed", [])
+        if result.get("site_version", version) <= version:
+            break  # no progress: say where it stopped rather than loop
+        version = result["site_version"]
+    print("%s: applied site change%s %s; now at %d of %d%s" % (
+        device, "" if len(applied) == 1 else "s", _ranges(applied) or "none", version, site.version,
+        "".join("; change %s failed: %s" % (f.get("change"), f.get("error")) for f in failed)))
+    return EXIT_ERROR_REPLY if failed or version < site.version else 0
+
+
+def _ranges(numbers) -> str:
+    parts, start = [], None
+    for index, number in enumerate(numbers):
+        if start is None:
+            start = number
+        if index + 1 == len(numbers) or numbers[index + 1] != number + 1:
+            parts.append(str(start) if start == number else "%d-%d" % (start, number))
+            start = None
+    return ", ".join(parts)
+
+
+def _history(args) -> int:
+    import base64
+
+    from appliance.audit import EVENT_KINDS
+
+    if not args.door:
+        raise FaceGateError("history needs --door: each door keeps its own trail")
+    if not 1 <= args.limit <= HISTORY_PAGE:
+        raise FaceGateError("--limit must be 1 to %d" % HISTORY_PAGE)
+    if args.kind and args.kind not in EVENT_KINDS:
+        raise FaceGateError("no event kind %r%s; known: %s" % (args.kind, did_you_mean(args.kind, EVENT_KINDS),
+                                                               ", ".join(EVENT_KINDS)))
+    body = {"limit": args.limit, "newest": True}
+    for key, option in (("since", "--since"), ("until", "--until")):
+        moment = local_time(getattr(args, key), option)
+        if moment is not None:
+            body[key] = moment.isoformat()
+    for key in ("kind", "person"):
+        if getattr(args, key):
+            body[key] = getattr(args, key)
+    session = _Session(args)
+    try:
+        replies = session.send_to_door("events", body)
+        if not replies[0].get("ok"):
+            return _print_replies(replies, [args.door])
+        events = replies[0]["result"]["events"]
+        folder = Path(args.snapshots) if args.snapshots else None
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
+        for event in events:
+            if args.json:
+                print(json.dumps(event, ensure_ascii=False))
+            else:
+                print(audit_line(event))
+            if folder is not None and event.get("has_snapshot"):
+                answer = session.send_to_door("snapshot", {"sequence": event["sequence"]})[0]
+                if answer.get("ok"):
+                    path = folder / ("%s-%06d.jpg" % (args.door, event["sequence"]))
+                    path.write_bytes(base64.b64decode(answer["result"]["jpeg"]))
+                    print("      snapshot: %s" % path)
+                else:
+                    print("      snapshot: %s" % answer.get("message"))
+        if not events:
+            print("no events on %s match" % args.door)
         return 0
     finally:
         session.close()

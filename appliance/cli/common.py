@@ -6,6 +6,44 @@ from appliance import config as config_module
 from appliance.config import Config
 
 
+def shown_time(stamp) -> str:
+    """A stored UTC time as a person reads it: local time with its offset."""
+    import datetime
+
+    try:
+        return datetime.datetime.fromisoformat(stamp).astimezone().isoformat(timespec="seconds")
+    except (TypeError, ValueError):
+        return str(stamp)
+
+
+def local_time(text, option: str):
+    """An aware datetime from a command-line time; a time without an offset is local."""
+    import datetime
+
+    from appliance.errors import FaceGateError
+
+    if not text:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise FaceGateError("%s %r is not a date or time (like 2026-11-25 or 2026-11-25T08:00)"
+                            % (option, text)) from None
+    return moment if moment.tzinfo else moment.astimezone()
+
+
+def audit_line(event: dict) -> str:
+    """One audit event (its summary) as a line of `facegate audit` and `admin history`."""
+    figures = ""
+    if event.get("distance") is not None:
+        margin = event.get("margin")
+        figures = " distance %.3f margin %s" % (event["distance"], "-" if margin is None else "%.3f" % margin)
+    detail = event.get("detail") or {}
+    note = detail.get("reason") or detail.get("message") or detail.get("alarm") or detail.get("action") or ""
+    return "%5d %s %-9s %-16s%s %s" % (event.get("id") or 0, shown_time(event.get("time")), event.get("kind"),
+                                      event.get("person_name") or "-", figures, note)
+
+
 def plural(count: int, word: str, words: str = "") -> str:
     """'1 template', '2 templates' (give `words` where adding an s is wrong: person, people)."""
     return "%d %s" % (count, word if count == 1 else (words or word + "s"))

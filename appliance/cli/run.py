@@ -8,7 +8,7 @@ import signal
 import sys
 import time
 
-from appliance.cli.common import add_config_options, load_config
+from appliance.cli.common import add_config_options, audit_line, load_config, local_time, shown_time
 from appliance.config import from_dict, validate
 from appliance.errors import FaceGateError, did_you_mean
 
@@ -148,46 +148,17 @@ def show_audit(args) -> int:
         if args.snapshot is not None:
             return _write_snapshot(store, args)
         events = store.events(limit=args.limit, kind=args.kind, newest=True, person=args.person,
-                              after=_local_time(args.since, "--since"), before=_local_time(args.until, "--until"))
+                              after=local_time(args.since, "--since"), before=local_time(args.until, "--until"))
         if args.csv:
             return _write_csv(events)
         for event in events:
             if args.json:
                 print(json.dumps(event.summary(), ensure_ascii=False))
-                continue
-            who = event.person_name or "-"
-            figures = ""
-            if event.distance is not None:
-                figures = " distance %.3f margin %s" % (event.distance, "%.3f" % event.margin
-                                                        if event.margin is not None else "-")
-            note = event.detail.get("reason") or event.detail.get("message") or event.detail.get("alarm") \
-                or event.detail.get("action") or ""
-            print("%5d %s %-9s %-16s%s %s" % (event.id, _shown(event.time), event.kind, who, figures, note))
+            else:
+                print(audit_line(event.summary()))
     finally:
         store.close()
     return 0
-
-
-def _shown(stamp: str) -> str:
-    """A stored UTC time as a person reads it: local time with its offset."""
-    import datetime
-
-    try:
-        return datetime.datetime.fromisoformat(stamp).astimezone().isoformat(timespec="seconds")
-    except (TypeError, ValueError):
-        return stamp
-
-
-def _local_time(text, option: str):
-    import datetime
-
-    if not text:
-        return None
-    try:
-        moment = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        raise FaceGateError("%s %r is not a date or time (like 2026-11-25 or 2026-11-25T08:00)" % (option, text)) from None
-    return moment if moment.tzinfo else moment.astimezone()  # a time without an offset is local
 
 
 def _write_csv(events) -> int:
@@ -198,7 +169,7 @@ def _write_csv(events) -> int:
                      "latency_ms", "reason"])
     for event in events:
         reason = event.detail.get("reason") or event.detail.get("message") or event.detail.get("action") or ""
-        writer.writerow([event.id, event.time, _shown(event.time), event.kind, event.person_id or "",
+        writer.writerow([event.id, event.time, shown_time(event.time), event.kind, event.person_id or "",
                          event.person_name or "", "" if event.distance is None else event.distance,
                          "" if event.margin is None else event.margin,
                          "" if event.latency_ms is None else event.latency_ms, reason])

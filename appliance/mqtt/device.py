@@ -24,7 +24,7 @@ from appliance.config import Config
 from appliance.errors import CommandError, FaceGateError, GalleryError
 from appliance.gallery.enrol import Enroller
 from appliance.gallery.store import GalleryStore, Person, Template
-from appliance.mqtt import topics
+from appliance.mqtt import home_assistant, topics
 from appliance.mqtt.ledger import Ledger
 from appliance.mqtt.link import MqttLink
 from appliance.mqtt.payload import decode_photo, parse_envelope, plain_text
@@ -35,6 +35,18 @@ log = logging.getLogger(__name__)
 GALLERY_VERBS = ("enroll", "add_photos", "remove", "disable", "enable")
 # what changes who may enter or the decision rule: each is an audit event with its origin
 AUDITED_VERBS = GALLERY_VERBS + ("set_threshold",)
+# answers that change nothing: not kept in the ledger (a repeat simply reads again)
+READ_VERBS = ("ping", "status", "list", "get", "events", "snapshot")
+HISTORY_PAGE = 200  # most events in one `events` reply
+
+
+def _utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def decision_summary(event: Event) -> Dict[str, Any]:
+    return {"kind": event.kind, "person_id": event.person_id, "person_name": event.person_name,
+            "time": event.time, "sequence": event.id}
 
 
 def person_summary(person: Person) -> Dict[str, Any]:
@@ -67,10 +79,11 @@ class DeviceAgent:
         # photo (BGR) -> Template with this door's models and the enrolment quality limits
         self.template_maker = Enroller(config, pipeline, self.store).template_from_image if pipeline else None
         self.ledger = Ledger(self.mqtt.state_path, self.mqtt.change_max_age_hours * 3600 + 3600)
-        self._offline = (topics.status(self.mqtt.site, self.mqtt.device),
-                         json.dumps({"state": "offline", "device": self.mqtt.device}).encode())
+        # the broker publishes this when it loses us; it cannot know when, so `seen` keeps that
+        will = (topics.status(self.mqtt.site, self.mqtt.device),
+                json.dumps({"state": "offline", "device": self.mqtt.device, "reason": "connection lost"}).encode())
         self.link = link or MqttLink(self.mqtt, "facegate-%s-%s" % (self.mqtt.site, self.mqtt.device),
-                                     will=self._offline)
+                                     will=will)
         self.link.subscriptions = [topics.commands(self.mqtt.site, self.mqtt.device),
                                    topics.commands(self.mqtt.site, topics.ALL)]
         self.link.on_message = self._received
@@ -80,9 +93,14 @@ class DeviceAgent:
         self._commands: "queue.Queue" = queue.Queue()
         self._wake = threading.Condition()
         self._in_flight: Dict[int, int] = {}  # message id -> event id
-        self._early_acks: set = set()
+        self._early_acks: Dict[int, float] = {}  # message id -> when its acknowledgement came
         self._published_up_to = 0
         self._next_status = self._next_sync = time.monotonic() + 60  # connecting does both at once
+        self._status_lock = threading.Lock()
+        self._published_state: Optional[tuple] = None
+        self._online_since: Optional[str] = None
+        newest = audit.events(limit=1, kinds=home_assistant.DECISION_KINDS, newest=True)
+        self.last_decision: Optional[Dict[str, Any]] = decision_summary(newest[0]) if newest else None
         self._stop = threading.Event()
         self._on_died = on_died
         self._threads: List[threading.Thread] = []
@@ -90,23 +108,26 @@ class DeviceAgent:
         self.handlers = {"ping": self._ping, "enroll": self._enroll, "add_photos": self._add_photos,
                          "remove": self._remove, "disable": self._disable, "enable": self._enable,
                          "list": self._list, "get": self._get, "set_threshold": self._set_threshold,
-                         "unlock": self._unlock, "sync": self._sync, "status": self._status_command}
+                         "unlock": self._unlock, "sync": self._sync, "status": self._status_command,
+                         "events": self._events, "snapshot": self._snapshot}
 
     # -- life cycle ------------------------------------------------------------------------
 
     def start(self) -> None:
         self._threads = [threads.start("mqtt-commands", self._command_loop, self._on_died),
                          threads.start("mqtt-outbox", self._outbox_loop, self._on_died)]
-        self.controller.listeners.append(lambda event: self.wake())
+        self.controller.listeners.append(self._on_event)
         self.link.start()
 
     def stop(self) -> None:
         self._stop.set()
         self.wake()
         self._commands.put(None)
-        self.link.stop(final=self._offline)
         for thread in self._threads:
             thread.join(timeout=5)
+        offline = {"state": "offline", "device": self.mqtt.device, "reason": "stopped", "since": _utc_now()}
+        with self._status_lock:  # the last status published is this one, never an "online" after it
+            self.link.stop(final=(topics.status(self.mqtt.site, self.mqtt.device), json.dumps(offline).encode()))
         self.store.close()
         self.ledger.close()
 
@@ -114,12 +135,25 @@ class DeviceAgent:
         with self._wake:
             self._wake.notify_all()
 
+    def _on_event(self, event: Event) -> None:
+        if event.kind in home_assistant.DECISION_KINDS:
+            self.last_decision = decision_summary(event)
+            if self.mqtt.home_assistant and self.link.connected.is_set():
+                self.link.publish(topics.decision(self.mqtt.site, self.mqtt.device),
+                                  home_assistant.decision_payload(event))
+        self.wake()
+
     def _on_connect(self) -> None:
         with self._wake:
             self._in_flight.clear()
             self._early_acks.clear()
             self._published_up_to = 0  # re-send everything unacknowledged, in order
             self._wake.notify_all()
+        self._online_since = _utc_now()
+        if self.mqtt.home_assistant:
+            for topic, payload in home_assistant.discovery(self.mqtt.site, self.mqtt.device, __version__,
+                                                           self.mqtt.home_assistant_prefix):
+                self.link.publish(topic, payload, retain=True)
         self.publish_status()
         self._ask_for_changes(self.store.site_version)
 
@@ -140,23 +174,47 @@ class DeviceAgent:
                 "door": self.controller.door.value, "access": self.controller.access.value,
                 "matching": self.matching_state() if self.matching_state else None,
                 "faults": dict(self.controller.faults), "unsent_events": self.audit.unsent_count(),
-                "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+                "last_decision": self.last_decision, "since": self._online_since, "time": _utc_now()}
 
-    def publish_status(self) -> None:
-        if self.link.connected.is_set():
-            self.link.publish(topics.status(self.mqtt.site, self.mqtt.device), json.dumps(self.status()).encode(),
-                              retain=True)
+    def _state(self, status: Dict[str, Any]) -> tuple:
+        """What, when it changes, is worth a new status at once: not the time, and not the access
+        state's passage through detecting and verifying at camera speed."""
+        access = status["access"] if status["access"] in ("granted", "fault") else "ready"
+        return (status["door"], access, json.dumps(status["faults"], sort_keys=True),
+                json.dumps(status["matching"], sort_keys=True), json.dumps(status["gallery"], sort_keys=True),
+                json.dumps(status["last_decision"], sort_keys=True), status["unsent_events"])
+
+    def publish_status(self, only_if_changed: bool = False) -> None:
+        if not self.link.connected.is_set():
+            return
+        with self._status_lock:
+            if self._stop.is_set():
+                return
+            status = self.status()
+            state = self._state(status)
+            if only_if_changed and state == self._published_state:
+                return
+            self._published_state = state
+            self._next_status = time.monotonic() + self.mqtt.status_seconds
+            site, device = self.mqtt.site, self.mqtt.device
+            self.link.publish(topics.status(site, device), json.dumps(status).encode(), retain=True)
+            self.link.publish(topics.seen(site, device),
+                              json.dumps({"device": device, "time": status["time"]}).encode(), retain=True)
 
     # -- the audit outbox ------------------------------------------------------------------
 
     def _periodic(self) -> None:
-        """Status every minute; and ask for missed site changes every few minutes, in case a
-        request or its answer was lost."""
+        """Status when something changed (this runs at least every second) and every
+        `status_seconds`; ask for missed site changes every few minutes, in case a request or
+        its answer was lost."""
         now = time.monotonic()
-        if not self.link.connected.is_set() or now < self._next_status:
+        if not self.link.connected.is_set():
             return
-        self._next_status = now + 60
-        self.publish_status()
+        with self._wake:  # an acknowledgement is matched to its event within milliseconds
+            for mid, when in list(self._early_acks.items()):
+                if now - when > 30:
+                    del self._early_acks[mid]
+        self.publish_status(only_if_changed=now < self._next_status)
         if now >= self._next_sync:
             self._next_sync = now + 300
             self._ask_for_changes(self.store.site_version)
@@ -183,7 +241,7 @@ class DeviceAgent:
                 with self._wake:
                     self._published_up_to = event.id
                     if mid in self._early_acks:  # acknowledged before we got to note it
-                        self._early_acks.discard(mid)
+                        del self._early_acks[mid]
                         acknowledged = True
                     else:
                         self._in_flight[mid] = event.id
@@ -201,8 +259,8 @@ class DeviceAgent:
     def _acknowledged(self, mid: int) -> None:
         with self._wake:
             event_id = self._in_flight.pop(mid, None)
-            if event_id is None:
-                self._early_acks.add(mid)
+            if event_id is None:  # a status or a reply, or an event not yet noted
+                self._early_acks[mid] = time.monotonic()
             self._wake.notify_all()
         if event_id is not None:
             self.audit.mark_sent([event_id])
@@ -305,7 +363,8 @@ class DeviceAgent:
         if envelope["verb"] in AUDITED_VERBS:
             self._record_change(envelope["verb"], result, self._origin)
         reply = {"ok": True, "result": result}
-        self.ledger.record(envelope["request_id"], envelope["verb"], reply)
+        if envelope["verb"] not in READ_VERBS:
+            self.ledger.record(envelope["request_id"], envelope["verb"], reply)
         return reply
 
     def _origin_of(self, envelope: Dict[str, Any]) -> Dict[str, Any]:
@@ -494,5 +553,44 @@ class DeviceAgent:
             self.store.set_site_version(number)
             applied.append(number)
         if applied:
+            log.info("applied site changes %d-%d (%d failed); now at site change %d", applied[0], applied[-1],
+                     len(failed), self.store.site_version)
             self._ask_for_changes(self.store.site_version)  # a long backlog comes in several parts
         return {"applied": applied, "failed": failed, "site_version": self.store.site_version}
+
+    def _events(self, body) -> Dict[str, Any]:
+        """Past audit events in order, after a sequence number (or with `newest` the last `limit`):
+        the trail kept on this door, without snapshots (`snapshot` fetches one)."""
+        after, limit = body.get("after", 0), body.get("limit", 100)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (after, limit)) or after < 0 \
+                or not 1 <= limit <= HISTORY_PAGE:
+            raise CommandError("malformed", "after must be >= 0 and limit 1 to %d" % HISTORY_PAGE)
+        kind, person = self._text(body, "kind", False), self._text(body, "person", False)
+        bounds = []
+        for key in ("since", "until"):
+            text = self._text(body, key, False)
+            try:
+                moment = datetime.datetime.fromisoformat(text) if text else None
+            except ValueError:
+                raise CommandError("malformed", "%s must be an ISO time with its offset" % key) from None
+            if moment is not None and moment.tzinfo is None:
+                raise CommandError("malformed", "%s must carry its offset (a door's clock is UTC)" % key)
+            bounds.append(moment)
+        newest = body.get("newest", False)
+        if not isinstance(newest, bool):
+            raise CommandError("malformed", "newest must be true or false")
+        events = self.audit.events(limit=limit, kind=kind, since_id=after, after=bounds[0], before=bounds[1],
+                                   person=person, newest=newest)
+        return {"events": [dict(e.summary(), sequence=e.id) for e in events],
+                "more": len(events) == limit, "last": events[-1].id if events else after}
+
+    def _snapshot(self, body) -> Dict[str, Any]:
+        sequence = body.get("sequence")
+        if not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 1:
+            raise CommandError("malformed", "sequence must be a positive integer")
+        found = self.audit.events(limit=1, since_id=sequence - 1)
+        if not found or found[0].id != sequence:
+            raise CommandError("not_found", "no event %d on this door" % sequence)
+        if found[0].snapshot is None:
+            raise CommandError("not_found", "event %d has no snapshot (none taken, or pruned for space)" % sequence)
+        return {"sequence": sequence, "jpeg": base64.b64encode(found[0].snapshot).decode("ascii")}

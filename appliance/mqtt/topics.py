@@ -1,6 +1,8 @@
 """Every MQTT topic FaceGate uses, built in one place for the door and the administrator.
 
   facegate/<site>/<device>/status            retained; "offline" through the last will
+  facegate/<site>/<device>/seen              retained; when the door last published a status
+  facegate/<site>/<device>/decision          grants and denials as they happen (Home Assistant)
   facegate/<site>/<device>/events            audit events, QoS 1, id + sequence number
   facegate/<site>/<device>/cmd/<verb>        commands for this door
   facegate/<site>/all/cmd/<verb>             commands for every door of the site
@@ -30,6 +32,15 @@ def base(site: str, device: str) -> str:
 
 def status(site: str, device: str) -> str:
     return base(site, device) + "/status"
+
+
+def seen(site: str, device: str) -> str:
+    """Outlives the last will, which replaces the status: when an offline door was last heard."""
+    return base(site, device) + "/seen"
+
+
+def decision(site: str, device: str) -> str:
+    return base(site, device) + "/decision"
 
 
 def events(site: str, device: str) -> str:

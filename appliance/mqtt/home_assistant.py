@@ -1,0 +1,82 @@
+"""Home Assistant MQTT discovery: each door appears as a device with read-only entities.
+
+Opt-in (`mqtt.home_assistant`). On every connection the door publishes retained discovery
+messages under `<prefix>/<component>/<node>/<object>/config`. The entities read topics the door
+publishes anyway: its retained status (access, door, last decision, faults, unsent events;
+also the availability, from the status's "state", which the last will turns to offline) and a
+`decision` topic carrying each grant and denial as a Home Assistant event.
+
+Nothing here can unlock: no entity has a command topic. A door opens from the network only by
+a signed `unlock` (`facegate admin unlock`), which Home Assistant cannot make without the
+site's key.
+"""
+
+import json
+import re
+from typing import Any, Dict, List, Tuple
+
+from appliance.mqtt import topics
+
+DEFAULT_PREFIX = "homeassistant"
+# the audit kinds the decision entity reports: someone was let in, refused, or let out
+DECISION_KINDS = ("grant", "deny", "remote_unlock", "exit")
+
+# object id, component, name, value template, extra fields
+_ENTITIES = (
+    ("access", "sensor", "Access", "{{ value_json.access }}", {"icon": "mdi:face-recognition"}),
+    ("door", "sensor", "Door", "{{ value_json.door }}", {"icon": "mdi:door"}),
+    ("last_person", "sensor", "Last person",
+     "{{ (value_json.last_decision or {}).person_name or 'nobody' }}", {"icon": "mdi:account"}),
+    ("last_decision", "sensor", "Last decision",
+     "{{ (value_json.last_decision or {}).kind or 'none' }}", {"icon": "mdi:shield-account"}),
+    ("unsent_events", "sensor", "Unsent events", "{{ value_json.unsent_events }}",
+     {"state_class": "measurement", "icon": "mdi:tray-full"}),
+    ("fault", "binary_sensor", "Fault", "{{ 'ON' if value_json.faults else 'OFF' }}",
+     {"device_class": "problem", "json_attributes_topic": None, "json_attributes_template":
+      "{{ {'faults': value_json.faults} | to_json }}"}),
+)
+
+
+def node_id(site: str, device: str) -> str:
+    """Home Assistant allows letters, digits, _ and - in a discovery topic's node id."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", "facegate_%s_%s" % (site, device))
+
+
+def discovery(site: str, device: str, version: str, prefix: str = DEFAULT_PREFIX) -> List[Tuple[str, bytes]]:
+    """(topic, payload) for every entity of this door, to publish retained."""
+    node = node_id(site, device)
+    status = topics.status(site, device)
+    shared = {
+        "availability_topic": status,
+        "availability_template": "{{ value_json.state }}",
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "device": {"identifiers": [node], "name": "FaceGate %s" % device, "manufacturer": "FaceGate",
+                   "model": "face-recognition door", "sw_version": version, "suggested_area": site},
+        "origin": {"name": "FaceGate", "sw_version": version},
+    }
+    messages = []
+    for object_id, component, name, template, extra in _ENTITIES:
+        config: Dict[str, Any] = dict(shared, name=name, unique_id="%s_%s" % (node, object_id),
+                                      state_topic=status, value_template=template)
+        config.update({k: (status if v is None else v) for k, v in extra.items()})
+        messages.append((_config_topic(prefix, component, node, object_id), _encode(config)))
+    event = dict(shared, name="Decision", unique_id="%s_decision" % node, state_topic=topics.decision(site, device), event_types=list(DECISION_KINDS),
+                 icon="mdi:door-open")
+    messages.append((_config_topic(prefix, "event", node, "decision"), _encode(event)))
+    return messages
+
+
+def decision_payload(event) -> bytes:
+    """A grant or denial as Home Assistant's event entity reads it: event_type plus attributes."""
+    return _encode({"event_type": event.kind, "person_id": event.person_id, "person_name": event.person_name,
+                    "distance": event.distance, "time": event.time,
+                    "reason": (event.detail or {}).get("reason")})
+
+
+def _config_topic(prefix: str, component: str, node: str, object_id: str) -> str:
+    return "%s/%s/%s/%s/config" % (prefix, component, node, object_id)
+
+
+def _encode(value: Dict[str, Any]) -> bytes:
+    return json.dumps(value, ensure_ascii=False).encode("utf-8")

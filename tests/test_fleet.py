@@ -1,0 +1,249 @@
+"""The administrator's view of a site: status with last seen and offline since, queued and
+applied site changes, sync now, a door's past events, and Home Assistant discovery.
+
+Real mosquitto on loopback, doors' MQTT sides in this process (test_mqtt.Door), the CLI in a
+subprocess as an administrator runs it.
+"""
+
+import datetime
+import json
+import os
+import re
+import signal
+import time
+
+from conftest import SEED, run_cli, wait_until
+from test_mqtt import SITE, Door, Listener, admin_for, broker, door_settings, key_file, run_door_process  # noqa: F401
+
+from appliance.admin.site import SiteGallery
+from appliance.audit import Event
+
+ADMIN_TOML = '[mqtt]\nhost = "127.0.0.1"\nport = %d\ntls = false\nsite = "%s"\nsigning_key_file = "%s"\n'
+
+
+def admin_config(tmp_path, broker, key_file):
+    path = tmp_path / "admin.toml"
+    path.write_text(ADMIN_TOML % (broker.port, SITE, key_file))
+    return path
+
+
+def status_json(config, *extra):
+    result = run_cli("admin", "status", "--json", "--config", config, *extra)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {door["door"]: door for door in json.loads(result.stdout)["doors"]}
+
+
+def utc(stamp):
+    return datetime.datetime.fromisoformat(stamp).timestamp()
+
+
+class Matching:
+    """A door's decision rule as its status reports it, changeable as `set_threshold` does."""
+
+    def __init__(self, threshold):
+        self.state = {"distance_threshold": threshold, "source": "target"}
+
+    def set(self, threshold, margin):
+        self.state = {"distance_threshold": threshold, "source": "override"}
+
+
+def with_matching(door, threshold):
+    matching = Matching(threshold)
+    door.agent.matching_state = lambda: matching.state
+    door.agent.set_matching = matching.set
+    return matching
+
+
+def test_status_shows_threshold_last_seen_and_offline_since_within_two_seconds(tmp_path, broker, key_file):
+    config = admin_config(tmp_path, broker, key_file)
+    door1 = Door(door_settings(tmp_path, broker, key_file, "door1"))
+    door2 = Door(door_settings(tmp_path, broker, key_file, "door2"))
+    matching = with_matching(door1, 0.41)
+    with_matching(door2, 0.38)
+    statuses = Listener(broker.port, "facegate/%s/+/status" % SITE)
+    try:
+        doors = status_json(config)
+        assert doors["door1"]["state"] == doors["door2"]["state"] == "online"
+        assert doors["door1"]["matching"]["distance_threshold"] == 0.41
+        assert doors["door2"]["matching"]["distance_threshold"] == 0.38
+        for door in doors.values():
+            assert abs(utc(door["last_seen"]) - time.time()) < 5 and door["online_since"]
+
+        # a change on the door reaches its retained status within 2 s, without anyone asking
+        matching.set(0.30, 0.05)
+        changed = time.monotonic()
+        assert statuses.wait(lambda m: any(json.loads(p).get("matching", {}) and
+                                           json.loads(p)["matching"]["distance_threshold"] == 0.30
+                                           for t, p, _ in m if t.endswith("door1/status")), timeout=2)
+        assert time.monotonic() - changed < 2
+
+        door2.close()
+        stopped = time.time()
+        doors = status_json(config)
+        assert doors["door2"]["state"] == "offline" and doors["door2"]["offline_reason"] == "stopped"
+        assert abs(utc(doors["door2"]["offline_since"]) - stopped) < 2
+        assert abs(utc(doors["door2"]["last_seen"]) - stopped) < 62  # its last status, kept past the will
+        text = run_cli("admin", "status", "--config", config).stdout
+        assert re.search(r"door2: OFFLINE since .* last seen", text), text
+        assert re.search(r"door1: online since .*\n  door closed, access idle; threshold 0\.300 \(set by hand\)",
+                         text), text
+    finally:
+        statuses.close()
+        door1.close()
+
+
+def test_a_door_that_dies_is_offline_since_its_will_arrived(tmp_path, broker, key_file):
+    raw = door_settings(tmp_path, broker, key_file, "door3")
+    config_path = tmp_path / "door3.json"
+    config_path.write_text(json.dumps(raw))
+    process = run_door_process(config_path)
+    admin = admin_for(broker, key_file)
+    try:
+        assert admin.wait_for_status(lambda s: s.get("door3", {}).get("state") == "online", 10)
+        os.kill(process.pid, signal.SIGKILL)
+        killed = time.time()
+        process.wait()
+        # the broker notices after 1.5 keep-alives (5 s here) and publishes the last will
+        assert admin.wait_for_status(lambda s: s["door3"].get("state") == "offline", 15)
+        since = utc(admin.offline_since("door3"))
+        assert killed < since + 1 < killed + 12
+        assert utc(admin.seen["door3"]) <= killed + 1
+    finally:
+        admin.close()
+
+
+def test_site_wide_enrolment_with_a_door_offline_is_queued_then_applied(tmp_path, broker, key_file, pipeline):
+    config = admin_config(tmp_path, broker, key_file)
+    site = tmp_path / "site.db"
+    door1 = Door(door_settings(tmp_path, broker, key_file, "door1"), pipeline)
+    door2 = Door(door_settings(tmp_path, broker, key_file, "door2"), pipeline)
+    door2.close()  # offline; its broker session keeps its subscriptions
+    photo = sorted((SEED / "gallery" / "obama").iterdir())[0]
+    try:
+        result = run_cli("admin", "enroll", "obama", photo, "--config", config, "--site-gallery", site)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "site change 1: enrolled obama" in result.stdout
+        assert re.search(r"door1: ok", result.stdout), result.stdout
+        assert re.search(r"door2: offline since .*, queued: it applies site change 1 when it reconnects",
+                         result.stdout), result.stdout
+        doors = status_json(config, "--site-gallery", site)
+        assert doors["door1"]["site_changes_queued"] == 0 and doors["door2"]["state"] == "offline"
+
+        door2 = Door(door_settings(tmp_path, broker, key_file, "door2"), pipeline)  # back online
+        assert wait_until(lambda: door2.agent.store.site_version == 1, 20)
+        doors = status_json(config, "--site-gallery", site)
+        assert doors["door2"]["state"] == "online" and doors["door2"]["site_changes_queued"] == 0
+        assert [p[1] for p in door2.people()] == ["obama"]
+        text = run_cli("admin", "status", "--config", config, "--site-gallery", site).stdout
+        assert re.search(r"door2: online.*\n.*\n  gallery: site change 1 of 1, up to date", text), text
+    finally:
+        door1.close()
+        door2.close()
+
+
+def test_sync_now_sends_a_door_the_changes_it_lacks(tmp_path, broker, key_file):
+    config = admin_config(tmp_path, broker, key_file)
+    site_path = tmp_path / "site.db"
+    site = SiteGallery(str(site_path))
+    embedding = [1.0] + [0.0] * 127
+    for number, name in enumerate(("Ada", "Grace", "Edsger"), 1):
+        site.record("enroll", {"person_id": "p%d" % number, "name": name, "model_id": "mobilefacenet_128d",
+                               "embeddings": [embedding]})
+    site.record("disable", {"person_id": "p2"})
+    site.close()
+    door = Door(door_settings(tmp_path, broker, key_file, "door1"))
+    try:
+        assert door.agent.store.site_version == 0
+        result = run_cli("admin", "sync", "--config", config, "--site-gallery", site_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "door1: applied site changes 1-4; now at 4 of 4" in result.stdout
+        assert door.people() == [("p1", "Ada", True), ("p2", "Grace", False), ("p3", "Edsger", True)]
+        result = run_cli("admin", "sync", "--config", config, "--site-gallery", site_path)
+        assert "door1: up to date at site change 4" in result.stdout
+        result = run_cli("admin", "sync", "--config", config, "--site-gallery", tmp_path / "typo.db")
+        assert result.returncode == 2 and "no site gallery at" in result.stderr
+    finally:
+        door.close()
+
+
+def test_history_fetches_a_doors_past_events_and_snapshots(tmp_path, broker, key_file):
+    config = admin_config(tmp_path, broker, key_file)
+    door = Door(door_settings(tmp_path, broker, key_file, "door1"))
+    jpeg = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4 + b"\xff\xd9"
+    door.audit.record(Event("grant", person_id="p1", person_name="Ada", distance=0.21, margin=0.3,
+                            snapshot=jpeg))
+    door.audit.record(Event("deny", distance=0.9, detail={"reason": "stranger"}))
+    door.audit.record(Event("grant", person_id="p2", person_name="Grace", distance=0.25, margin=0.2))
+    try:
+        result = run_cli("admin", "history", "--door", "door1", "--kind", "grant", "--snapshots",
+                         tmp_path / "snaps", "--config", config)
+        assert result.returncode == 0, result.stdout + result.stderr
+        lines = [line for line in result.stdout.splitlines() if "grant" in line]
+        assert len(lines) == 2 and "Ada" in lines[0] and "Grace" in lines[1] and "deny" not in result.stdout
+        saved = list((tmp_path / "snaps").iterdir())
+        assert [p.name for p in saved] == ["door1-000001.jpg"] and saved[0].read_bytes() == jpeg
+        result = run_cli("admin", "history", "--door", "door1", "--limit", "1", "--json", "--config", config)
+        assert [json.loads(line)["person_name"] for line in result.stdout.splitlines()] == ["Grace"]
+        result = run_cli("admin", "history", "--door", "door1", "--kind", "grnt", "--config", config)
+        assert result.returncode == 2 and "did you mean grant" in result.stderr
+    finally:
+        door.close()
+
+
+# -- Home Assistant --------------------------------------------------------------------------
+
+# what Home Assistant's MQTT discovery requires of each component, beyond a unique id and device
+REQUIRED = {"sensor": ("state_topic",), "binary_sensor": ("state_topic",),
+            "event": ("state_topic", "event_types")}
+
+
+def test_home_assistant_discovery_describes_the_door_and_follows_it(tmp_path, broker, key_file):
+    discovery = Listener(broker.port, "homeassistant/#")
+    door = Door(door_settings(tmp_path, broker, key_file, "front door", mqtt={"home_assistant": True}))
+    statuses = Listener(broker.port, "facegate/%s/+/status" % SITE)
+    decisions = Listener(broker.port, "facegate/%s/+/decision" % SITE)
+    try:
+        assert discovery.wait(lambda m: len(m) >= 7)
+        assert statuses.wait(lambda m: m)
+        status = statuses.payloads()[-1]
+        status_topic = "facegate/%s/front door/status" % SITE
+        configs = {}
+        for topic, payload, retained in discovery.messages:
+            prefix, component, node, object_id, last = topic.split("/")
+            assert (prefix, last) == ("homeassistant", "config") and component in REQUIRED
+            assert re.fullmatch(r"[A-Za-z0-9_-]+", node) and re.fullmatch(r"[A-Za-z0-9_-]+", object_id)
+            config = json.loads(payload)
+            for field in REQUIRED[component] + ("unique_id", "name", "device", "availability_topic"):
+                assert config.get(field), (topic, field)
+            assert config["device"]["identifiers"] == [node]
+            assert config["availability_topic"] == status_topic
+            assert config["availability_template"] == "{{ value_json.state }}"
+            assert "command_topic" not in config  # nothing in Home Assistant can open the door
+            for name in re.findall(r"value_json\.(\w+)", config.get("value_template", "")):
+                assert name in status, (topic, name)  # every field a template reads is in the status
+            configs[object_id] = config
+        assert set(configs) == {"access", "door", "last_person", "last_decision", "unsent_events", "fault",
+                                "decision"}
+        assert len({c["unique_id"] for c in configs.values()}) == 7
+        assert configs["decision"]["state_topic"] == "facegate/%s/front door/decision" % SITE
+
+        # the state topics follow the door
+        assert door.controller.remote_unlock("courier", {"via": "test"})
+        assert decisions.wait(lambda m: m)
+        event = decisions.payloads()[0]
+        assert event["event_type"] == "remote_unlock" and event["event_type"] in configs["decision"]["event_types"]
+        assert statuses.wait(lambda m: any(json.loads(p).get("door") == "unlocked" and
+                                           (json.loads(p).get("last_decision") or {}).get("kind") == "remote_unlock"
+                                           for _, p, _ in m), timeout=3)
+        door.controller.report_fault("camera", "no frames for 5 s")
+        assert statuses.wait(lambda m: json.loads(m[-1][1]).get("faults") == {"camera": "no frames for 5 s"},
+                             timeout=3)
+        door.close()
+        door = None
+        assert statuses.wait(lambda m: json.loads(m[-1][1])["state"] == "offline")  # unavailable in HA
+    finally:
+        if door is not None:
+            door.close()
+        discovery.close()
+        statuses.close()
+        decisions.close()
