@@ -62,3 +62,38 @@ def test_config_check_and_run_refuse_the_same_mistakes(tmp_path, text, expected)
     for result in (check, run):
         assert result.returncode == 2 and expected in result.stderr, result.stderr
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_every_command_has_examples_that_its_parser_accepts():
+    import shlex
+
+    from appliance.cli import build_parser
+    from appliance.cli.examples import EXAMPLES, commands_of
+
+    parser = build_parser()
+    leaves = []
+
+    def walk(node, path):
+        subs = list(commands_of(node))
+        if not subs:
+            leaves.append(path)
+        for name, sub in subs:
+            walk(sub, (path + " " + name).strip())
+
+    walk(parser, "")
+    missing = [path for path in leaves if path not in EXAMPLES and path.split(" ")[0] not in EXAMPLES]
+    assert not missing, "commands without examples: %s" % missing
+    assert not set(EXAMPLES) - set(leaves) - {"", "people", "gallery"}, "examples for commands that do not exist"
+    for path, lines in EXAMPLES.items():
+        for line in lines:
+            words = shlex.split(line, comments=True)
+            words = words[:words.index(">")] if ">" in words else words  # the shell's redirection
+            assert words[0] == "facegate" and (not path or " ".join(words[1:]).startswith(path)), line
+            try:
+                parser.parse_args(words[1:])
+            except SystemExit:
+                raise AssertionError("the parser refuses its own example: %s" % line) from None
+    from conftest import run_cli
+
+    text = run_cli("admin", "history", "--help").stdout
+    assert "examples:\n  facegate admin history --door front" in text

@@ -7,6 +7,7 @@ import sys
 from typing import List, Optional
 
 from appliance import __version__
+from appliance.cli import examples
 from appliance.errors import FaceGateError
 
 # command group modules; each has register(subparsers) adding its commands.
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(commands)
+    examples.attach(parser)
     return parser
 
 

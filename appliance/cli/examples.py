@@ -1,0 +1,74 @@
+"""Examples shown at the end of each command's --help, kept in one table.
+
+A test parses every example with the real parser, so an example cannot drift from the options.
+"""
+
+import argparse
+
+EXAMPLES = {
+    "": ["facegate enroll Ada photos/ada1.jpg photos/ada2.jpg",
+         "facegate run --config /etc/facegate/door.toml",
+         "facegate admin status --config admin.toml"],
+    "models install": ["facegate models install", "facegate models install --mirror /srv/models"],
+    "models list": ["facegate models list"],
+    "detect": ["facegate detect group.jpg --out faces.jpg", "facegate detect portrait.jpg --json"],
+    "compare": ["facegate compare ada1.jpg ada2.jpg"],
+    "enroll": ["facegate enroll Ada ada1.jpg ada2.jpg --note 'night shift'",
+               "facegate enroll Ada ada3.jpg --add",
+               "facegate enroll --from-dir people/   # one folder per person, named after them"],
+    "people": ["facegate people list", "facegate people show Ada", "facegate people disable Ada",
+               "facegate people remove Ada --yes"],
+    "gallery": ["facegate gallery info", "facegate gallery export backup.json",
+                "facegate gallery import backup.json --gallery new.db"],
+    "identify": ["facegate identify group.jpg --out named.jpg", "facegate identify --video entrance.mp4"],
+    "eval-lfw": ["facegate eval-lfw --json lfw.json"],
+    "eval-identification": ["facegate eval-identification --k 10 100 --frames 4 --cache .eval-cache"],
+    "eval-calibrate": ["facegate eval-calibrate --cache .eval-cache"],
+    "config": ["facegate config > door.toml", "facegate config --check door.toml"],
+    "run": ["facegate run --config door.toml",
+            "facegate run --camera entrance.mp4 --no-relay   # try it on a video, no relay",
+            "facegate run --config door.toml --relay-port /dev/ttyUSB0"],
+    "audit": ["facegate audit --limit 20", "facegate audit --kind deny --since 2026-11-25T08:00",
+              "facegate audit --person Ada --csv > ada.csv", "facegate audit --snapshot 42 --out attempt42.jpg"],
+    "relay lock": ["facegate relay lock --port /dev/ttyUSB0"],
+    "relay test": ["facegate relay test --port /dev/ttyUSB0 --seconds 2"],
+    "tune capture": ["facegate tune capture Ada --count 10 --config door.toml"],
+    "tune label": ["facegate tune label 57 --person Ada", "facegate tune label 58 --stranger"],
+    "tune report": ["facegate tune report --config door.toml --plot tuning.png"],
+    "tune replay": ["facegate tune replay --threshold 0.38 --config door.toml   # what a threshold would have done"],
+    "tune lfw": ["facegate tune lfw --fit-folds 1-3 --test-folds 4-5"],
+    "tune apply": ["facegate tune apply 0.42 --config door.toml",
+                   "facegate tune apply 0.42 --config admin.toml --door front"],
+    "admin keygen": ["facegate admin keygen site.key"],
+    "admin enroll": ["facegate admin enroll Ada ada1.jpg ada2.jpg --config admin.toml",
+                     "facegate admin enroll Ada ada1.jpg --door front --config admin.toml"],
+    "admin remove": ["facegate admin remove Ada --config admin.toml"],
+    "admin disable": ["facegate admin disable Ada --config admin.toml"],
+    "admin enable": ["facegate admin enable Ada --config admin.toml"],
+    "admin list": ["facegate admin list --config admin.toml", "facegate admin list --door front --config admin.toml"],
+    "admin status": ["facegate admin status --config admin.toml", "facegate admin status --json --config admin.toml"],
+    "admin sync": ["facegate admin sync --config admin.toml", "facegate admin sync --door front --config admin.toml"],
+    "admin history": ["facegate admin history --door front --kind deny --since 2026-11-25 --config admin.toml",
+                      "facegate admin history --door front --limit 10 --snapshots attempts/ --config admin.toml"],
+    "admin events": ["facegate admin events --config admin.toml", "facegate admin events --door front --json"],
+    "admin ping": ["facegate admin ping --config admin.toml"],
+    "admin unlock": ["facegate admin unlock --door front --config admin.toml"],
+    "admin set-threshold": ["facegate admin set-threshold 0.40 --door front --config admin.toml"],
+    "admin serve": ["facegate admin serve --config admin.toml"],
+}
+
+
+def attach(parser: argparse.ArgumentParser, path: str = "") -> None:
+    """Give `parser` and every command under it its examples as the help's epilog."""
+    lines = EXAMPLES.get(path)
+    if lines:
+        parser.epilog = "examples:\n" + "\n".join("  " + line for line in lines)
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    for name, sub in commands_of(parser):
+        attach(sub, (path + " " + name).strip())
+
+
+def commands_of(parser: argparse.ArgumentParser):
+    for action in parser._actions:  # argparse offers no public way to walk its subcommands
+        if isinstance(action, argparse._SubParsersAction):
+            yield from action.choices.items()
