@@ -204,3 +204,57 @@ def test_removing_a_person_at_a_terminal_asks_first(tmp_path, models_dir):
         listing = run_cli("people", "list", "--gallery", gallery).stdout
         assert ("obama" in listing) == kept, listing
     assert run_cli("people", "remove", "nobody", "--gallery", gallery, "--yes").returncode == 2
+
+
+def person_id(gallery, name):
+    from appliance.gallery.store import GalleryStore
+
+    store = GalleryStore(str(gallery))
+    try:
+        return store.find(name).id
+    finally:
+        store.close()
+
+
+def test_names_in_any_script_are_drawn_not_replaced_by_ids(tmp_path):
+    import cv2
+    import numpy as np
+
+    from appliance.vision.labels import draw_label, font_for
+
+    font = font_for("刘德华")
+    assert font is not None, "no installed font draws Chinese: run 'make system-deps'"
+    assert font_for("Zoë Ψ Жанна") is not None
+
+    def drawn(text):
+        canvas = np.zeros((40, 160, 3), np.uint8)
+        draw_label(canvas, text, (2, 30), (255, 255, 255), fallback="?")
+        return canvas
+
+    glyphs = [drawn(char) for char in "刘德华"]
+    assert all(g.any() for g in glyphs)  # ink, and three different glyphs, not three "no glyph" boxes
+    assert not np.array_equal(glyphs[0], glyphs[1]) and not np.array_equal(glyphs[1], glyphs[2])
+
+    gallery = tmp_path / "g.db"
+    assert run_cli("enroll", "--from-dir", GALLERY, "--gallery", gallery).returncode == 0
+    out = tmp_path / "named.jpg"
+    result = run_cli("identify", SEED / "probes" / "ldh.jpg", "--gallery", gallery, "--out", out)
+    assert "刘德华 (distance" in result.stdout, result.stdout
+    image = cv2.imread(str(out))
+    # the label above the face is the name itself: the same pixels as drawing it here, not the id
+    line = next(l for l in result.stdout.splitlines() if "刘德华" in l)
+    x1, y1 = (int(v) for v in line.split("(")[1].split(")")[0].split(", "))
+    plain = cv2.imread(str(SEED / "probes" / "ldh.jpg"))
+    label = (slice(max(0, y1 - 30), y1 - 3), slice(x1, x1 + 60))
+    def ink(picture):  # the label's green strokes
+        region = picture[label].astype(int)
+        return (region[..., 1] > 120) & (region[..., 0] < 90) & (region[..., 2] < 90)
+
+    overlap = {}
+    for text in ("刘德华", "unknown", person_id(gallery, "刘德华")):
+        expected = plain.copy()
+        draw_label(expected, text, (x1, max(18, y1 - 5)), (0, 200, 0), fallback=text)
+        drawn, wanted = ink(image), ink(expected)
+        overlap[text] = (drawn & wanted).sum() / max(1, (drawn | wanted).sum())
+    # the strokes drawn are the name's (up to JPEG noise), not those of the id or of "unknown"
+    assert overlap["刘德华"] > 0.5 and max(overlap["unknown"], overlap[person_id(gallery, "刘德华")]) < 0.3, overlap

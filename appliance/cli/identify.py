@@ -9,6 +9,7 @@ from appliance.cli.detect import write_image
 from appliance.errors import FaceGateError
 from appliance.gallery.decision import decide, threshold_for
 from appliance.gallery.index import GalleryIndex
+from appliance.vision.labels import draw_label
 
 
 def register(commands) -> None:
@@ -29,6 +30,7 @@ def _label(decision) -> str:
 
 
 def _ascii_name(decision) -> str:
+    """What OpenCV's ASCII font can draw, when no installed font has the name's script."""
     if not decision.accepted:
         return "unknown"
     name = decision.match.person.name
@@ -70,8 +72,8 @@ def run(args) -> int:
                 x1, y1, x2, y2 = (int(v) for v in result.face.box)
                 colour = (0, 200, 0) if decision.accepted else (0, 0, 230)
                 cv2.rectangle(image, (x1, y1), (x2, y2), colour, 2)
-                cv2.putText(image, _ascii_name(decision), (x1, max(14, y1 - 5)),
-                            cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2, cv2.LINE_AA)
+                name = decision.match.person.name if decision.accepted else "unknown"
+                draw_label(image, name, (x1, max(18, y1 - 5)), colour, fallback=_ascii_name(decision))
             write_image(args.out, image)
         return 0
     finally:
