@@ -34,7 +34,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# PyTorch (the CPU build, pinned: a looser pin pulls a CUDA build) exports the CASIA
-	# MobileFaceNet checkpoint to ONNX at `make models`; the appliance never imports it
+	# MobileFaceNet checkpoint to ONNX at `make models` (facegate_host/prepare.py); the appliance never imports it
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from appliance.config import from_dict
-from appliance.door.emulator import RelayEmulator
+from facegate_host.emulator import RelayEmulator
 from appliance.gallery.enrol import Enroller
 from appliance.gallery.store import GalleryStore
 from appliance.service import build_service

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.bundle import read_meta
-from appliance.door.emulator import RelayEmulator
+from facegate_host.bundle import read_meta
+from facegate_host.emulator import RelayEmulator
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERLAY = ROOT / "rootfs_overlay"
@@ -32,7 +32,7 @@ def test_shell_scripts_pass_shellcheck():
 
 
 def board_config(board: str):
-    from appliance.bundle import board_config as config_of
+    from facegate_host.bundle import board_config as config_of
 
     return config_of(ROOT, board)
 
@@ -89,7 +89,7 @@ def test_the_watchdog_tells_systemd_ready_then_keeps_it_fed(tmp_path):
 
 
 def test_the_bundle_refuses_without_the_boards_npu_models(tmp_path):
-    from appliance.bundle import build
+    from facegate_host.bundle import build
     from appliance.errors import ModelError
 
     with pytest.raises(ModelError) as caught:
@@ -193,7 +193,7 @@ def test_the_start_script_refuses_a_bad_config_with_its_reason(tmp_path, models_
 def test_the_npu_graph_takes_bgr_at_a_fixed_size_and_gives_the_same_embedding(tmp_path, models_dir):
     import onnxruntime
 
-    from appliance.convert.onnx_prep import prepare_for_npu
+    from facegate_host.convert.onnx_prep import prepare_for_npu
     from appliance.inference.base import to_float_tensor
     from appliance.models import get_spec
 
@@ -216,7 +216,7 @@ def test_the_npu_graph_takes_bgr_at_a_fixed_size_and_gives_the_same_embedding(tm
 def test_the_npu_detector_graph_lists_outputs_in_the_manifests_order(tmp_path, models_dir):
     import onnx
 
-    from appliance.convert.onnx_prep import prepare_for_npu
+    from facegate_host.convert.onnx_prep import prepare_for_npu
     from appliance.models import get_spec, installed_path
 
     spec = get_spec("retinaface_mnet025")
@@ -257,7 +257,7 @@ def test_an_npu_backend_without_its_converted_model_says_how_to_make_it(tmp_path
 
 
 def test_the_wheelhouse_is_pinned_in_the_repository(tmp_path):
-    from appliance.bundle import WHEELHOUSE_PINS, read_pins
+    from facegate_host.bundle import WHEELHOUSE_PINS, read_pins
     from appliance.errors import FaceGateError
 
     pins = dict(line.split("==") for line in read_pins(ROOT / WHEELHOUSE_PINS))
@@ -268,3 +268,33 @@ def test_the_wheelhouse_is_pinned_in_the_repository(tmp_path):
     loose.write_text("transitions==0.9.2\ntomli>=1.1\n")
     with pytest.raises(FaceGateError, match="line 2 must pin one exact version"):
         read_pins(loose)
+
+
+# what only a host runs: none of it may reach a board, and nothing a board runs may need it
+HOST_ONLY = ("facegate_host/", "appliance/convert/", "appliance/eval/", "bundle.py", "emulator.py", "prepare.py",
+             "networks/", "rknn_toolkit_runner.py")
+
+
+def test_the_boards_wheel_holds_the_appliance_and_no_host_tool(tmp_path):
+    import ast
+    import zipfile
+
+    from facegate_host.bundle import build_appliance_wheel
+
+    wheel = build_appliance_wheel(ROOT, tmp_path)
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        sources = {name: archive.read(name).decode("utf-8") for name in names if name.endswith(".py")}
+    assert "appliance/service.py" in names and "appliance/models/manifest.json" in names
+    assert not [n for n in names if any(part in n for part in HOST_ONLY)]
+    imported = {}
+    for name, text in sources.items():
+        for node in ast.walk(ast.parse(text)):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for module in modules:
+                imported.setdefault(module.split(".")[0], set()).add(name)
+    # one guarded door: preparing a model from a checkpoint needs the host (a board's come prepared)
+    assert imported.get("facegate_host", set()) <= {"appliance/models/install.py"}
+    for heavy in ("torch", "onnx", "rknn"):  # the runtime's own NPU module is rknnlite
+        assert heavy not in imported, (heavy, imported.get(heavy))

@@ -11,7 +11,7 @@ import pytest
 from appliance.audit import AuditStore, Event
 from appliance.config import DoorConfig, InputsConfig
 from appliance.door.controller import DoorController
-from appliance.door.emulator import RelayEmulator
+from facegate_host.emulator import RelayEmulator
 from appliance.door.inputs import DebouncedInput, InputError, InputWatcher, SysfsLine
 from appliance.door.relay import LcusProtocol, Relay
 from appliance.door.schedule import is_open, parse_schedule

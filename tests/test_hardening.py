@@ -28,7 +28,7 @@ from test_service import gallery_path  # noqa: F401
 from appliance.audit import AuditStore
 from appliance.config import DoorConfig, InputsConfig
 from appliance.door.controller import DoorController
-from appliance.door.emulator import RelayEmulator
+from facegate_host.emulator import RelayEmulator
 from appliance.door.inputs import InputWatcher
 from appliance.door.relay import LcusProtocol, Relay
 from appliance.door.states import Access

@@ -113,7 +113,7 @@ def test_the_casia_checkpoint_exports_to_onnx_that_embeds_like_pytorch(models_di
     import onnxruntime
     import torch
 
-    from appliance.models.mobilefacenet import MobileFaceNet
+    from facegate_host.networks.mobilefacenet import MobileFaceNet
 
     spec = get_spec("mobilefacenet_casia_128d")
     path = installed_path(spec, models_dir)
@@ -133,7 +133,7 @@ def test_the_ms1m_state_dict_loads_strictly_and_exports_to_onnx_that_embeds_like
     import onnxruntime
     import torch
 
-    from appliance.models.mobilefacenet_ms1m import MobileFaceNetMS1M
+    from facegate_host.networks.mobilefacenet_ms1m import MobileFaceNetMS1M
 
     spec = get_spec("mobilefacenet_ms1m")
     path = installed_path(spec, models_dir)
@@ -166,7 +166,7 @@ def test_each_embedder_with_a_calibration_gives_tighter_thresholds_for_bigger_ga
 def test_a_checkpoint_that_is_not_the_manifests_network_is_refused(tmp_path):
     import torch
 
-    from appliance.models.prepare import mobilefacenet_export
+    from facegate_host.prepare import mobilefacenet_export
 
     spec = get_spec("mobilefacenet_casia_128d")
     checkpoint = torch.load(str(MIRROR / spec.file), map_location="cpu", weights_only=False)

@@ -187,7 +187,7 @@ def test_photos_are_checked_from_their_headers():
 # -- commands against a real broker --------------------------------------------------------
 
 def test_enrolled_over_mqtt_then_recognised_at_the_door(tmp_path, broker, key_file, pipeline):
-    from appliance.door.emulator import RelayEmulator
+    from facegate_host.emulator import RelayEmulator
     from appliance.service import build_service
 
     clip = tmp_path / "visitor.mp4"

@@ -7,7 +7,7 @@ import pytest
 from appliance.audit import AuditStore, Event
 from appliance.config import DoorConfig, RelayConfig
 from appliance.door.controller import DoorController
-from appliance.door.emulator import RelayEmulator
+from facegate_host.emulator import RelayEmulator
 from appliance.door.relay import GenericProtocol, LcusProtocol, Relay
 from appliance.door.states import Access, Door
 from appliance.errors import ConfigError, RelayError

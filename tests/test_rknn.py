@@ -87,7 +87,7 @@ def named(output: str):
 
 
 def test_identify_on_the_simulator_names_the_same_people_as_onnx_runtime(npu_models, seed_gallery, tmp_path):
-    from appliance.bundle import board_config
+    from facegate_host.bundle import board_config
 
     board = board_config(ROOT, TARGET).models  # the dtypes the RV1126B boots with
     config = tmp_path / "npu.toml"
@@ -129,7 +129,7 @@ def test_the_quantisation_check_writes_its_table_and_figures(npu_models, tmp_pat
 
 
 def test_the_bundle_holds_what_the_board_needs_and_installs_into_a_root(npu_models, tmp_path):
-    from appliance.bundle import build
+    from facegate_host.bundle import build
 
     tarball = build("rv1126b", ROOT, npu_models, tmp_path / "bundle.tar.gz")
     with tarfile.open(tarball) as tar:

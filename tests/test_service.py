@@ -14,7 +14,7 @@ from conftest import LFW, MODELS, ROOT, SEED, run_cli
 
 from appliance.audit import AuditStore
 from appliance.config import from_dict
-from appliance.door.emulator import RelayEmulator
+from facegate_host.emulator import RelayEmulator
 from appliance.door.states import Access
 from appliance.gallery.enrol import Enroller
 from appliance.gallery.store import GalleryStore

@@ -12,15 +12,17 @@ from appliance.errors import FaceGateError
 
 # command group modules; each has register(subparsers) adding its commands.
 COMMAND_MODULES = ("appliance.cli.models", "appliance.cli.detect", "appliance.cli.gallery",
-                   "appliance.cli.identify", "appliance.cli.evaluate",
-                   "appliance.cli.config", "appliance.cli.run", "appliance.cli.admin",
+                   "appliance.cli.identify", "appliance.cli.config", "appliance.cli.run", "appliance.cli.admin",
                    "appliance.cli.tune", "appliance.cli.relay")
+# the host's evaluation commands, where the host tools are installed (never on a board)
+HOST_COMMAND_MODULES = ("facegate_host.cli",)
 
 EXIT_ERROR = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
     import importlib
+    import importlib.util
 
     parser = argparse.ArgumentParser(prog="facegate", description="Face-recognition door access.")
     parser.add_argument("--version", action="version", version="facegate " + __version__)
@@ -29,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(commands)
+    for name in HOST_COMMAND_MODULES:
+        if importlib.util.find_spec(name.partition(".")[0]) is not None:
+            importlib.import_module(name).register(commands)
     examples.attach(parser)
     return parser
 

@@ -36,7 +36,7 @@ EXAMPLES = {
     "tune label": ["facegate tune label 57 --person Ada", "facegate tune label 58 --stranger"],
     "tune report": ["facegate tune report --config door.toml --plot tuning.png"],
     "tune replay": ["facegate tune replay --threshold 0.38 --config door.toml   # what a threshold would have done"],
-    "tune lfw": ["facegate tune lfw --fit-folds 1-3 --test-folds 4-5"],
+    "eval-threshold": ["facegate eval-threshold --fit-folds 1-3 --test-folds 4-5"],
     "tune apply": ["facegate tune apply 0.42 --config door.toml",
                    "facegate tune apply 0.42 --config admin.toml --door front"],
     "admin keygen": ["facegate admin keygen site.key"],

@@ -53,13 +53,6 @@ def register(commands) -> None:
     sub.add_argument("--door", help="send it to this remote door over MQTT instead (live, not persisted)")
     sub.add_argument("--timeout", type=float, default=10.0)
     sub.set_defaults(handler=_apply)
-    sub = action("lfw", "fit a threshold on some LFW folds and measure it on the others")
-    sub.add_argument("--pairs", default="../shared/data/lfw-dev/pairs.txt", help="LFW's pairs file")
-    sub.add_argument("--images", default="../shared/data/lfw-dev/images", help="LFW's image folder")
-    sub.add_argument("--fit-folds", default="1-3", help="folds that choose the threshold (default 1-3)")
-    sub.add_argument("--test-folds", default="4-5", help="folds that measure it (default 4-5)")
-    sub.add_argument("--target-far", type=float, default=1e-3, help="false accepts per pair (default 1e-3)")
-    sub.set_defaults(handler=_lfw)
 
 
 def _paths(args, config):
@@ -349,50 +342,4 @@ def _apply(args) -> int:
     record_change(config_module.load(path), "set_threshold", distance_threshold=args.threshold, config_file=str(path))
     print("%s: matching.distance_threshold = %.4f (previous file kept as %s.bak); restart the door, or "
           "send it live with 'facegate admin set-threshold'" % (path, args.threshold, path.name))
-    return 0
-
-
-def _folds(text: str):
-    first, _, last = text.partition("-")
-    return set(range(int(first), int(last or first) + 1))
-
-
-def _lfw(args) -> int:
-    from appliance.eval.lfw import embed_images, parse_pairs
-    from appliance.tune import analysis
-    from appliance.vision.pipeline import FacePipeline
-
-    config = load_config(args)
-    _, pairs = parse_pairs(Path(args.pairs))
-    fit, test = _folds(args.fit_folds), _folds(args.test_folds)
-
-    def images_of(folds):
-        names = set()
-        for pair in pairs:
-            if pair.fold + 1 in folds:
-                names.update((pair.first, pair.second))
-        return sorted(names)
-
-    pipeline = FacePipeline.from_config(config)
-    try:
-        results = {}
-        for label, folds in (("fit", fit), ("test", test)):
-            names = images_of(folds)
-            embedded = embed_images(pipeline, Path(args.images), names)
-            kept = [n for n in names if embedded.get(n) is not None]
-            vectors = np.stack([embedded[n] for n in kept])
-            people = [n.split("/")[0] for n in kept]
-            results[label] = analysis.pair_distances(vectors, people)
-    finally:
-        pipeline.close()
-    advice = analysis.recommend(results["fit"], args.target_far)
-    if advice.threshold is None:
-        raise FaceGateError("not enough evidence in the fit folds: %s" % "; ".join(advice.missing))
-    _, far, frr = analysis.rates(results["test"], [advice.threshold])[0]
-    print("fit folds %s: %d genuine, %d impostor distances; threshold for FAR %.1e: %.4f"
-          % (args.fit_folds, results["fit"].genuine.size, results["fit"].impostor.size, args.target_far,
-             advice.threshold))
-    print("test folds %s: %d genuine, %d impostor distances; measured FAR %.2e (%.2fx the target), FRR %.2f%%"
-          % (args.test_folds, results["test"].genuine.size, results["test"].impostor.size, far,
-             far / args.target_far, 100 * frr))
     return 0

@@ -6,6 +6,7 @@ runtime raises BackendError that names the backend and how to install it.
 """
 
 import importlib
+import importlib.util
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -18,7 +19,8 @@ BACKENDS = {
     "onnxruntime": ("appliance.inference.onnxruntime_runner", "OnnxRuntimeRunner"),
     "opencv": ("appliance.inference.opencv_runner", "OpenCvRunner"),
     "rknnlite": ("appliance.inference.rknnlite_runner", "RknnLiteRunner"),
-    "rknn": ("appliance.inference.rknn_runner", "RknnToolkitRunner"),
+    # Rockchip's toolkit and its simulator: a host tool, in the host package
+    "rknn": ("facegate_host.rknn_toolkit_runner", "RknnToolkitRunner"),
 }
 NPU_BACKENDS = ("rknnlite", "rknn")
 DEFAULT_BACKEND = "onnxruntime"
@@ -33,6 +35,9 @@ def load_runner(backend: str, spec: ModelSpec, path: Path,
         raise BackendError("unknown inference backend %r; choose one of: %s"
                            % (backend, ", ".join(sorted(BACKENDS))))
     module_name, class_name = BACKENDS[backend]
+    if importlib.util.find_spec(module_name.partition(".")[0]) is None:
+        raise BackendError("backend %r runs on a host with FaceGate's host tools (facegate_host); on a board "
+                           "use rknnlite" % backend)
     runner_class = getattr(importlib.import_module(module_name), class_name)
     runner = runner_class(spec, path, threads=threads, **options)
     try:

@@ -50,12 +50,16 @@ def install_one(spec: ModelSpec, mirror: Path, target_dir: Path) -> str:
 
 
 def prepare(spec: ModelSpec, target_dir: Path) -> None:
-    from appliance.models.prepare import PREPARERS
+    if is_prepared(spec, target_dir):
+        return
+    try:
+        from facegate_host.prepare import PREPARERS
+    except ImportError:  # a board: its bundle brings the models prepared
+        raise ModelError("model %s must be prepared from %s on a host (facegate_host, with PyTorch): "
+                         "install the board's models from its bundle instead" % (spec.model_id, spec.file)) from None
 
     if spec.prepare not in PREPARERS:
         raise ModelError("model %s asks for unknown preparation %r" % (spec.model_id, spec.prepare))
-    if is_prepared(spec, target_dir):
-        return
     PREPARERS[spec.prepare](target_dir / spec.file, target_dir / spec.prepared_file, spec)
     stamp_path(spec, target_dir).write_text(spec.prepared_stamp + "\n")
 

@@ -11,7 +11,7 @@ step imports this; the appliance runs the exported ONNX.
 import torch
 from torch import nn
 
-from appliance.models.mobilefacenet import bottleneck_stages
+from facegate_host.networks.mobilefacenet import bottleneck_stages
 
 
 def conv_bn_relu(inputs: int, outputs: int, kernel: int, stride: int = 1, depthwise: bool = False) -> nn.Sequential:

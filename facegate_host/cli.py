@@ -1,12 +1,16 @@
-"""`facegate eval-lfw`: the LFW View-2 pairs protocol on any pairs file and image folder."""
+"""The host's evaluation commands: `eval-lfw` (LFW View-2 pairs), `eval-identification` (open-set
+search and the door's rule), `eval-calibrate` (the distance calibration the decision rule
+reads) and `eval-threshold` (fit a threshold on some LFW folds, measure it on the others)."""
 
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from appliance.cli.common import add_config_options, load_config
-from appliance.eval import lfw
+from appliance.errors import FaceGateError
 from appliance.vision.pipeline import FacePipeline
+from facegate_host.eval import lfw
 
 
 def register(commands) -> None:
@@ -18,6 +22,18 @@ def register(commands) -> None:
     parser.set_defaults(handler=run)
     register_identification(commands)
     register_calibration(commands)
+    register_threshold(commands)
+
+
+def register_threshold(commands) -> None:
+    sub = commands.add_parser("eval-threshold", help="fit a threshold on some LFW folds and measure it on the others")
+    add_config_options(sub)
+    sub.add_argument("--pairs", default="../shared/data/lfw-dev/pairs.txt", help="LFW's pairs file")
+    sub.add_argument("--images", default="../shared/data/lfw-dev/images", help="LFW's image folder")
+    sub.add_argument("--fit-folds", default="1-3", help="folds that choose the threshold (default 1-3)")
+    sub.add_argument("--test-folds", default="4-5", help="folds that measure it (default 4-5)")
+    sub.add_argument("--target-far", type=float, default=1e-3, help="false accepts per pair (default 1e-3)")
+    sub.set_defaults(handler=_lfw)
 
 
 def _progress(done: int, total: int) -> None:
@@ -63,12 +79,11 @@ def register_identification(commands) -> None:
 def run_identification(args) -> int:
     from pathlib import Path
 
-    from appliance.eval import identification
+    from facegate_host.eval import identification
 
     if args.min_photos <= max(args.k):
-        from appliance.errors import FaceGateError
         raise FaceGateError("--min-photos must exceed the largest k so every person keeps a probe")
-    from appliance.eval import calibrate, door_rule
+    from facegate_host.eval import calibrate, door_rule
 
     config = load_config(args)
     pipeline = FacePipeline.from_config(config)
@@ -114,7 +129,7 @@ def run_calibration(args) -> int:
     import datetime
     from pathlib import Path
 
-    from appliance.eval import calibrate
+    from facegate_host.eval import calibrate
     from appliance.gallery import calibration
 
     config = load_config(args)
@@ -133,4 +148,48 @@ def run_calibration(args) -> int:
         print("k=%d: %d stranger distances, 1st percentile %.3f, smallest %.3f"
               % (k, values.size, float(np.percentile(values, 1)), float(values.min())))
     print("wrote %s" % path)
+    return 0
+
+
+def _folds(text: str):
+    first, _, last = text.partition("-")
+    return set(range(int(first), int(last or first) + 1))
+
+
+def _lfw(args) -> int:
+    from appliance.tune import analysis
+
+    config = load_config(args)
+    _, pairs = lfw.parse_pairs(Path(args.pairs))
+    fit, test = _folds(args.fit_folds), _folds(args.test_folds)
+
+    def images_of(folds):
+        names = set()
+        for pair in pairs:
+            if pair.fold + 1 in folds:
+                names.update((pair.first, pair.second))
+        return sorted(names)
+
+    pipeline = FacePipeline.from_config(config)
+    try:
+        results = {}
+        for label, folds in (("fit", fit), ("test", test)):
+            names = images_of(folds)
+            embedded = lfw.embed_images(pipeline, Path(args.images), names)
+            kept = [n for n in names if embedded.get(n) is not None]
+            vectors = np.stack([embedded[n] for n in kept])
+            people = [n.split("/")[0] for n in kept]
+            results[label] = analysis.pair_distances(vectors, people)
+    finally:
+        pipeline.close()
+    advice = analysis.recommend(results["fit"], args.target_far)
+    if advice.threshold is None:
+        raise FaceGateError("not enough evidence in the fit folds: %s" % "; ".join(advice.missing))
+    _, far, frr = analysis.rates(results["test"], [advice.threshold])[0]
+    print("fit folds %s: %d genuine, %d impostor distances; threshold for FAR %.1e: %.4f"
+          % (args.fit_folds, results["fit"].genuine.size, results["fit"].impostor.size, args.target_far,
+             advice.threshold))
+    print("test folds %s: %d genuine, %d impostor distances; measured FAR %.2e (%.2fx the target), FRR %.2f%%"
+          % (args.test_folds, results["test"].genuine.size, results["test"].impostor.size, far,
+             far / args.target_far, 100 * frr))
     return 0

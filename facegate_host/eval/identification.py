@@ -12,7 +12,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from appliance.eval.lfw import embed_images
+from facegate_host.eval.lfw import embed_images
 
 
 def list_people(folder: Path) -> Dict[str, List[str]]:

@@ -15,9 +15,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from appliance.config import Config
-from appliance.convert.calibration import (aligned_crops, detector_frames)
-from appliance.convert.rknn import convert
-from appliance.eval import lfw
+from facegate_host.convert.calibration import (aligned_crops, detector_frames)
+from facegate_host.convert.rknn import convert
+from facegate_host.eval import lfw
 from appliance.inference import load_runner
 from appliance.vision.detector import DETECTOR_FAMILIES, Face
 from appliance.vision.embedder import Embedder, model_input, normalise

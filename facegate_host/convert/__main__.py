@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 from appliance.config import load
-from appliance.convert import toolkit
-from appliance.convert.calibration import IMAGE_SUFFIXES, aligned_crops, calibration_images, detector_frames, pair_images
-from appliance.convert.check import (check_detector, check_embedder, check_pipeline, reference_pipeline,
+from facegate_host.convert import toolkit
+from facegate_host.convert.calibration import IMAGE_SUFFIXES, aligned_crops, calibration_images, detector_frames, pair_images
+from facegate_host.convert.check import (check_detector, check_embedder, check_pipeline, reference_pipeline,
                                       table)
-from appliance.convert.rknn import convert
+from facegate_host.convert.rknn import convert
 from appliance.errors import FaceGateError
 from appliance.inference.rknn_files import DTYPES, TARGETS, toolkit_dtype, toolkit_for
 from appliance.models import models_dir

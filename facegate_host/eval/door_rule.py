@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 
 from appliance.config import Config
-from appliance.eval.calibrate import load_cache, save_cache
-from appliance.eval.identification import best_matches
+from facegate_host.eval.calibrate import load_cache, save_cache
+from facegate_host.eval.identification import best_matches
 from appliance.gallery.decision import threshold_for
 from appliance.vision.pipeline import central_face, read_image
 

@@ -7,9 +7,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from appliance.convert import toolkit
-from appliance.convert.calibration import write_npy_set
-from appliance.convert.onnx_prep import prepare_for_npu
+from facegate_host.convert import toolkit
+from facegate_host.convert.calibration import write_npy_set
+from facegate_host.convert.onnx_prep import prepare_for_npu
 from appliance.inference.rknn_files import (check_code, recipe_path, rknn_path, toolkit_dtype,
                                             toolkit_for)
 from appliance.models import ModelSpec, installed_path

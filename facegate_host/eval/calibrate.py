@@ -11,8 +11,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from appliance.eval.identification import list_people
-from appliance.eval.lfw import embed_images
+from facegate_host.eval.identification import list_people
+from facegate_host.eval.lfw import embed_images
 
 
 def load_cache(cache: Optional[Path], names: Sequence[str]) -> Optional[Dict[str, np.ndarray]]:

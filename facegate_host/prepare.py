@@ -84,7 +84,7 @@ def _export_checked(network, torch, target: Path, spec: ModelSpec, samples: List
 def mobilefacenet_export(source: Path, target: Path, spec: ModelSpec) -> None:
     """Export a MobileFaceNet checkpoint to ONNX with a free batch size (flip runs as a batch of 2)."""
     torch = _import_torch(source)
-    from appliance.models.mobilefacenet import MobileFaceNet
+    from facegate_host.networks.mobilefacenet import MobileFaceNet
 
     height, width = spec.input.size
     network = MobileFaceNet(height, width, spec.extra["embedding_size"])
@@ -97,7 +97,7 @@ def mobilefacenet_export(source: Path, target: Path, spec: ModelSpec) -> None:
 def mobilefacenet_ms1m_export(source: Path, target: Path, spec: ModelSpec) -> None:
     """Export the MS1M MobileFaceNet state dict to ONNX with a free batch size."""
     torch = _import_torch(source)
-    from appliance.models.mobilefacenet_ms1m import MobileFaceNetMS1M
+    from facegate_host.networks.mobilefacenet_ms1m import MobileFaceNetMS1M
 
     height, width = spec.input.size
     network = MobileFaceNetMS1M(spec.extra["embedding_size"])
@@ -110,7 +110,7 @@ def mobilefacenet_ms1m_export(source: Path, target: Path, spec: ModelSpec) -> No
 def retinaface_export(source: Path, target: Path, spec: ModelSpec) -> None:
     """Export a RetinaFace MobileNet-0.25 checkpoint to ONNX with a free input height and width."""
     torch = _import_torch(source)
-    from appliance.models.retinaface import RetinaFace
+    from facegate_host.networks.retinaface import RetinaFace
 
     network = RetinaFace()
     _load_checkpoint(network, source, torch)

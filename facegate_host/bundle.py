@@ -1,7 +1,7 @@
 """`make bundle BOARD=...`: one tarball with everything a board needs, and its manifest.
 
 Contents: the common root overlay with the board's own laid over it, a wheelhouse (the
-appliance wheel and the pure-Python packages Buildroot does not provide), the board's .rknn
+appliance wheel, without the host tools, and the pure-Python packages Buildroot does not provide), the board's .rknn
 models with their recipes, the board's meta, install.sh, and MANIFEST.json with the sha256 of
 every file. The image itself (python3, numpy, OpenCV, pyserial, paho-mqtt, the NPU runtime)
 comes from Buildroot: board/<board>/buildroot/.
@@ -78,16 +78,27 @@ def read_pins(path: Path) -> List[str]:
     return pins
 
 
-def build_wheelhouse(repo: Path, folder: Path) -> None:
-    folder.mkdir(parents=True)
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+
+
+def build_appliance_wheel(repo: Path, folder: Path) -> Path:
+    """The wheel of what runs on a board: the `appliance` package alone, never the host tools."""
+    folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="facegate-source-") as source:
-        # build from a copy: setuptools leaves build/ and egg-info behind in the tree it builds
+        # build from a copy: setuptools leaves build/ and egg-info behind in the tree it builds,
+        # and a copy without facegate_host/ cannot package it
         for name in ("pyproject.toml", "README.md"):
             shutil.copy2(repo / name, Path(source) / name)
         shutil.copytree(repo / "appliance", Path(source) / "appliance",
                         ignore=shutil.ignore_patterns("__pycache__"))
-        subprocess.run(pip + ["wheel", "--no-deps", "--wheel-dir", str(folder), source], check=True)
+        subprocess.run(PIP + ["wheel", "--no-deps", "--wheel-dir", str(folder), source], check=True)
+    return next(folder.glob("facegate-*.whl"))
+
+
+def build_wheelhouse(repo: Path, folder: Path) -> None:
+    folder.mkdir(parents=True)
+    build_appliance_wheel(repo, folder)
+    pip = PIP
     pinned = read_pins(repo / WHEELHOUSE_PINS)
     # for platform "any" and the oldest Python, never the host's: only pure wheels can match, and
     # a pin that needs a newer Python fails here rather than on a board

@@ -25,7 +25,7 @@ class RknnToolkitRunner(Runner):
         super().__init__(spec, path, threads)
         self.recipe = read_recipe(path, spec.sha256)
         try:
-            from appliance.convert import toolkit
+            from facegate_host.convert import toolkit
             toolkit.installed_toolkit()
         except ImportError as err:
             raise BackendError("backend 'rknn' needs Rockchip's toolkit: run 'make rknn-env' and use "

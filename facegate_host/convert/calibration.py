@@ -11,7 +11,7 @@ from typing import List, Sequence
 import numpy as np
 
 from appliance.errors import ModelError
-from appliance.eval.lfw import parse_pairs
+from facegate_host.eval.lfw import parse_pairs
 from appliance.vision.geometry import letterbox
 from appliance.vision.pipeline import FacePipeline, central_face, read_image
 

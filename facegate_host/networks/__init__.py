@@ -1,0 +1,1 @@
+"""PyTorch definitions of the networks whose checkpoints are exported to ONNX at install."""
