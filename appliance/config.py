@@ -318,7 +318,7 @@ def validate(config: Config, source: str = "<config>") -> None:
     `config --check` and `run` agree: ConfigError listing each problem, one per line."""
     from appliance.door.relay import protocol_from_config
     from appliance.door.schedule import parse_schedule
-    from appliance.gallery.calibration import path_for
+    from appliance.recognition.calibration import path_for
     from appliance.models import load_manifest
 
     problems = []

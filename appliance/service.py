@@ -1,4 +1,4 @@
-"""`facegate run`: wires camera, pipeline, verification, door controller, relay, inputs and audit.
+"""`facegate run`: the door's loop, and the wiring of camera, recognition, door, inputs and audit.
 
 The main loop takes the newest frame, decides whether it needs a detection (idle saving:
 full rate while a face is in view or something moves, `idle_fps` otherwise), feeds the
@@ -23,7 +23,8 @@ from appliance.door.controller import DoorController
 from appliance.door.inputs import InputWatcher
 from appliance.door.relay import NoRelay, Relay
 from appliance.door.states import Access
-from appliance.door.verification import DENY, GRANT, LOST, NOTHING, Outcome, Verifier
+from appliance.recognition.attempt import attempt_event
+from appliance.recognition.verification import DENY, GRANT, LOST, NOTHING, Outcome, Verifier
 from appliance.door.watchdog import Watchdog
 from appliance.gallery.index import GalleryIndex
 from appliance.gallery.store import GalleryStore
@@ -39,24 +40,6 @@ class Counters:
     detected: int = 0  # frames the detector ran on
     skipped: int = 0  # frames idle saving left alone
     decisions: Dict[str, int] = field(default_factory=lambda: {"grant": 0, "deny": 0})
-
-
-def snapshot_jpeg(image: np.ndarray, box: np.ndarray, max_side: int) -> Optional[bytes]:
-    """A small JPEG of the face with some context, for the audit trail."""
-    x1, y1, x2, y2 = box
-    pad_x, pad_y = (x2 - x1) * 0.25, (y2 - y1) * 0.25
-    height, width = image.shape[:2]
-    left, top = int(max(0, x1 - pad_x)), int(max(0, y1 - pad_y))
-    right, bottom = int(min(width, x2 + pad_x)), int(min(height, y2 + pad_y))
-    crop = image[top:bottom, left:right]
-    if crop.size == 0:
-        return None
-    scale = min(1.0, max_side / max(crop.shape[:2]))
-    if scale < 1.0:
-        crop = cv2.resize(crop, (max(1, int(crop.shape[1] * scale)), max(1, int(crop.shape[0] * scale))),
-                          interpolation=cv2.INTER_AREA)
-    ok, data = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 80])
-    return data.tobytes() if ok else None
 
 
 class MotionGate:
@@ -116,7 +99,7 @@ class Service:
 
     def _needs_detection(self, frame: Frame) -> bool:
         moved = self._motion.moved(frame.image)  # every frame, so the next comparison is fresh
-        if self.verifier.tracker.track is not None or self.controller.access is not Access.idle:
+        if self.verifier.busy or self.controller.access is not Access.idle:
             return True
         return moved or frame.captured - self._last_detection >= 1.0 / self.config.verification.idle_fps
 
@@ -136,7 +119,7 @@ class Service:
                     self.watchdog.feed(now)
                 if now >= self._next_refresh:
                     self._next_refresh = now + 1.0
-                    self.verifier.index.refresh()  # enrolments and removals apply without a restart
+                    self.verifier.refresh()  # enrolments and removals apply without a restart
                 if frame is None:
                     if self.reader.ended:
                         break
@@ -177,23 +160,9 @@ class Service:
             self._deny(outcome, frame)
 
     def _event(self, kind: str, outcome: Outcome, frame: Frame) -> Event:
-        match, track = outcome.decision.match, outcome.track
-        snapshot = None
-        if self.config.audit.snapshots:
-            snapshot = snapshot_jpeg(frame.image, track.face.box, self.config.audit.snapshot_max_side)
-        detail = {"reason": outcome.decision.reason, "track": track.id,
-                  "quality": outcome.result.quality.as_dict()}
-        granted = outcome.decision.accepted
-        if not granted and match.person is not None:
-            # a denied face is nobody: the nearest person is a clue for tuning, not an identity
-            detail["nearest"] = {"id": match.person.id, "name": match.person.name}
-        return Event(kind,
-                     person_id=match.person.id if granted else None,
-                     person_name=match.person.name if granted else None,
-                     distance=_finite(match.distance), margin=_finite(match.margin),
-                     quality=round(track.best_quality, 1), frames=list(track.good_frames),
-                     detail=detail, snapshot=snapshot, embedding=outcome.probe,
-                     model_id=self.verifier.pipeline.embedder.model_id)
+        audit = self.config.audit
+        return attempt_event(kind, outcome, frame.image, self.verifier.model_id,
+                             audit.snapshot_max_side if audit.snapshots else 0)
 
     def _grant(self, outcome: Outcome, frame: Frame) -> None:
         event = self._event("grant", outcome, frame)
@@ -217,10 +186,6 @@ class Service:
                     part.stop() if part is self.agent else part.close()
                 except Exception as err:  # closing must go on: the door is already locked
                     log.error("closing %s: %s", type(part).__name__, err)
-
-
-def _finite(value: float) -> Optional[float]:
-    return round(float(value), 4) if np.isfinite(value) else None
 
 
 def build_service(config: Config, pipeline=None, use_relay: bool = True) -> Service:

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 
 from appliance.config import from_dict
-from appliance.door.verification import Verifier
-from appliance.gallery.decision import decide
+from appliance.recognition.verification import Verifier
+from appliance.recognition.decision import decide
 from appliance.gallery.index import GalleryIndex
 from appliance.gallery.store import GalleryStore, Template
 from appliance.inference.base import to_float_tensor

@@ -130,7 +130,7 @@ def run_calibration(args) -> int:
     from pathlib import Path
 
     from facegate_host.eval import calibrate
-    from appliance.gallery import calibration
+    from appliance.recognition import calibration
 
     config = load_config(args)
     pipeline = FacePipeline.from_config(config)

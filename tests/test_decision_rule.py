@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from appliance.config import from_dict
-from appliance.door.verification import Verifier
+from appliance.recognition.verification import Verifier
 from appliance.errors import ConfigError
-from appliance.gallery.decision import looks_per_attempt, threshold_for
+from appliance.recognition.decision import looks_per_attempt, threshold_for
 from appliance.gallery.index import GalleryIndex
 from appliance.gallery.store import GalleryStore, Template
 
@@ -26,7 +26,7 @@ def test_the_threshold_tightens_as_people_are_enrolled_and_is_logged(tmp_path, p
     store.enrol("first", random_templates(rng, 3), model_id)
     index = GalleryIndex(store)
     verifier = Verifier(pipeline.config, pipeline, index)
-    with caplog.at_level(logging.INFO, logger="appliance.door.verification"):
+    with caplog.at_level(logging.INFO, logger="appliance.recognition.verification"):
         small = verifier.threshold
         for number in range(60):  # a second connection would do the same: the index notices the change
             store.enrol("person %d" % number, random_templates(rng, 2), model_id)
@@ -45,7 +45,7 @@ def test_an_override_looser_than_the_target_is_said_and_zero_returns_to_the_targ
     store.enrol("only", random_templates(np.random.default_rng(2), 3), model_id)
     verifier = Verifier(pipeline.config, pipeline, GalleryIndex(store))
     target = verifier.threshold.value
-    with caplog.at_level(logging.WARNING, logger="appliance.door.verification"):
+    with caplog.at_level(logging.WARNING, logger="appliance.recognition.verification"):
         verifier.set_matching(target + 0.1, 0.05)
     loose = verifier.threshold
     assert loose.source == "override" and loose.looser_than_target and loose.as_dict()["looser_than_target"]

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from appliance.gallery.decision import decide, threshold_for
+from appliance.recognition.decision import decide, threshold_for
 from appliance.gallery.enrol import Enroller, group_photos
 from appliance.gallery.index import GalleryIndex
 from appliance.gallery.store import GalleryStore

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from appliance.errors import GalleryError
-from appliance.gallery.decision import decide
+from appliance.recognition.decision import decide
 from appliance.gallery.index import GalleryIndex
 from appliance.gallery.store import GalleryStore, Template
 from appliance.config import MatchingConfig

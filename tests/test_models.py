@@ -149,7 +149,7 @@ def test_the_ms1m_state_dict_loads_strictly_and_exports_to_onnx_that_embeds_like
 
 
 def test_each_embedder_with_a_calibration_gives_tighter_thresholds_for_bigger_galleries():
-    from appliance.gallery.calibration import load
+    from appliance.recognition.calibration import load
 
     for model_id in ("mobilefacenet_ms1m", "mobilefacenet_casia_128d"):
         calibration = load(model_id)

@@ -6,8 +6,9 @@ import pytest
 from appliance.vision.embedder import model_input, normalise
 
 from appliance.errors import ImageError
-from appliance.gallery.decision import threshold_for
-from appliance.vision.pipeline import central_face, read_image
+from appliance.recognition.decision import threshold_for
+from appliance.vision.detector import central_face
+from appliance.vision.pipeline import read_image
 
 from conftest import LFW, SEED, run_cli
 

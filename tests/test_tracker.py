@@ -4,7 +4,7 @@ import numpy as np
 
 from appliance.door.watchdog import Watchdog
 from appliance.vision.detector import Face
-from appliance.vision.tracker import Tracker, choose_face
+from appliance.recognition.tracker import Tracker, choose_face
 
 
 def face(x1, y1, x2, y2):

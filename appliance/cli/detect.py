@@ -6,7 +6,7 @@ import cv2
 
 from appliance.cli.common import add_config_options, load_config
 from appliance.errors import FaceGateError
-from appliance.gallery.decision import threshold_for
+from appliance.recognition.decision import threshold_for
 from appliance.vision.pipeline import FacePipeline, read_image
 
 

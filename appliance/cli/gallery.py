@@ -86,7 +86,7 @@ def run_people(args) -> int:
                                                         "" if person.enabled else "(disabled)"))
             counts = [person.templates for person in people if person.templates]
             if store.model_id:
-                from appliance.gallery.decision import threshold_for
+                from appliance.recognition.decision import threshold_for
 
                 print("%s; the door's %s" % (plural(len(people), "person", "people"),
                                              threshold_for(config, store.model_id, counts).describe()))

@@ -7,7 +7,7 @@ import cv2
 from appliance.cli.common import add_config_options, add_gallery_option, load_config, open_gallery
 from appliance.cli.detect import write_image
 from appliance.errors import FaceGateError
-from appliance.gallery.decision import decide, threshold_for
+from appliance.recognition.decision import decide, threshold_for
 from appliance.gallery.index import GalleryIndex
 from appliance.vision.labels import draw_label
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from appliance.cli.common import add_config_options, load_config, pad
 from appliance.errors import FaceGateError
-from appliance.gallery.decision import threshold_for
+from appliance.recognition.decision import threshold_for
 
 STRANGER = "stranger"
 ATTEMPT_KINDS = ("grant", "deny", "capture")  # audit events that carry a probe embedding
@@ -208,9 +208,10 @@ def _label(args) -> int:
 
 
 def _capture(args) -> int:
-    from appliance.audit import AuditStore, Event
+    from appliance.audit import AuditStore
     from appliance.camera import LatestFrameReader
-    from appliance.door.verification import DENY, GRANT, Verifier
+    from appliance.recognition.attempt import attempt_event
+    from appliance.recognition.verification import DENY, GRANT, Verifier
     from appliance.gallery.index import GalleryIndex
     from appliance.gallery.store import GalleryStore
     from appliance.vision.pipeline import FacePipeline
@@ -235,17 +236,11 @@ def _capture(args) -> int:
             outcome = verifier.step(frame.image, frame.captured, frame.number)
             if outcome.kind not in (GRANT, DENY):
                 continue
-            match = outcome.decision.match
-            audit.record(Event("capture", person_id=match.person.id if match.person else None,
-                               person_name=match.person.name if match.person else None,
-                               distance=float(match.distance), margin=float(min(match.margin, 9.0)),
-                               detail={"decided": "grant" if outcome.kind == GRANT else "deny",
-                                       "reason": outcome.decision.reason},
-                               embedding=outcome.probe, model_id=pipeline.embedder.model_id,
-                               label=person.id))
+            # recorded as the door records an attempt, labelled with who it really was
+            audit.record(attempt_event("capture", outcome, frame.image, verifier.model_id, label=person.id))
             recorded += 1  # one per appearance: the next attempt starts when they step away and back
             print("  attempt %d: %s, distance %.3f" % (recorded, "grant" if outcome.kind == GRANT else "deny",
-                                                     match.distance))
+                                                     outcome.decision.match.distance))
         print("recorded %d attempts labelled %s in %s" % (recorded, person.name, audit_path))
         return 0 if recorded == args.count else 1
     finally:
@@ -257,7 +252,7 @@ def _capture(args) -> int:
 
 
 def _replay(args) -> int:
-    from appliance.gallery.decision import decide
+    from appliance.recognition.decision import decide
     from appliance.gallery.index import GalleryIndex
     from appliance.gallery.store import GalleryStore
     from dataclasses import replace

@@ -29,6 +29,7 @@ from appliance.mqtt.ledger import Ledger
 from appliance.mqtt.link import MqttLink
 from appliance.mqtt.payload import decode_photo, parse_envelope, plain_text
 from appliance.mqtt.signing import load_site_key, verify
+from appliance.vision.embedder import normalise
 
 log = logging.getLogger(__name__)
 
@@ -439,10 +440,9 @@ class DeviceAgent:
         vector = np.asarray(values, dtype=np.float32)
         if vector.ndim != 1 or vector.size < 32 or not np.all(np.isfinite(vector)):
             raise CommandError("malformed", "an embedding must be a list of finite numbers")
-        norm = float(np.linalg.norm(vector))
-        if norm < 1e-6:
+        if float(np.linalg.norm(vector)) < 1e-6:
             raise CommandError("malformed", "an embedding must not be all zeros")
-        return vector / norm
+        return normalise(vector[None, :])[0]
 
     @staticmethod
     def _text(body, key: str, required: bool = True) -> Optional[str]:

@@ -5,7 +5,7 @@ Both take a BGR frame of any size and return faces in that frame's pixel coordin
 
 import math
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -131,3 +131,14 @@ def _anchor_centres(height: int, width: int, step: int, per_cell: int) -> np.nda
 
 
 DETECTOR_FAMILIES = {"retinaface": RetinaFaceDetector, "scrfd": ScrfdDetector}
+
+
+def central_face(faces: List[Face], frame_shape) -> Optional[Face]:
+    """The face whose box centre is nearest the frame centre (a portrait's subject)."""
+    if not faces:
+        return None
+    centre = np.array([frame_shape[1] / 2, frame_shape[0] / 2])
+
+    def distance(face: Face) -> float:
+        return float(np.hypot(*((face.box[:2] + face.box[2:]) / 2 - centre)))
+    return min(faces, key=distance)

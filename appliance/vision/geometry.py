@@ -122,3 +122,27 @@ def frame_aspect_size(height: int, width: int, longest: int, multiple: int = 32)
     def fit(side: int) -> int:
         return max(multiple, int(math.ceil(side * scale / multiple)) * multiple)
     return fit(height), fit(width)
+
+
+def enlarged_box(box: np.ndarray, scale: float, frame_shape, square: bool = False,
+                 shift_inside: bool = False) -> Tuple[int, int, int, int]:
+    """A face box enlarged `scale` times about its centre, as whole pixels (left, top, right,
+    bottom; right and bottom exclusive) within the frame. With `square` both sides are the box's
+    longer side. Clipped at the frame's edges, or with `shift_inside` moved inside it whole (the
+    scale shrinking only when the frame is smaller), as the liveness models were trained."""
+    height, width = frame_shape[:2]
+    x1, y1, x2, y2 = (float(v) for v in box[:4])
+    box_w, box_h = max(x2 - x1, 1.0), max(y2 - y1, 1.0)
+    if square:
+        box_w = box_h = max(box_w, box_h)
+    centre_x, centre_y = (x1 + x2) / 2, (y1 + y2) / 2
+    if shift_inside:
+        scale = min((height - 1) / box_h, (width - 1) / box_w, scale)
+        new_w, new_h = box_w * scale, box_h * scale
+        left = int(max(min(max(centre_x - new_w / 2, 0.0), width - 1 - new_w), 0))
+        top = int(max(min(max(centre_y - new_h / 2, 0.0), height - 1 - new_h), 0))
+        return left, top, int(left + new_w) + 1, int(top + new_h) + 1
+    half_w, half_h = box_w * scale / 2, box_h * scale / 2
+    return (int(max(0.0, centre_x - half_w)), int(max(0.0, centre_y - half_h)),
+            int(min(width, centre_x + half_w)), int(min(height, centre_y + half_h)))
+

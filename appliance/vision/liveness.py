@@ -6,25 +6,14 @@ import cv2
 import numpy as np
 
 from appliance.inference.base import Runner
+from appliance.vision.geometry import enlarged_box
 
 
 def context_crop(frame: np.ndarray, box: np.ndarray, scale: float) -> np.ndarray:
-    """The face box enlarged `scale` times about its centre, shifted to stay inside the frame.
-
-    When the frame is too small for the full enlargement the scale shrinks, as the models
-    were trained that way.
-    """
-    frame_h, frame_w = frame.shape[:2]
-    x1, y1, x2, y2 = [float(v) for v in box]
-    box_w, box_h = max(x2 - x1, 1.0), max(y2 - y1, 1.0)
-    scale = min((frame_h - 1) / box_h, (frame_w - 1) / box_w, scale)
-    new_w, new_h = box_w * scale, box_h * scale
-    centre_x, centre_y = x1 + box_w / 2, y1 + box_h / 2
-    left = min(max(centre_x - new_w / 2, 0.0), frame_w - 1 - new_w)
-    top = min(max(centre_y - new_h / 2, 0.0), frame_h - 1 - new_h)
-    left, top = int(max(left, 0)), int(max(top, 0))
-    right, bottom = int(left + new_w), int(top + new_h)
-    return frame[top:bottom + 1, left:right + 1]
+    """The face box enlarged `scale` times about its centre, shifted to stay inside the frame
+    (smaller only when the frame is), as the models were trained."""
+    left, top, right, bottom = enlarged_box(box, scale, frame.shape, shift_inside=True)
+    return frame[top:bottom, left:right]
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

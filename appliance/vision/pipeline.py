@@ -14,7 +14,7 @@ from appliance.models import get_spec, installed_path, models_dir
 from appliance.vision.align import align_face
 from appliance.vision.detector import DETECTOR_FAMILIES, Detector, Face
 from appliance.vision.embedder import Embedder
-from appliance.vision.geometry import box_iou
+from appliance.vision.geometry import box_iou, enlarged_box
 from appliance.vision.images import read as read_image  # noqa: F401 - the callers' name for it
 from appliance.vision.liveness import LivenessChecker
 from appliance.vision.quality import Quality, assess
@@ -158,16 +158,6 @@ class FacePipeline:
             self.liveness.close()
 
 
-def central_face(faces: List[Face], frame_shape) -> Optional[Face]:
-    """The face whose box centre is nearest the frame centre (a portrait's subject)."""
-    if not faces:
-        return None
-    centre = np.array([frame_shape[1] / 2, frame_shape[0] / 2])
-    def distance(face: Face) -> float:
-        return float(np.hypot(*((face.box[:2] + face.box[2:]) / 2 - centre)))
-    return min(faces, key=distance)
-
-
 def _same_face(face: Face, boxes: np.ndarray) -> Optional[int]:
     """Index of the box that is this face seen again (IoU at least 0.5), or None."""
     overlaps = box_iou(face.box, boxes)
@@ -177,9 +167,5 @@ def _same_face(face: Face, boxes: np.ndarray) -> Optional[int]:
 
 def _crop_around(frame: np.ndarray, box: np.ndarray, sides: float):
     """A square crop `sides` box widths wide centred on the box (clipped), and its top-left corner."""
-    centre = (box[:2] + box[2:]) / 2
-    half = max(box[2] - box[0], box[3] - box[1]) * sides / 2
-    x0, y0 = (int(max(0, v)) for v in centre - half)
-    x1 = int(min(frame.shape[1], centre[0] + half))
-    y1 = int(min(frame.shape[0], centre[1] + half))
-    return frame[y0:y1, x0:x1], np.array([x0, y0], dtype=np.float32)
+    left, top, right, bottom = enlarged_box(box, sides, frame.shape, square=True)
+    return frame[top:bottom, left:right], np.array([left, top], dtype=np.float32)

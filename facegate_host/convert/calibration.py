@@ -13,7 +13,8 @@ import numpy as np
 from appliance.errors import ModelError
 from facegate_host.eval.lfw import parse_pairs
 from appliance.vision.geometry import letterbox
-from appliance.vision.pipeline import FacePipeline, central_face, read_image
+from appliance.vision.detector import central_face
+from appliance.vision.pipeline import FacePipeline, read_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 

@@ -22,7 +22,8 @@ from appliance.inference import load_runner
 from appliance.vision.detector import DETECTOR_FAMILIES, Face
 from appliance.vision.embedder import Embedder, model_input, normalise
 from appliance.vision.geometry import box_iou
-from appliance.vision.pipeline import FacePipeline, central_face, read_image
+from appliance.vision.detector import central_face
+from appliance.vision.pipeline import FacePipeline, read_image
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Measure an embedder's calibration (see gallery/calibration.py) on a folder of people.
+"""Measure an embedder's calibration (see recognition/calibration.py) on a folder of people.
 
 Every person with at least k photos is "enrolled" with their first k; every image of every other
 person is a stranger's face against them; the distance kept is to the nearest of the k

@@ -1,6 +1,6 @@
 """What the door's own decision rule does, open-set, per probe photo and per attempt.
 
-The threshold is the door's (gallery/decision.py: the false-accept target, the embedder's
+The threshold is the door's (recognition/decision.py: the false-accept target, the embedder's
 calibration, the gallery's size), never one chosen on these probes. Galleries of several sizes
 are drawn (a fixed seed) from the people with enough photos; everybody not drawn is a stranger.
 
@@ -20,8 +20,9 @@ import numpy as np
 from appliance.config import Config
 from facegate_host.eval.calibrate import load_cache, save_cache
 from facegate_host.eval.identification import best_matches
-from appliance.gallery.decision import threshold_for
-from appliance.vision.pipeline import central_face, read_image
+from appliance.recognition.decision import threshold_for
+from appliance.vision.detector import central_face
+from appliance.vision.pipeline import read_image
 
 
 def jittered(image: np.ndarray, seed: int) -> np.ndarray:

@@ -13,7 +13,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from appliance.errors import FaceGateError
-from appliance.vision.pipeline import FacePipeline, central_face, read_image
+from appliance.vision.detector import central_face
+from appliance.vision.pipeline import FacePipeline, read_image
 
 
 @dataclass

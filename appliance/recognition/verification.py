@@ -16,11 +16,11 @@ from typing import Optional
 import numpy as np
 
 from appliance.config import Config
-from appliance.gallery.decision import Decision, Threshold, decide, threshold_for
+from appliance.recognition.decision import Decision, Threshold, decide, threshold_for
 from appliance.gallery.index import GalleryIndex
 from appliance.vision.embedder import normalise
 from appliance.vision.pipeline import FacePipeline, FaceResult
-from appliance.vision.tracker import Track, Tracker, choose_face
+from appliance.recognition.tracker import Track, Tracker, choose_face
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,20 @@ class Verifier:
         self.tracker = Tracker(self.rules.track_iou, self.rules.lost_after_seconds)
         self._threshold: Optional[Threshold] = None
         self._threshold_version = -1
+
+    @property
+    def model_id(self) -> str:
+        """The embedder whose vectors the decisions compare (an attempt's event records it)."""
+        return self.pipeline.embedder.model_id
+
+    @property
+    def busy(self) -> bool:
+        """Someone is being followed: the loop must look at every frame."""
+        return self.tracker.track is not None
+
+    def refresh(self) -> None:
+        """Pick up enrolments and removals made since the last call (cheap when none were)."""
+        self.index.refresh()
 
     @property
     def threshold(self) -> Threshold:

@@ -1,7 +1,7 @@
 """The decision rule: accept a match only when it is close, clear of the runner-up, and allowed.
 
 How close is close follows from the risk the site accepts (`matching.false_accept_target`, per
-stranger attempt) and the embedder's calibration (gallery/calibration.py), for the gallery as
+stranger attempt) and the embedder's calibration (recognition/calibration.py), for the gallery as
 it is: with more people a stranger has more chances, so the threshold tightens. An explicit
 `matching.distance_threshold` overrides it, and is reported when it is looser than the target
 allows. An attempt fuses `fuse_frames` frames and may take up to `deny_frames`: it counts as
@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 from appliance.config import Config, MatchingConfig
 from appliance.errors import ConfigError
-from appliance.gallery import calibration
+from appliance.recognition import calibration
 from appliance.gallery.index import Match
 
 log = logging.getLogger(__name__)

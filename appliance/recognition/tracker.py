@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from appliance.vision.detector import Face
+from appliance.vision.detector import Face, central_face
 from appliance.vision.geometry import box_iou
 
 
@@ -44,8 +44,7 @@ def choose_face(faces: Sequence[Face], frame_shape, min_width: float, rule: str)
     if not candidates:
         return None
     if rule == "central":
-        centre = np.array([frame_shape[1] / 2, frame_shape[0] / 2])
-        return min(candidates, key=lambda f: float(np.hypot(*((f.box[:2] + f.box[2:]) / 2 - centre))))
+        return central_face(candidates, frame_shape)
     return max(candidates, key=lambda f: face_width(f) * float(f.box[3] - f.box[1]))
 
 
