@@ -26,7 +26,7 @@ def _fill(store: GalleryStore, templates: int, dims: int = 128) -> None:
     vectors = rng.normal(size=(templates, dims)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     people = templates // TEMPLATES_PER_PERSON
-    with store._transaction():
+    with store.transaction():
         store.db["people"].insert_all(
             ({"id": "p%06d" % i, "name": "person %d" % i, "note": "", "enabled": 1,
               "created": "", "updated": ""} for i in range(people)), batch_size=5000)

@@ -14,7 +14,7 @@ import pytest
 from appliance.errors import GalleryError
 from appliance.recognition.decision import decide
 from appliance.gallery.index import GalleryIndex
-from appliance.gallery.store import GalleryStore, Template
+from appliance.gallery.store import SCHEMA_VERSION, GalleryStore, Template
 from appliance.config import MatchingConfig
 
 from conftest import ROOT
@@ -39,7 +39,7 @@ def store(tmp_path):
 def test_database_is_wal_with_full_sync_and_versioned(store):
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    assert store._schema_version() == 1 and store.version == 0
+    assert store._schema_version() == SCHEMA_VERSION and store.version == 0
 
 
 def test_enrol_find_disable_remove_bump_the_version(store):
@@ -203,3 +203,24 @@ def test_sigkill_during_enrolments_leaves_only_whole_enrolments(tmp_path):
         orphans = store.db.execute("SELECT COUNT(*) FROM templates WHERE person_id NOT IN "
                                    "(SELECT id FROM people)").fetchone()[0]
         assert orphans == 0
+
+
+def test_a_site_change_and_what_it_records_commit_together(tmp_path):
+    from appliance.admin.site import SiteGallery
+
+    site = SiteGallery(str(tmp_path / "site.db"))
+    store = site.store
+    store.enrol("Ada", [Template(unit(1), 1.0, "a")], "m")
+    assert site.record("enroll", {"person_id": store.find("Ada").id}) == 1
+
+    def remove_then_fail():
+        store.remove("Ada")
+        raise GalleryError("the disk filled up")  # after the removal, before the change is recorded
+
+    with pytest.raises(GalleryError):
+        site.record("remove", {"person_id": "x"}, remove_then_fail)
+    assert [p.name for p in store.people()] == ["Ada"] and site.version == 1  # neither happened
+    number = site.record("remove", {"person_id": store.find("Ada").id}, lambda: store.remove("Ada"))
+    assert number == 2 and store.people() == [] and site.body_of(2)[1]["change"] == 2
+    assert [c["change"] for c in site.changes_after(0)] == [1, 2]
+    site.close()

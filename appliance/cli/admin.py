@@ -174,24 +174,25 @@ def _enroll(args) -> int:
         body = {"name": args.name, "note": args.note,
                 "photos": [encode_photo(p) for p in photos]}
         if args.door:
-            from appliance.gallery.store import _person_id_for
+            from appliance.gallery.store import person_id_for
 
-            body["person_id"] = _person_id_for(args.name)
+            body["person_id"] = person_id_for(args.name)
             return session.send("enroll", body)
         site = session.site_gallery(pipeline.embedder.model_id)
         try:
-            report = Enroller(session.config, pipeline, site.store).enrol(args.name, photos, force=args.force,
-                                                                          note=args.note)
-            for photo, reason in report.skipped:
-                print("skipped %s: %s" % (photo, reason))
-            if not report.enrolled:
-                raise FaceGateError("%s was not enrolled in the site gallery (reasons above)" % args.name)
-            person = report.enrolled[0][0]
-            matrix_ids, matrix, _ = site.store.matrix()
-            body.update(person_id=person.id, model_id=pipeline.embedder.model_id,
-                        embeddings=[matrix[i].round(6).tolist() for i, pid in enumerate(matrix_ids)
-                                    if pid == person.id])
-            number = site.record("enroll", body)
+            with site.store.transaction():  # the person and the site change that records them, or neither
+                report = Enroller(session.config, pipeline, site.store).enrol(args.name, photos, force=args.force,
+                                                                              note=args.note)
+                for photo, reason in report.skipped:
+                    print("skipped %s: %s" % (photo, reason))
+                if not report.enrolled:
+                    raise FaceGateError("%s was not enrolled in the site gallery (reasons above)" % args.name)
+                person = report.enrolled[0][0]
+                matrix_ids, matrix, _ = site.store.matrix()
+                body.update(person_id=person.id, model_id=pipeline.embedder.model_id,
+                            embeddings=[matrix[i].round(6).tolist() for i, pid in enumerate(matrix_ids)
+                                        if pid == person.id])
+                number = site.record("enroll", body)
             print("site change %d: enrolled %s (%s) from %d photo(s)" % (number, person.name, person.id,
                                                                          report.enrolled[0][1]))
             return session.send("enroll", dict(body, change=number))
@@ -211,10 +212,10 @@ def _person_change(args) -> int:
         try:
             person = site.store.find(args.who)
             if args.verb == "remove":
-                site.store.remove(person.id)
+                number = site.record(args.verb, {"person_id": person.id}, lambda: site.store.remove(person.id))
             else:
-                site.store.set_enabled(person.id, args.verb == "enable")
-            number = site.record(args.verb, {"person_id": person.id})
+                number = site.record(args.verb, {"person_id": person.id},
+                                     lambda: site.store.set_enabled(person.id, args.verb == "enable"))
             print("site change %d: %s %s (%s)" % (number, args.verb, person.name, person.id))
             return session.send(args.verb, {"person_id": person.id, "change": number})
         finally:

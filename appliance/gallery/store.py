@@ -1,11 +1,15 @@
-"""The gallery database: people, templates, schema migrations, a change counter.
+"""The gallery database: people, templates, schema migrations, a change counter, and (in an
+administrator's site gallery) the numbered site changes.
 
 SQLite in WAL mode with synchronous=FULL: every enrolment is one transaction, so a power cut
-leaves either the whole enrolment or none of it. Embeddings are tied to the model that made
-them; mixing models in one gallery is refused.
+leaves either the whole enrolment or none of it. `transaction()` is public and nests, so a
+caller can make several changes (a removal and the site change that records it) whole or not
+at all. Embeddings are tied to the model that made them; mixing models in one gallery is
+refused.
 """
 
 import datetime
+import json
 import logging
 import re
 import functools
@@ -23,7 +27,7 @@ from appliance.errors import GalleryError, did_you_mean
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _serialised(method):
@@ -53,8 +57,15 @@ def _migrate_to_1(db: sqlite_utils.Database) -> None:
     db["templates"].create_index(["person_id"])
 
 
+def _migrate_to_2(db: sqlite_utils.Database) -> None:
+    # change N is the signed body that took the site from N-1 to N (empty on a door's gallery);
+    # site galleries made before this schema created the table themselves
+    db["changes"].create({"change": int, "verb": str, "body": str, "created": str}, pk="change",
+                         if_not_exists=True)
+
+
 # Migration N takes a database at version N-1 to version N; each runs in one transaction.
-MIGRATIONS = {1: _migrate_to_1}
+MIGRATIONS = {1: _migrate_to_1, 2: _migrate_to_2}
 
 
 @dataclass
@@ -96,7 +107,7 @@ def check_validity(valid_from: Optional[str], valid_until: Optional[str]) -> Non
         raise GalleryError("valid_until %s is before valid_from %s" % (valid_until, valid_from))
 
 
-def _person_id_for(name: str) -> str:
+def person_id_for(name: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:24]
     return "%s-%s" % (slug or "p", uuid.uuid4().hex[:8])
 
@@ -107,6 +118,7 @@ class GalleryStore:
         self.path = Path(path)
         self.max_templates = max_templates
         self._lock = threading.RLock()
+        self._depth = 0  # transactions open on this connection (nested ones join the outer one)
         try:
             self._connection = sqlite3.connect(str(self.path), timeout=timeout,
                                                check_same_thread=False, isolation_level=None)
@@ -140,7 +152,7 @@ class GalleryStore:
             raise GalleryError("gallery %s has schema version %d, newer than this FaceGate "
                                "understands (%d); upgrade FaceGate" % (self.path, version, SCHEMA_VERSION))
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            with self._transaction():
+            with self.transaction():
                 MIGRATIONS[target](self.db)
                 self._set_meta("schema_version", str(target))
             log.info("gallery %s migrated to schema %d", self.path, target)
@@ -151,7 +163,9 @@ class GalleryStore:
         row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         return int(row[0]) if row else 0
 
-    def _transaction(self, mode: str = "IMMEDIATE"):
+    def transaction(self, mode: str = "IMMEDIATE"):
+        """`with store.transaction():` everything inside commits together or not at all; a
+        transaction opened inside another joins it."""
         return _Transaction(self, mode)
 
     def _get_meta(self, key: str) -> Optional[str]:
@@ -188,7 +202,7 @@ class GalleryStore:
         return int(self._get_meta("site_version") or 0)
 
     def set_site_version(self, version: int) -> None:
-        with self._transaction():
+        with self.transaction():
             self._set_meta("site_version", str(version))
 
     @_serialised
@@ -255,8 +269,8 @@ class GalleryStore:
               valid_until: Optional[str] = None) -> Person:
         """Add a new person with their templates, all in one transaction."""
         self._check_new_person(name, templates, model_id, valid_from, valid_until)
-        person_id = person_id or _person_id_for(name)
-        with self._transaction():
+        person_id = person_id or person_id_for(name)
+        with self.transaction():
             if self.db.execute("SELECT 1 FROM people WHERE name = ? OR id = ?",
                                [name, person_id]).fetchone():
                 raise GalleryError("%s is already enrolled; add photos to that person with "
@@ -270,7 +284,7 @@ class GalleryStore:
         """Enrol `person_id` afresh (name, templates, dates), replacing whatever it held: one
         transaction, checked before anything changes, so a refusal leaves the old person whole."""
         self._check_new_person(name, templates, model_id, valid_from, valid_until)
-        with self._transaction():
+        with self.transaction():
             other = self.db.execute("SELECT id FROM people WHERE name = ? AND id != ?",
                                     [name, person_id]).fetchone()
             if other:
@@ -285,7 +299,7 @@ class GalleryStore:
 
     def add_templates(self, key: str, templates: Sequence[Template], model_id: str) -> Person:
         self._check_model(model_id)
-        with self._transaction():
+        with self.transaction():
             person = self.find(key)
             if person.templates + len(templates) > self.max_templates:
                 raise GalleryError("%s has %d templates; adding %d would pass the maximum of %d"
@@ -316,7 +330,7 @@ class GalleryStore:
             for t in templates)
 
     def remove(self, key: str) -> Person:
-        with self._transaction():
+        with self.transaction():
             person = self.find(key)
             self.db.execute("DELETE FROM templates WHERE person_id = ?", [person.id])
             self.db.execute("DELETE FROM people WHERE id = ?", [person.id])
@@ -324,7 +338,7 @@ class GalleryStore:
         return person
 
     def set_enabled(self, key: str, enabled: bool) -> Person:
-        with self._transaction():
+        with self.transaction():
             person = self.find(key)
             self.db.execute("UPDATE people SET enabled = ?, updated = ? WHERE id = ?",
                             [int(enabled), _now(), person.id])
@@ -334,7 +348,7 @@ class GalleryStore:
     # templates --------------------------------------------------------------------------
     def matrix(self) -> Tuple[List[str], np.ndarray, int]:
         """(person id per row, float32 matrix of unit embeddings, gallery version), person-sorted."""
-        with self._transaction("DEFERRED"):  # one snapshot for the version and the rows
+        with self.transaction("DEFERRED"):  # one snapshot for the version and the rows
             version = self.version
             rows = self.db.execute("SELECT person_id, embedding FROM templates "
                                    "ORDER BY person_id, id").fetchall()
@@ -350,7 +364,7 @@ class GalleryStore:
 
     def replace_embeddings(self, embeddings: Sequence[Tuple[int, np.ndarray]], model_id: str) -> None:
         """Swap every template's embedding for one of another model, in one transaction."""
-        with self._transaction():
+        with self.transaction():
             for template_id, vector in embeddings:
                 self.db.execute("UPDATE templates SET embedding = ?, model_id = ? WHERE id = ?",
                                 [np.asarray(vector, np.float32).tobytes(), model_id, template_id])
@@ -364,6 +378,47 @@ class GalleryStore:
         templates = self.db.execute("SELECT COUNT(*) FROM templates").fetchone()[0]
         return {"people": people[0], "enabled": int(people[1] or 0), "templates": templates,
                 "version": self.version, "site_version": self.site_version, "model_id": self.model_id}
+
+    # site changes -----------------------------------------------------------------------
+    @property
+    @_serialised
+    def last_change(self) -> int:
+        """The number of the newest site change recorded here (0: none)."""
+        return int(self.db.execute("SELECT MAX(change) FROM changes").fetchone()[0] or 0)
+
+    def append_change(self, verb: str, body: dict) -> int:
+        """Record the next site change; its number goes into the body the doors receive. Inside
+        the caller's transaction, with the change it records."""
+        with self.transaction():
+            number = self.last_change + 1
+            self.db["changes"].insert({"change": number, "verb": verb, "created": _now(),
+                                       "body": json.dumps(dict(body, change=number), ensure_ascii=False)})
+        return number
+
+    @_serialised
+    def change(self, number: int) -> Tuple[str, dict]:
+        row = self.db.execute("SELECT verb, body FROM changes WHERE change = ?", [number]).fetchone()
+        if row is None:
+            raise GalleryError("no site change %d" % number)
+        return row[0], json.loads(row[1])
+
+    @_serialised
+    def changes_after(self, after: int, max_bytes: int = 1 << 20) -> List[dict]:
+        """Changes after `after`, in order, as many as fit in `max_bytes` of JSON (at least one)."""
+        changes, size = [], 0
+        for number, verb, body in self.db.execute(
+                "SELECT change, verb, body FROM changes WHERE change > ? ORDER BY change", [after]):
+            size += len(body) + 64
+            if changes and size > max_bytes:
+                break
+            changes.append({"change": number, "verb": verb, "body": json.loads(body)})
+        return changes
+
+    @_serialised
+    def templates_of(self, person_id: str) -> List[Tuple[bytes, float, str, Optional[bytes]]]:
+        """(embedding bytes, quality, source, crop) of each of a person's templates, oldest first."""
+        return [tuple(r) for r in self.db.execute("SELECT embedding, quality, source, crop FROM templates "
+                                                  "WHERE person_id = ? ORDER BY id", [person_id])]
 
     @_serialised
     def integrity_ok(self) -> bool:
@@ -379,15 +434,20 @@ class _Transaction:
 
     def __enter__(self):
         self.store._lock.acquire()  # held until COMMIT or ROLLBACK: see _serialised
-        try:
-            self.store.db.execute("BEGIN " + self.mode)
-        except sqlite3.Error as err:
-            self.store._lock.release()
-            raise GalleryError(self.store._explain(err)) from err
+        if self.store._depth == 0:
+            try:
+                self.store.db.execute("BEGIN " + self.mode)
+            except sqlite3.Error as err:
+                self.store._lock.release()
+                raise GalleryError(self.store._explain(err)) from err
+        self.store._depth += 1
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> bool:
         try:
+            self.store._depth -= 1
+            if self.store._depth > 0:  # the outer transaction commits or rolls back all of it
+                return False
             return self._finish(exc_type, exc)
         finally:
             self.store._lock.release()

@@ -19,8 +19,7 @@ FORMAT_VERSION = 1
 def export_gallery(store: GalleryStore, path: Path) -> dict:
     people = []
     for person in store.people():
-        rows = store.db.execute("SELECT embedding, quality, source, crop FROM templates "
-                                "WHERE person_id = ? ORDER BY id", [person.id]).fetchall()
+        rows = store.templates_of(person.id)
         people.append({
             "id": person.id, "name": person.name, "note": person.note, "enabled": person.enabled,
             "valid_from": person.valid_from, "valid_until": person.valid_until,
