@@ -13,8 +13,7 @@ from pathlib import Path
 
 from appliance.cli.common import add_config_options, audit_line, load_config, local_time, plural, shown_time
 from appliance.errors import AdminError, FaceGateError, did_you_mean
-
-HISTORY_PAGE = 200  # the door's largest `events` reply
+from appliance.mqtt.history_verbs import HISTORY_PAGE  # the door's largest `events` reply
 
 EXIT_ERROR_REPLY = 1
 

@@ -15,7 +15,7 @@ from typing import Any, Dict
 import numpy as np
 
 from appliance.errors import CommandError, ImageError
-from appliance.mqtt.topics import is_safe_request_id
+from appliance.mqtt.topics import ALL, base, is_safe_request_id
 from appliance.vision import images
 
 _TYPES = {"request_id": str, "verb": str, "target": str, "issued": (int, float), "body": dict}
@@ -118,3 +118,44 @@ def decode_photo(text: Any, max_side: int, max_bytes: int) -> np.ndarray:
 def encode_photo(path) -> str:
     with open(path, "rb") as handle:
         return base64.b64encode(handle.read()).decode("ascii")
+
+
+def text_field(body: Dict[str, Any], key: str, required: bool = True):
+    """A name, id, date or reason from a command body: plain text of 1-200 characters."""
+    value = body.get(key)
+    if value is None and not required:
+        return None
+    if not plain_text(value) or not value.strip() or len(value) > 200:
+        raise CommandError("malformed", "%s must be a non-empty string of at most 200 characters, "
+                           "without control characters" % key)
+    return value
+
+
+def whole_number(body: Dict[str, Any], key: str, default: int, low: int, high: int) -> int:
+    value = body.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise CommandError("malformed", "%s must be a whole number from %d to %d" % (key, low, high))
+    return value
+
+
+def check_topic(topic: str, envelope: Dict[str, Any], site: str, device: str) -> None:
+    """A signed command counts only on the topic it was signed for: its verb, and this door or
+    the whole site as its target."""
+    prefix, _, verb = topic.rpartition("/cmd/")
+    if verb != envelope["verb"]:
+        raise CommandError("wrong_topic", "signed for verb %r, arrived on %s" % (envelope["verb"], topic))
+    target = envelope["target"]
+    if (prefix, target) in ((base(site, device), device), (base(site, ALL), ALL)):
+        return
+    raise CommandError("wrong_target", "signed for %r, arrived on %s" % (target, topic))
+
+
+def check_age(envelope: Dict[str, Any], mqtt, now: float) -> None:
+    """Not from the future beyond the clock skew; an unlock within seconds, a change within hours."""
+    age = now - float(envelope["issued"])
+    if age < -mqtt.clock_skew_seconds:
+        raise CommandError("from_future", "issued %.0f s in the future: check the clocks" % -age)
+    limit = mqtt.unlock_max_age_seconds if envelope["verb"] == "unlock" else mqtt.change_max_age_hours * 3600
+    if age > limit:
+        raise CommandError("expired", "issued %.1f s ago, the limit for %s is %.0f s" % (age, envelope["verb"], limit))
+

@@ -1,0 +1,65 @@
+"""Who may enter, changed and read in one place: the door's remote commands (mqtt/gallery_verbs.py),
+the administrator's site gallery and the local CLI all call these.
+
+Each change is one store transaction, checked before anything is written. A person is named by
+id or exact name; an unknown one is `NotEnrolled`, with the close names. Templates are made
+elsewhere (gallery/enrol.py, from photos at the enrolment quality limits) and arrive here ready.
+"""
+
+from typing import Any, Dict, Optional, Sequence
+
+from appliance.errors import GalleryError
+from appliance.gallery.store import GalleryStore, Person, Template
+
+
+class NotEnrolled(GalleryError):
+    """No such person in this gallery."""
+
+
+def summary(person: Person) -> Dict[str, Any]:
+    """A person as the MQTT replies and `--json` outputs show them."""
+    return {"person_id": person.id, "name": person.name, "enabled": person.enabled,
+            "templates": person.templates, "valid_from": person.valid_from,
+            "valid_until": person.valid_until, "note": person.note}
+
+
+def get(store: GalleryStore, key: str) -> Person:
+    try:
+        return store.find(key)
+    except GalleryError as err:
+        raise NotEnrolled(str(err)) from None
+
+
+def enrol(store: GalleryStore, person_id: str, name: str, templates: Sequence[Template], model_id: str,
+          note: str = "", valid_from: Optional[str] = None, valid_until: Optional[str] = None) -> Person:
+    """The site's version of a person: enrolled afresh, replacing whatever `person_id` held,
+    whole or not at all (a refusal leaves the old person as they were)."""
+    return store.replace(person_id, name, templates, model_id, note=note, valid_from=valid_from,
+                         valid_until=valid_until)
+
+
+def add(store: GalleryStore, key: str, templates: Sequence[Template], model_id: str) -> Person:
+    return store.add_templates(get(store, key).id, templates, model_id)
+
+
+def remove(store: GalleryStore, key: str, missing_ok: bool = False) -> Optional[Person]:
+    """Remove a person; with `missing_ok` (a numbered site change, which every door applies
+    whether it held them or not) an unknown person is None rather than an error."""
+    try:
+        person = get(store, key)
+    except NotEnrolled:
+        if missing_ok:
+            return None
+        raise
+    return store.remove(person.id)
+
+
+def set_enabled(store: GalleryStore, key: str, enabled: bool) -> Person:
+    return store.set_enabled(get(store, key).id, enabled)
+
+
+def page(store: GalleryStore, number: int, size: int) -> Dict[str, Any]:
+    """One page of the people, by name."""
+    people = store.people()
+    chosen = people[(number - 1) * size:number * size]
+    return {"page": number, "page_size": size, "total": len(people), "people": [summary(p) for p in chosen]}
