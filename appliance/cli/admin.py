@@ -203,18 +203,20 @@ def _enroll(args) -> int:
 
 
 def _person_change(args) -> int:
+    from appliance.gallery import commands
+
     session = _Session(args)
     try:
         if args.door:
             return session.send(args.verb, {"person_id": args.who})
         site = session.site_gallery()
         try:
-            person = site.store.find(args.who)
+            person = commands.get(site.store, args.who)
             if args.verb == "remove":
-                number = site.record(args.verb, {"person_id": person.id}, lambda: site.store.remove(person.id))
+                number = site.record(args.verb, {"person_id": person.id}, lambda: commands.remove(site.store, person.id))
             else:
                 number = site.record(args.verb, {"person_id": person.id},
-                                     lambda: site.store.set_enabled(person.id, args.verb == "enable"))
+                                     lambda: commands.set_enabled(site.store, person.id, args.verb == "enable"))
             print("site change %d: %s %s (%s)" % (number, args.verb, person.name, person.id))
             return session.send(args.verb, {"person_id": person.id, "change": number})
         finally:

@@ -77,6 +77,8 @@ def run_enroll(args) -> int:
 
 
 def run_people(args) -> int:
+    from appliance.gallery import commands
+
     config = load_config(args)
     with open_gallery(args, config) as store:
         if args.action == "list":
@@ -96,21 +98,21 @@ def run_people(args) -> int:
         if not args.person:
             raise FaceGateError("'people %s' needs a person's name or id" % args.action)
         if args.action == "show":
-            person = store.find(args.person)
+            person = commands.get(store, args.person)
             for key in ("id", "name", "note", "enabled", "valid_from", "valid_until", "created",
                         "templates"):
                 print("%-12s %s" % (key, getattr(person, key)))
         elif args.action == "remove":
-            found = store.find(args.person)
+            found = commands.get(store, args.person)
             if not confirmed("remove %s (%s) and their %s?" % (found.name, found.id, plural(found.templates, "template")),
                              args.yes):
                 print("nothing removed")
                 return 1
-            person = store.remove(found.id)
+            person = commands.remove(store, found.id)
             record_change(config, "remove", person)
             print("removed %s (%s)" % (person.name, person.id))
         else:
-            person = store.set_enabled(args.person, args.action == "enable")
+            person = commands.set_enabled(store, args.person, args.action == "enable")
             record_change(config, args.action, person)
             print("%s %s" % (args.action + "d", person.name))
     return 0
