@@ -6,7 +6,7 @@ that names the key and the file; the same declarations print the documented defa
 """
 
 import sys
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
@@ -99,16 +99,16 @@ class GalleryConfig:
     keep_crops: bool = setting(True, "keep each template's aligned 112x112 face for re-embedding")
 
 
+# an enrolment photo is held to stricter limits than a frame at the door: it is compared for years
+ENROLMENT_QUALITY = QualityConfig(min_interocular=40.0, max_yaw=0.3, max_pitch=0.4, max_roll_degrees=25.0,
+                                  min_sharpness=40.0, min_brightness=50.0, max_brightness=210.0)
+
+
 @dataclass(frozen=True)
 class EnrolmentConfig:
-    min_interocular: float = setting(40.0, "minimum eye distance in an enrolment photo, pixels", 0, 1000)
-    max_yaw: float = setting(0.3, "maximum left-right turn in an enrolment photo", 0, 2)
-    max_pitch: float = setting(0.4, "maximum up-down tilt in an enrolment photo", 0, 2)
-    max_roll_degrees: float = setting(25.0, "maximum in-plane rotation in an enrolment photo", 0, 90)
-    min_sharpness: float = setting(40.0, "minimum sharpness of an enrolment photo", 0, 10000)
-    min_brightness: float = setting(50.0, "minimum brightness of an enrolment photo", 0, 255)
-    max_brightness: float = setting(210.0, "maximum brightness of an enrolment photo", 0, 255)
     duplicate_distance: float = setting(0.45, "refuse a face this close to another person unless forced", 0, 2)
+    # [enrolment.quality]: the quality gate's own settings, with the stricter defaults above
+    quality: QualityConfig = field(default=ENROLMENT_QUALITY, metadata={"doc": "quality limits for enrolment photos"})
 
 
 @dataclass(frozen=True)
@@ -240,6 +240,23 @@ class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
 
 
+# Command-line options that stand for a setting, the same in every command that takes them:
+# the option's argparse name -> the setting it overrides.
+FLAGS = {"backend": "models.backend", "models_dir": "models.dir", "rknn_target": "models.rknn_target",
+         "camera": "camera.source", "relay_port": "relay.port", "gallery": "gallery.path", "audit": "audit.path"}
+
+
+def with_flags(config: "Config", options: Any) -> "Config":
+    """`config` with every option of FLAGS that `options` (argparse's namespace) gives."""
+    raw: Dict[str, Dict[str, Any]] = {}
+    for option, name in FLAGS.items():
+        value = getattr(options, option, None)
+        if value not in (None, ""):
+            section, _, key = name.partition(".")
+            raw.setdefault(section, {})[key] = value
+    return from_dict(raw, "command line", config) if raw else config
+
+
 def _check_value(section: str, spec, value: Any, source: str) -> Any:
     name = "%s.%s" % (section, spec.name)
     expected = spec.type if isinstance(spec.type, type) else type(spec.default)
@@ -259,24 +276,34 @@ def _check_value(section: str, spec, value: Any, source: str) -> Any:
 
 
 def from_dict(raw: Dict[str, Any], source: str = "<config>", base: Optional[Config] = None) -> Config:
-    config = base or Config()
-    sections = {f.name: f for f in fields(Config)}
-    for section_name, values in raw.items():
-        if section_name not in sections:
-            raise ConfigError("%s: unknown section [%s]; known sections: %s"
-                              % (source, section_name, ", ".join(sections)))
-        if not isinstance(values, dict):
-            raise ConfigError("%s: [%s] must be a table" % (source, section_name))
-        current = getattr(config, section_name)
-        declared = {f.name: f for f in fields(current)}
-        updates = {}
-        for key, value in values.items():
-            if key not in declared:
-                raise ConfigError("%s: unknown key '%s' in [%s]; known keys: %s"
-                                  % (source, key, section_name, ", ".join(declared)))
-            updates[key] = _check_value(section_name, declared[key], value, source)
-        config = replace(config, **{section_name: replace(current, **updates)})
-    return config
+    return _merged(base or Config(), raw, source, "")
+
+
+def _merged(current: Any, values: Dict[str, Any], source: str, prefix: str) -> Any:
+    """`current` (a config dataclass) with `values` (a TOML table) applied, each checked against
+    its declaration; a nested dataclass is a sub-table ([enrolment.quality])."""
+    declared = {f.name: f for f in fields(current)}
+    updates = {}
+    for key, value in values.items():
+        name = prefix + key
+        if key not in declared:
+            if not prefix:
+                raise ConfigError("%s: unknown section [%s]; known sections: %s" % (source, key, ", ".join(declared)))
+            raise ConfigError("%s: unknown key '%s' in [%s]; known keys: %s%s"
+                              % (source, key, prefix.rstrip("."), ", ".join(declared), _moved(prefix, key)))
+        if is_dataclass(getattr(current, key)):
+            if not isinstance(value, dict):
+                raise ConfigError("%s: [%s] must be a table" % (source, name))
+            updates[key] = _merged(getattr(current, key), value, source, name + ".")
+        else:
+            updates[key] = _check_value(prefix.rstrip("."), declared[key], value, source)
+    return replace(current, **updates)
+
+
+def _moved(prefix: str, key: str) -> str:
+    if prefix == "enrolment." and key in {f.name for f in fields(QualityConfig)}:
+        return " (enrolment photo limits moved to [enrolment.quality]: put %s there)" % key
+    return ""
 
 
 def load(path: Optional[Path] = None) -> Config:
@@ -303,14 +330,81 @@ def _toml_value(value: Any) -> str:
 
 def defaults_toml() -> str:
     """The documented default config file, generated from the declarations."""
-    lines = []
+    lines: list = []
     for section in fields(Config):
-        lines.append("[%s]" % section.name)
-        for spec in fields(section.default_factory()):
-            lines.append("# %s" % spec.metadata["doc"])
-            lines.append("%s = %s" % (spec.name, _toml_value(spec.default)))
-        lines.append("")
+        _table_lines(section.name, section.default_factory(), lines)
     return "\n".join(lines)
+
+
+def _table_lines(name: str, table: Any, lines: list) -> None:
+    lines.append("[%s]" % name)
+    nested = []
+    for spec in fields(table):
+        value = getattr(table, spec.name)
+        if is_dataclass(value):
+            nested.append((spec.name, value))
+            continue
+        lines.append("# %s" % spec.metadata["doc"])
+        lines.append("%s = %s" % (spec.name, _toml_value(value)))
+    lines.append("")
+    for key, value in nested:
+        _table_lines("%s.%s" % (name, key), value, lines)
+
+
+def set_in_file(path: Path, name: str, value: Any) -> str:
+    """The text of config file `path` with setting `name` ("matching.distance_threshold") set to
+    `value`, everything else kept as written, comments included. The value is checked against
+    its declaration, and the new text must load with that one setting changed and nothing else."""
+    section, _, key = name.rpartition(".")
+    table: Any = Config()
+    for part in section.split("."):
+        table = getattr(table, part, None)
+        if not is_dataclass(table):
+            raise ConfigError("no config section [%s]" % section)
+    declared = {f.name: f for f in fields(table)}
+    if key not in declared or is_dataclass(getattr(table, key)):
+        raise ConfigError("no setting %s; [%s] has %s" % (name, section, ", ".join(declared)))
+    value = _check_value(section, declared[key], value, "the new value")
+    text = Path(path).read_text()
+    before = _parsed(text, path)
+    line = "%s = %s\n" % (key, _toml_value(value))
+    lines = text.splitlines(keepends=True)
+    current, header, done = None, None, False
+    for number, raw in enumerate(lines):
+        stripped = raw.split("#", 1)[0].strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            current = stripped.strip("[]").strip()
+            header = number if current == section else header
+        elif current == section and stripped.partition("=")[0].strip() == key and "=" in stripped:
+            lines[number], done = line, True
+            break
+    if not done and header is not None:
+        lines.insert(header + 1, line)
+    elif not done:
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+        lines.append(("\n" if text.strip() else "") + "[%s]\n" % section + line)
+    updated = "".join(lines)
+    expected = _with(before, section.split(".") + [key], value)
+    if _parsed(updated, path) != expected:
+        raise ConfigError("%s: could not change %s alone (an unusual layout?); edit the file by hand" % (path, name))
+    return updated
+
+
+def _parsed(text: str, path) -> Dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError("%s is not valid TOML: %s" % (path, err)) from err
+
+
+def _with(raw: Dict[str, Any], keys: list, value: Any) -> Dict[str, Any]:
+    copy = dict(raw)
+    if len(keys) == 1:
+        copy[keys[0]] = value
+    else:
+        copy[keys[0]] = _with(copy.get(keys[0], {}), keys[1:], value)
+    return copy
 
 
 def validate(config: Config, source: str = "<config>") -> None:

@@ -97,3 +97,52 @@ def test_every_command_has_examples_that_its_parser_accepts():
 
     text = run_cli("admin", "history", "--help").stdout
     assert "examples:\n  facegate admin history --door front" in text
+
+
+def test_a_setting_is_written_through_its_declaration_and_nothing_else_changes(tmp_path):
+    text = ("# the front door\n[matching]  # tuned 2026-11\nmin_margin = 0.05\ndistance_threshold = 0.55 # old\n\n"
+            "[door]\nunlock_seconds = 2.0\n[enrolment.quality]\nmax_yaw = 0.25")  # no final newline
+    path = tmp_path / "door.toml"
+    path.write_text(text)
+    updated = config_module.set_in_file(path, "matching.distance_threshold", 0.4123)
+    assert "# the front door\n[matching]  # tuned 2026-11\nmin_margin = 0.05\ndistance_threshold = 0.4123\n" in updated
+    path.write_text(updated)
+    loaded = config_module.load(path)
+    assert loaded.matching.distance_threshold == 0.4123 and loaded.enrolment.quality.max_yaw == 0.25
+    # a section or key the file lacks is added; a nested one too
+    assert config_module.set_in_file(path, "mqtt.keepalive", 20).endswith("[mqtt]\nkeepalive = 20\n")
+    assert "max_pitch = 0.3\n" in config_module.set_in_file(path, "enrolment.quality.max_pitch", 0.3)
+    for name, value, message in (("matching.distance_treshold", 0.4, "no setting matching.distance_treshold"),
+                                 ("matching.distance_threshold", 3.0, "must be <= 2"),
+                                 ("matching.distance_threshold", "0.4", "must be float")):
+        with pytest.raises(ConfigError, match=message):
+            config_module.set_in_file(path, name, value)
+
+
+def test_enrolment_limits_are_a_quality_table_and_the_old_place_says_where_they_went():
+    config = config_module.from_dict({"enrolment": {"quality": {"min_interocular": 50}}})
+    assert config.enrolment.quality.min_interocular == 50.0 and config.enrolment.quality.max_yaw == 0.3
+    assert config.quality.min_interocular == 24.0  # the door's own gate is another table
+    with pytest.raises(ConfigError, match=r"moved to \[enrolment.quality\]"):
+        config_module.from_dict({"enrolment": {"min_interocular": 50}})
+
+
+def test_command_line_options_override_the_same_settings_in_every_command():
+    from appliance.cli import build_parser
+    from appliance.cli.common import load_config
+
+    parser = build_parser()
+    for argv in (["run", "--gallery", "g.db", "--audit", "a.db", "--relay-port", "/dev/ttyX", "--camera", "v.mp4"],
+                 ["relay", "test", "--port", "/dev/ttyX"], ["relay", "lock", "--relay-port", "/dev/ttyX"],
+                 ["tune", "capture", "Ada", "--gallery", "g.db", "--audit", "a.db", "--camera", "v.mp4"],
+                 ["audit", "--audit", "a.db"], ["people", "list", "--gallery", "g.db", "--backend", "opencv"],
+                 ["identify", "x.jpg", "--models-dir", "/m", "--gallery", "g.db"]):
+        args = parser.parse_args(argv)
+        config = load_config(args)
+        for option, name in config_module.FLAGS.items():
+            given = getattr(args, option, None)
+            section, _, key = name.partition(".")
+            if given:
+                assert getattr(getattr(config, section), key) == given, (argv, option)
+            else:
+                assert getattr(getattr(config, section), key) == getattr(getattr(config_module.Config(), section), key)

@@ -75,17 +75,8 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def load_config(args: argparse.Namespace) -> Config:
-    config = config_module.load(args.config)
-    overrides = {}
-    if getattr(args, "backend", None):
-        overrides["backend"] = args.backend
-    if getattr(args, "models_dir", None):
-        overrides["dir"] = args.models_dir
-    if getattr(args, "rknn_target", None):
-        overrides["rknn_target"] = args.rknn_target
-    if overrides:
-        config = config_module.from_dict({"models": overrides}, "command line", config)
-    return config
+    """The config file (or the defaults) with the command line's overrides (config.FLAGS)."""
+    return config_module.with_flags(config_module.load(getattr(args, "config", None)), args)
 
 
 def add_gallery_option(parser: argparse.ArgumentParser) -> None:
@@ -100,7 +91,7 @@ def open_gallery(args: argparse.Namespace, config: Config, model_id=None, create
     from appliance.errors import FaceGateError
     from appliance.gallery.store import GalleryStore
 
-    path = getattr(args, "gallery", None) or config.gallery.path
+    path = config.gallery.path  # --gallery is in it (config.FLAGS)
     if not Path(path).exists():
         if not create:
             raise FaceGateError("gallery %s does not exist: check --gallery or gallery.path ('facegate enroll' "

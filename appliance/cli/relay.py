@@ -3,7 +3,6 @@
 import time
 
 from appliance.cli.common import add_config_options, load_config
-from appliance.config import from_dict
 
 
 def register(commands) -> None:
@@ -16,16 +15,14 @@ def register(commands) -> None:
     for action in (lock, test):
         add_config_options(action)
         # --relay-port as `facegate run` spells it
-        action.add_argument("--port", "--relay-port", dest="port", help="relay serial port, overriding relay.port")
+        action.add_argument("--port", "--relay-port", dest="relay_port", help="relay serial port, overriding relay.port")
     parser.set_defaults(handler=run)
 
 
 def run(args) -> int:
     from appliance.door.relay import Relay
 
-    config = load_config(args)
-    if args.port:
-        config = from_dict({"relay": {"port": args.port}}, "command line", config)
+    config = load_config(args)  # --port is relay.port (config.FLAGS)
     relay = Relay.from_config(config.relay)  # opening it drives it locked
     try:
         if args.relay_action == "test":

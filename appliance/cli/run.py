@@ -9,7 +9,7 @@ import sys
 import time
 
 from appliance.cli.common import add_config_options, audit_line, load_config, local_time, shown_time
-from appliance.config import from_dict, validate
+from appliance.config import validate
 from appliance.errors import FaceGateError, did_you_mean
 
 
@@ -40,16 +40,6 @@ def register(commands) -> None:
     audit.add_argument("--snapshot", type=int, metavar="ID", help="write event ID's snapshot to --out")
     audit.add_argument("--out", help="where --snapshot writes the JPEG")
     audit.set_defaults(handler=show_audit)
-
-
-def _overrides(args) -> dict:
-    overrides = {}
-    for option, section, key in (("camera", "camera", "source"), ("relay_port", "relay", "port"),
-                                 ("gallery", "gallery", "path"), ("audit", "audit", "path")):
-        value = getattr(args, option, None)
-        if value:
-            overrides.setdefault(section, {})[key] = value
-    return overrides
 
 
 class _Clock(logging.Formatter):
@@ -96,9 +86,6 @@ def run(args) -> int:
     from appliance.service import build_service
 
     config = load_config(args)
-    overrides = _overrides(args)
-    if overrides:
-        config = from_dict(overrides, "command line", config)
     validate(config, args.config or "the built-in config")
     handler = _log_handler(args.syslog)
     for name, level in (("appliance", logging.WARNING if args.quiet else logging.INFO),
@@ -133,14 +120,13 @@ def show_audit(args) -> int:
     from pathlib import Path
 
     from appliance.audit import AuditStore
-    from appliance.config import load
 
-    config = load(args.config)
+    config = load_config(args)
     if args.kind is not None:
         from appliance.audit import EVENT_KINDS
 
         _known(args.kind, EVENT_KINDS, "event kind")
-    path = args.audit or config.audit.path
+    path = config.audit.path  # --audit is in it
     if not Path(path).exists():
         raise FaceGateError("audit trail %s does not exist (give --audit or audit.path)" % path)
     store = AuditStore(path)

@@ -1,7 +1,6 @@
 """`facegate tune ...`: threshold evidence for the installer (report, label, replay, apply, lfw)."""
 
 import os
-import re
 import shutil
 from pathlib import Path
 
@@ -56,7 +55,7 @@ def register(commands) -> None:
 
 
 def _paths(args, config):
-    return (args.gallery or config.gallery.path), (args.audit or config.audit.path)
+    return config.gallery.path, config.audit.path  # --gallery and --audit are in the config (config.FLAGS)
 
 
 def _gallery_matrix(path):
@@ -225,7 +224,7 @@ def _capture(args) -> int:
     try:
         person = store.find(args.person)
         verifier = Verifier(config, pipeline, GalleryIndex(store))
-        reader = LatestFrameReader(args.camera or config.camera.source, config.camera.realtime)
+        reader = LatestFrameReader(config.camera.source, config.camera.realtime)
         recorded = 0
         print("recording %d attempts of %s: stand in front of the camera, step away and back between "
               "attempts" % (args.count, person.name))
@@ -311,20 +310,7 @@ def _apply(args) -> int:
     path = Path(args.config)
     if not path.is_file():  # a typo must not write a new file the door never reads
         raise FaceGateError("config file %s does not exist: give the door's own config file" % path)
-    text = path.read_text()
-    line = "distance_threshold = %.4f" % args.threshold
-    section = re.search(r"^\[matching\]\s*$", text, re.M)
-    if section is None:
-        updated = text.rstrip("\n") + ("\n\n" if text.strip() else "") + "[matching]\n" + line + "\n"
-    else:
-        end = re.search(r"^\[", text[section.end():], re.M)
-        body_end = section.end() + (end.start() if end else len(text) - section.end())
-        body = text[section.end():body_end]
-        if re.search(r"^distance_threshold\s*=.*$", body, re.M):
-            body = re.sub(r"^distance_threshold\s*=.*$", line, body, count=1, flags=re.M)
-        else:
-            body = "\n" + line + body
-        updated = text[:section.end()] + body + text[body_end:]
+    updated = config_module.set_in_file(path, "matching.distance_threshold", round(args.threshold, 4))
     temporary = path.with_name(path.name + ".new")
     temporary.write_text(updated)
     config_module.load(temporary)  # never install a file that does not load

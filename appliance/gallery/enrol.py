@@ -1,7 +1,7 @@
 """Enrolment rules: one good face per photo, stricter quality than at the door, no duplicates."""
 
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -30,8 +30,8 @@ class EnrolReport:
 
 
 def enrolment_limits(config: Config) -> QualityConfig:
-    """The enrolment section's stricter limits, as the quality gate's own settings."""
-    return QualityConfig(**{f.name: getattr(config.enrolment, f.name) for f in fields(QualityConfig)})
+    """The stricter limits for enrolment photos ([enrolment.quality])."""
+    return config.enrolment.quality
 
 
 def encode_crop(aligned_bgr: np.ndarray) -> bytes:
