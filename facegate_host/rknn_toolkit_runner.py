@@ -7,19 +7,16 @@ connected board instead, as the original project did during development.
 """
 
 from pathlib import Path
-from typing import List
-
-import numpy as np
 
 from appliance.errors import BackendError
-from appliance.inference.base import Runner
 from appliance.inference.rknn_files import check_code, read_recipe
-from appliance.inference.rknnlite_runner import check_input
+from appliance.inference.rknnlite_runner import RknnApiRunner
 from appliance.models import ModelSpec
 
 
-class RknnToolkitRunner(Runner):
+class RknnToolkitRunner(RknnApiRunner):
     backend = "rknn"
+    logger = "the toolkit"
 
     def __init__(self, spec: ModelSpec, path: Path, threads: int = 0, device: str = "", **_options) -> None:
         super().__init__(spec, path, threads)
@@ -46,15 +43,3 @@ class RknnToolkitRunner(Runner):
             except Exception:
                 self.close()
                 raise
-
-    def run(self, images_bgr: np.ndarray) -> List[np.ndarray]:
-        batch = check_input(self, images_bgr, self.recipe)
-        outputs = self._rknn.inference(inputs=[batch], data_format="nhwc")
-        if outputs is None:
-            raise BackendError("RKNN inference on %s returned nothing; the toolkit logged why" % self.path.name)
-        return [np.asarray(output, dtype=np.float32) for output in outputs]
-
-    def close(self) -> None:
-        if getattr(self, "_rknn", None) is not None:
-            self._rknn.release()
-            self._rknn = None

@@ -29,7 +29,28 @@ def check_input(runner: Runner, images: np.ndarray, recipe: dict) -> np.ndarray:
     return np.ascontiguousarray(images)
 
 
-class RknnLiteRunner(Runner):
+class RknnApiRunner(Runner):
+    """What Rockchip's Python APIs share (rknnlite on a board, the toolkit on a host): NHWC uint8
+    in, float32 out, release on close. A subclass sets `_rknn` and `recipe`, and says in
+    `logger` where the reason for a failed run went."""
+
+    logger = "the NPU driver"
+    _rknn = None
+
+    def run(self, images_bgr: np.ndarray) -> List[np.ndarray]:
+        batch = check_input(self, images_bgr, self.recipe)
+        outputs = self._rknn.inference(inputs=[batch], data_format="nhwc")
+        if outputs is None:
+            raise BackendError("RKNN inference on %s returned nothing; %s logged why" % (self.path.name, self.logger))
+        return [np.asarray(output, dtype=np.float32) for output in outputs]
+
+    def close(self) -> None:
+        if self._rknn is not None:
+            self._rknn.release()
+            self._rknn = None
+
+
+class RknnLiteRunner(RknnApiRunner):
     backend = "rknnlite"
 
     def __init__(self, spec: ModelSpec, path: Path, threads: int = 0, core_mask: str = "auto",
@@ -52,16 +73,3 @@ class RknnLiteRunner(Runner):
         except Exception:
             self.close()
             raise
-
-    def run(self, images_bgr: np.ndarray) -> List[np.ndarray]:
-        batch = check_input(self, images_bgr, self.recipe)
-        outputs = self._rknn.inference(inputs=[batch], data_format="nhwc")
-        if outputs is None:
-            raise BackendError("RKNN inference on %s returned nothing; the NPU driver logged why"
-                               % self.path.name)
-        return [np.asarray(output, dtype=np.float32) for output in outputs]
-
-    def close(self) -> None:
-        if getattr(self, "_rknn", None) is not None:
-            self._rknn.release()
-            self._rknn = None
