@@ -40,8 +40,8 @@ def audit_line(event: dict) -> str:
         figures = " distance %.3f margin %s" % (event["distance"], "-" if margin is None else "%.3f" % margin)
     detail = event.get("detail") or {}
     note = detail.get("reason") or detail.get("message") or detail.get("alarm") or detail.get("action") or ""
-    return "%5d %s %-9s %-16s%s %s" % (event.get("id") or 0, shown_time(event.get("time")), event.get("kind"),
-                                      event.get("person_name") or "-", figures, note)
+    return "%5d %s %-9s %s%s %s" % (event.get("id") or 0, shown_time(event.get("time")), event.get("kind"),
+                                   pad(event.get("person_name") or "-", 16), figures, note)
 
 
 def plural(count: int, word: str, words: str = "") -> str:
