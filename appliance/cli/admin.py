@@ -87,7 +87,7 @@ def _keygen(args) -> int:
     return 0
 
 
-class _Session:
+class AdminSession:
     """Config, key and a connected AdminClient for one command."""
 
     def __init__(self, args) -> None:
@@ -166,7 +166,7 @@ def _enroll(args) -> int:
     from appliance.mqtt.payload import encode_photo
     from appliance.vision.pipeline import FacePipeline
 
-    session = _Session(args)
+    session = AdminSession(args)
     pipeline = FacePipeline.from_config(session.config)
     try:
         photos = [Path(p) for p in args.photos]
@@ -205,7 +205,7 @@ def _enroll(args) -> int:
 def _person_change(args) -> int:
     from appliance.gallery import commands
 
-    session = _Session(args)
+    session = AdminSession(args)
     try:
         if args.door:
             return session.send(args.verb, {"person_id": args.who})
@@ -239,7 +239,7 @@ def _list(args) -> int:
         finally:
             site.close()
         return 0
-    session = _Session(args)
+    session = AdminSession(args)
     try:
         page, status = 1, 0
         while True:
@@ -298,7 +298,7 @@ def door_report(client, device: str, site_version) -> dict:
 
 
 def _status(args) -> int:
-    session = _Session(args)
+    session = AdminSession(args)
     try:
         answered = session.client.refresh(timeout=min(args.timeout, 3.0))
         site_version = _site_version(session)
@@ -348,7 +348,7 @@ def _print_door(report: dict, answered: bool, site_version) -> None:
 
 
 def _sync(args) -> int:
-    session = _Session(args)
+    session = AdminSession(args)
     if not Path(session.site_path).exists():
         session.close()
         raise FaceGateError("no site gallery at %s: sync sends the site gallery's changes (give --site-gallery)"
@@ -427,7 +427,7 @@ def _history(args) -> int:
     for key in ("kind", "person"):
         if getattr(args, key):
             body[key] = getattr(args, key)
-    session = _Session(args)
+    session = AdminSession(args)
     try:
         replies = session.send_to_door("events", body)
         if not replies[0].get("ok"):
@@ -457,7 +457,7 @@ def _history(args) -> int:
 
 
 def _events(args) -> int:
-    session = _Session(args)
+    session = AdminSession(args)
     done = threading.Event()
     seen = []
 
@@ -493,7 +493,7 @@ def _simple(args) -> int:
         if not args.door:
             raise FaceGateError("unlock needs --door: a site-wide unlock is not offered")
         body["reason"] = "admin at %s" % datetime.datetime.now().isoformat(timespec="seconds")
-    session = _Session(args)
+    session = AdminSession(args)
     try:
         return session.send(args.verb, body)
     finally:
@@ -501,7 +501,7 @@ def _simple(args) -> int:
 
 
 def _serve(args) -> int:
-    session = _Session(args)
+    session = AdminSession(args)
     site = session.site_gallery()
     done = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -299,10 +299,10 @@ def _apply(args) -> int:
     if not 0 < args.threshold < 2:
         raise FaceGateError("a cosine-distance threshold lies between 0 and 2")
     if args.door:
-        from appliance.cli.admin import _Session
+        from appliance.cli.admin import AdminSession
 
         args.site_gallery = None
-        session = _Session(args)
+        session = AdminSession(args)
         try:
             return session.send("set_threshold", {"distance_threshold": args.threshold})
         finally:
