@@ -86,7 +86,8 @@ rknn-check: rknn-env models
 
 # one tarball for a board: overlay, wheelhouse, .rknn models, manifest (run rknn-models first)
 bundle: venv
-	$(PY) tools/make-bundle --board $(BOARD) --models $(FACEGATE_MODELS_DIR)
+	$(PY) tools/make-bundle --board $(BOARD) --models $(FACEGATE_MODELS_DIR) \
+	  $(if $(wildcard $(SEED)/probes/obama.jpg),--reference-photo $(SEED)/probes/obama.jpg)
 
 # copy the newest bundle to a board and install it there: make deploy HOST=root@door-front
 deploy:

@@ -407,9 +407,10 @@ def _with(raw: Dict[str, Any], keys: list, value: Any) -> Dict[str, Any]:
     return copy
 
 
-def validate(config: Config, source: str = "<config>") -> None:
+def validate(config: Config, source: str = "<config>", relay: bool = True) -> None:
     """Every rule across settings and files that `facegate run` would otherwise meet later, so
-    `config --check` and `run` agree: ConfigError listing each problem, one per line."""
+    `config --check` and `run` agree: ConfigError listing each problem, one per line. `relay`
+    False: run --no-relay, which opens none."""
     from appliance.door.relay import protocol_from_config
     from appliance.door.schedule import parse_schedule
     from appliance.recognition.calibration import path_for
@@ -433,6 +434,13 @@ def validate(config: Config, source: str = "<config>") -> None:
             and not path_for(config.models.embedder).is_file()):
         problems.append("embedder %s has no calibration, so no threshold follows from matching.false_accept_target: "
                         "set matching.distance_threshold" % config.models.embedder)
+    if relay and config.relay.port and not Path(config.relay.port).exists():
+        problems.append("cannot open relay port %s: it does not exist (check the cable and relay.port, or "
+                        "run with --no-relay)" % config.relay.port)
+    if config.door.watchdog_device and not Path(config.door.watchdog_device).exists():
+        problems.append("door.watchdog_device %s does not exist (empty turns the watchdog off)"
+                        % config.door.watchdog_device)
+    problems.extend(_missing_models(config))
     mqtt = config.mqtt
     if mqtt.enabled:
         if mqtt.tls and not mqtt.ca_file:
@@ -452,3 +460,30 @@ def validate(config: Config, source: str = "<config>") -> None:
                 problems.append("mqtt.%s %s does not exist" % (key, named))
     if problems:
         raise ConfigError("%s: %s" % (source, "; ".join(problems)))
+
+
+def _missing_models(config: Config) -> list:
+    from appliance.errors import FaceGateError
+    from appliance.vision.pipeline import model_files
+
+    try:
+        files = model_files(config)
+    except FaceGateError as err:
+        return [str(err)]
+    missing = ["%s (%s)" % (path, model_id) for model_id, path in files if not path.is_file()]
+    if not missing:
+        return []
+    how = ("install the board bundle's models" if config.models.backend in ("rknnlite", "rknn")
+           else "run 'facegate models install' (or give models.dir)")
+    return ["model files missing for backend %s: %s: %s" % (config.models.backend, ", ".join(missing), how)]
+
+
+def notes(config: Config) -> list:
+    """What is missing now but need not stop the door: it starts with a fault that clears when
+    the part appears (the camera)."""
+    source = config.camera.source
+    device = source if source.startswith("/dev/") else source.partition("device=")[2].split(" ")[0]
+    if device.startswith("/dev/") and not Path(device).exists():
+        return ["camera %s is not there now: the door starts locked with a camera fault and waits for it" % device]
+    return []
+

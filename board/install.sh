@@ -64,12 +64,25 @@ fi
 chmod 755 "$root/etc/init.d/S95facegate"
 
 if [ -z "$root" ]; then
+	# on the board: the door stays locked and stopped unless this device can really run it
+	systemd=""
 	if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+		systemd=yes
+		systemctl stop facegate.service 2>/dev/null || true
+	else
+		/etc/init.d/S95facegate stop
+	fi
+	if ! /usr/bin/facegate selftest --config /etc/facegate/config.toml; then
+		echo "install.sh: the self-test failed (see above): FaceGate is installed but its service is not started" >&2
+		exit 1
+	fi
+	if [ -n "$systemd" ]; then
 		systemctl daemon-reload
 		systemctl enable facegate.service
 		systemctl restart facegate.service
-	else
-		/etc/init.d/S95facegate restart
+	elif ! /etc/init.d/S95facegate start; then
+		echo "install.sh: the door service did not start (see above)" >&2
+		exit 1
 	fi
 fi
 echo "installed $(sed -n 's/.*"version": "\(.*\)".*/\1/p' MANIFEST.json | head -n 1) into ${root:-/}"

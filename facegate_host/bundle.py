@@ -1,6 +1,7 @@
 """`make bundle BOARD=...`: one tarball with everything a board needs, and its manifest.
 
-Contents: the common root overlay with the board's own laid over it, a wheelhouse (the
+Contents: the common root overlay with the board's own laid over it, the board's .rknn models
+and the ONNX ones (the CPU fallback), the self-test's reference face, a wheelhouse (the
 appliance wheel, without the host tools, and the pure-Python packages Buildroot does not provide), the board's .rknn
 models with their recipes, the board's meta, install.sh, and MANIFEST.json with the sha256 of
 every file. The image itself (python3, numpy, OpenCV, pyserial, paho-mqtt, the NPU runtime)
@@ -15,7 +16,7 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from appliance import __version__
 from appliance.config import Config, load
@@ -110,13 +111,49 @@ def build_wheelhouse(repo: Path, folder: Path) -> None:
             raise FaceGateError("%s is not a pure-Python wheel; the board cannot use it" % wheel.name)
 
 
-def build(board: str, repo: Path, models: Path, out: Path) -> Path:
+def onnx_models(config: Config, models: Path) -> List[Path]:
+    """The ONNX files of the board's detector and embedder: the CPU fallback (`--backend
+    onnxruntime`) for a board whose NPU runtime is missing or broken."""
+    from appliance.models import get_spec, is_prepared, stamp_path
+
+    wanted = []
+    for model_id in (config.models.detector, config.models.embedder):
+        spec = get_spec(model_id)
+        if not spec.prepare:
+            wanted.append(models / spec.file)
+        elif is_prepared(spec, models):  # the prepared file and its stamp, never the checkpoint
+            wanted += [models / spec.prepared_file, stamp_path(spec, models)]
+        else:
+            wanted.append(models / spec.prepared_file)
+    missing = [str(path) for path in wanted if not path.is_file()]
+    if missing:
+        raise ModelError("the bundle needs %s: run 'make models'" % ", ".join(missing))
+    return wanted
+
+
+def record_selftest(config: Config, models: Path, photo: Path, folder: Path) -> None:
+    """The reference face the board's self-test compares with, recorded here on ONNX Runtime."""
+    from dataclasses import replace
+
+    from appliance.selftest import record_reference
+    from appliance.vision.pipeline import FacePipeline
+
+    host = replace(config, models=replace(config.models, backend="onnxruntime", dir=str(models)))
+    pipeline = FacePipeline.from_config(host)
+    try:
+        record_reference(pipeline, photo, folder)
+    finally:
+        pipeline.close()
+
+
+def build(board: str, repo: Path, models: Path, out: Path, reference_photo: Optional[Path] = None) -> Path:
     board_dir = repo / "board" / board
     if not (board_dir / "meta").is_file():
         boards = sorted(p.name for p in (repo / "board").iterdir() if (p / "meta").is_file())
         raise FaceGateError("no board %r: board/<name>/meta exists for %s" % (board, ", ".join(boards)))
     meta = read_meta(board_dir / "meta")
-    model_files = board_models(meta, board_config(repo, board), models)
+    config = board_config(repo, board)
+    model_files = board_models(meta, config, models) + onnx_models(config, models)
     name = "facegate-%s-%s" % (board, __version__)
     with tempfile.TemporaryDirectory(prefix="facegate-bundle-") as temporary:
         root = Path(temporary) / name
@@ -130,6 +167,8 @@ def build(board: str, repo: Path, models: Path, out: Path) -> Path:
             target = root / "models" / path.relative_to(models)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target)
+        if reference_photo is not None:
+            record_selftest(config, models, reference_photo, root / "models" / "selftest")
         files = sorted(p for p in root.rglob("*") if p.is_file())
         manifest = {"board": board, "version": __version__, "npu_target": meta["NPU_TARGET"],
                     "files": {str(p.relative_to(root)): sha256_of(p) for p in files}}
@@ -150,11 +189,13 @@ def main(argv=None) -> int:
     parser.add_argument("--board", required=True)
     parser.add_argument("--models", type=Path, default=Path("models"))
     parser.add_argument("--out", type=Path, help="tarball path (default dist/facegate-BOARD-VERSION.tar.gz)")
+    parser.add_argument("--reference-photo", type=Path,
+                        help="a photo of one face: the board's self-test checks its models against it")
     args = parser.parse_args(argv)
     repo = Path(__file__).resolve().parent.parent
     out = args.out or repo / "dist" / ("facegate-%s-%s.tar.gz" % (args.board, __version__))
     try:
-        print(build(args.board, repo, args.models, out))
+        print(build(args.board, repo, args.models, out, args.reference_photo))
     except (FaceGateError, subprocess.CalledProcessError) as err:
         print("make-bundle: %s" % err, file=sys.stderr)
         return 2

@@ -298,3 +298,47 @@ def test_the_boards_wheel_holds_the_appliance_and_no_host_tool(tmp_path):
     assert imported.get("facegate_host", set()) <= {"appliance/models/install.py"}
     for heavy in ("torch", "onnx", "rknn"):  # the runtime's own NPU module is rknnlite
         assert heavy not in imported, (heavy, imported.get(heavy))
+
+
+def test_the_start_script_reports_a_service_that_dies_while_starting(tmp_path, models_dir):
+    emulator = RelayEmulator(link=str(tmp_path / "relay"))
+    root = init_root(tmp_path, emulator.path, models_dir)
+    gallery = root / "userdata" / "facegate" / "gallery.db"
+    gallery.parent.mkdir(parents=True)
+    gallery.write_bytes(b"this is no database" * 100)  # passes `config --check`, fails as the door opens it
+    try:
+        started = service(root, "start")
+        assert started.returncode == 1, started.stdout + started.stderr
+        assert "FAIL: " in started.stdout and "not a FaceGate gallery" in started.stdout, started.stdout
+        assert not (root / "var" / "run" / "facegate.pid").exists()
+        assert service(root, "status").returncode == 3
+    finally:
+        emulator.close()
+
+
+def test_selftest_checks_models_reference_face_relay_and_says_what_failed(tmp_path, pipeline):
+    import json
+    import re
+
+    from appliance.selftest import REFERENCE_FILE, record_reference
+    from conftest import SEED, run_cli
+
+    reference = tmp_path / "selftest"
+    record_reference(pipeline, SEED / "probes" / "obama.jpg", reference)
+    emulator = RelayEmulator()
+    try:
+        result = run_cli("selftest", "--reference", reference, "--relay-port", emulator.path, "--no-camera")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert re.search(r"reference face +ok: found where the host found it .* cosine 1\.000", result.stdout)
+        assert re.search(r"relay +ok: .* driven locked", result.stdout) and not emulator.is_on()
+    finally:
+        emulator.close()
+    # a broken embedder (here: a reference that no longer matches) and an unplugged relay
+    record = json.loads((reference / REFERENCE_FILE).read_text())
+    record["embedding"] = list(reversed(record["embedding"]))
+    (reference / REFERENCE_FILE).write_text(json.dumps(record))
+    result = run_cli("selftest", "--reference", reference, "--relay-port", tmp_path / "ttyUSB9", "--no-camera")
+    assert result.returncode == 1
+    assert re.search(r"reference face +FAIL: the reference face's embedding differs from the host's", result.stdout)
+    assert re.search(r"relay +FAIL: cannot open relay port .*ttyUSB9", result.stdout)
+    assert "selftest failed: reference face, relay" in result.stdout

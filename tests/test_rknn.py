@@ -131,7 +131,7 @@ def test_the_quantisation_check_writes_its_table_and_figures(npu_models, tmp_pat
 def test_the_bundle_holds_what_the_board_needs_and_installs_into_a_root(npu_models, tmp_path):
     from facegate_host.bundle import build
 
-    tarball = build("rv1126b", ROOT, npu_models, tmp_path / "bundle.tar.gz")
+    tarball = build("rv1126b", ROOT, npu_models, tmp_path / "bundle.tar.gz", SEED / "probes" / "obama.jpg")
     with tarfile.open(tarball) as tar:
         tar.extractall(tmp_path / "unpacked")
     bundle = next((tmp_path / "unpacked").iterdir())
@@ -143,12 +143,17 @@ def test_the_bundle_holds_what_the_board_needs_and_installs_into_a_root(npu_mode
                      "models/rknn/rv1126b/retinaface_mnet025_pytorch-fp16-320.rknn",
                      "models/rknn/rv1126b/retinaface_mnet025_pytorch-fp16-320.rknn.json",
                      "models/rknn/rv1126b/mobilefacenet_ms1m-fp16.rknn",
-                     "models/rknn/rv1126b/mobilefacenet_ms1m-fp16.rknn.json"):
+                     "models/rknn/rv1126b/mobilefacenet_ms1m-fp16.rknn.json",
+                     # the CPU fallback and the self-test's reference face
+                     "models/retinaface_mnet025.retinaface_export.onnx",
+                     "models/mobilefacenet_ms1m.mobilefacenet_ms1m_export.onnx",
+                     "models/selftest/reference.json", "models/selftest/face.jpg"):
         assert expected in files, expected
     wheels = [name for name in files if name.startswith("wheelhouse/")]
     for package in ("facegate-", "transitions-", "sqlite_utils-", "click-"):
         assert any(name.startswith("wheelhouse/" + package) for name in wheels), package
-    assert not any(name.endswith((".onnx", ".npy")) for name in files)  # no sources or calibration data
+    assert not any(name.endswith((".npy", ".pth", ".ckpt")) for name in files)  # no calibration data or checkpoints
+    assert len([name for name in files if name.endswith(".onnx")]) == 2
     assert "rknn_target = \"rv1126b\"" in (bundle / "overlay/etc/facegate/config.toml").read_text()
 
     root = tmp_path / "target"
@@ -167,6 +172,14 @@ def test_the_bundle_holds_what_the_board_needs_and_installs_into_a_root(npu_mode
     assert check.returncode == 2 and check.stderr.count("\n") == 1, check.stderr
     for key in ("ca_file", "key_file", "signing_key_file"):
         assert "mqtt.%s /etc/facegate/secrets/" % key in check.stderr, check.stderr
+    # with no NPU here, the installed command runs the bundle's CPU fallback and passes its self-test
+    models = root / "usr/share/facegate/models"
+    selftest = subprocess.run([str(root / "usr/bin/facegate"), "selftest", "--config", str(root / "etc/facegate/config.toml"),
+                               "--backend", "onnxruntime", "--models-dir", str(models), "--no-relay", "--no-camera"],
+                              env=dict(os.environ, FACEGATE_PYTHON=sys.executable, PYTHONPATH=""),
+                              capture_output=True, text=True, timeout=120)
+    assert selftest.returncode == 0, selftest.stdout + selftest.stderr
+    assert "found where the host found it" in selftest.stdout
     # a damaged bundle is refused before anything is installed
     (bundle / "models/rknn/rv1126b/mobilefacenet_ms1m-fp16.rknn").write_bytes(b"damaged")
     again = subprocess.run(["sh", str(bundle / "install.sh"), "--root", str(tmp_path / "other")],

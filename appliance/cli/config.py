@@ -12,7 +12,10 @@ def register(commands) -> None:
 def run(args) -> int:
     if args.check:
         # every rule `facegate run` applies, files included, so the two never disagree
-        config_module.validate(config_module.load(args.check), args.check)
+        config = config_module.load(args.check)
+        config_module.validate(config, args.check)
+        for note in config_module.notes(config):
+            print("note: %s" % note)
         print("%s: ok" % args.check)
     else:
         print(config_module.defaults_toml(), end="")

@@ -30,6 +30,7 @@ EXAMPLES = {
             "facegate run --config door.toml --relay-port /dev/ttyUSB0"],
     "audit": ["facegate audit --limit 20", "facegate audit --kind deny --since 2026-11-25T08:00",
               "facegate audit --person Ada --csv > ada.csv", "facegate audit --snapshot 42 --out attempt42.jpg"],
+    "selftest": ["facegate selftest   # on the board, with its config", "facegate selftest --no-relay --no-camera"],
     "relay lock": ["facegate relay lock --port /dev/ttyUSB0"],
     "relay test": ["facegate relay test --port /dev/ttyUSB0 --seconds 2"],
     "tune capture": ["facegate tune capture Ada --count 10 --config door.toml"],

@@ -25,6 +25,8 @@ def register(commands) -> None:
     parser.add_argument("--quiet", action="store_true", help="print decisions and alarms only")
     parser.add_argument("--syslog", action="store_true",
                         help="log to the system log (/dev/log) instead of stdout: the board's init script uses it")
+    parser.add_argument("--status-file", help="write 'running' here once the door runs, or 'failed: REASON' "
+                                              "(the init script waits for one of them)")
     parser.set_defaults(handler=run)
 
     audit = commands.add_parser("audit", help="show the local audit trail")
@@ -83,10 +85,29 @@ def _log_handler(syslog: bool) -> logging.Handler:
 
 
 def run(args) -> int:
+    try:
+        status = _serve(args)
+    except FaceGateError as err:
+        _write_status(args.status_file, "failed: %s" % err)
+        raise
+    _write_status(args.status_file, "stopped")
+    return status
+
+
+def _write_status(path, text: str) -> None:
+    if path:
+        partial = path + ".partial"
+        with open(partial, "w") as handle:
+            handle.write(text.replace("\n", " ") + "\n")
+        os.replace(partial, path)  # a reader sees the old state or the new one, never half of it
+
+
+def _serve(args) -> int:
+    from appliance.config import notes
     from appliance.service import build_service
 
     config = load_config(args)
-    validate(config, args.config or "the built-in config")
+    validate(config, args.config or "the built-in config", relay=not args.no_relay)
     handler = _log_handler(args.syslog)
     for name, level in (("appliance", logging.WARNING if args.quiet else logging.INFO),
                         ("appliance.events", logging.INFO)):
@@ -97,6 +118,8 @@ def run(args) -> int:
     # both machines share one model, so transitions notes that `trigger` is bound once: not news
     logging.getLogger("transitions").setLevel(logging.ERROR)
 
+    for note in notes(config):
+        logging.getLogger("appliance").warning("%s", note)
     service = build_service(config, use_relay=not args.no_relay)
     service.controller.listeners.append(_print_event)
     # SIGTERM and SIGINT end the loop, which locks the relay on its way out
@@ -106,6 +129,7 @@ def run(args) -> int:
                                         config.camera.source,
                                         "none (dry run)" if args.no_relay else config.relay.port,
                                         config.gallery.path, len(service.verifier.index))
+    _write_status(args.status_file, "running")
     counters = service.run()
     if service.failure:
         raise FaceGateError("%s; the door is locked and the service stopped (restart it; the log above has "

@@ -137,6 +137,9 @@ def sha256_of(path: Path) -> str:
 def installed_path(spec: ModelSpec, directory: Path) -> Path:
     """Path of the file a runner should load, checked to exist and to come from the right source."""
     source = directory / spec.file
+    if spec.prepare and is_prepared(spec, directory):
+        # the stamp records the source's sha256: a board's bundle carries the prepared file alone
+        return directory / spec.prepared_file
     if not source.is_file():
         raise ModelError("model file %s is missing: install the models with 'facegate models install' ('make "
                          "models' in the repository), or point models.dir or $%s at the folder that has them"

@@ -2,7 +2,8 @@
 
 import logging
 from dataclasses import dataclass
-from typing import List, Optional
+from pathlib import Path
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -38,6 +39,26 @@ class FaceResult:
     live_score: Optional[float] = None
 
 
+def model_file(config: Config, model_id: str, role: str) -> Path:
+    """The file `FacePipeline.from_config` loads for a model: the installed ONNX file, or on the
+    NPU backends the .rknn file converted for this target, dtype and input size."""
+    models = config.models
+    directory = models_dir(models.dir or None)
+    if models.backend not in NPU_BACKENDS:
+        return installed_path(get_spec(model_id), directory)
+    dtype = models.rknn_embedder_dtype if role == "embedder" else models.rknn_detector_dtype
+    return rknn_path(directory, models.rknn_target, model_id, dtype,
+                     config.detector.input_size if role == "detector" else None)
+
+
+def model_files(config: Config) -> List[Tuple[str, Path]]:
+    """(model id, file) of every model `FacePipeline.from_config` loads for this config."""
+    wanted = [(config.models.detector, "detector"), (config.models.embedder, "embedder")]
+    if config.liveness.enabled:
+        wanted += [(model_id, "liveness") for model_id in LIVENESS_MODELS]
+    return [(model_id, model_file(config, model_id, role)) for model_id, role in wanted]
+
+
 class FacePipeline:
     def __init__(self, config: Config, detector: Detector, embedder: Embedder,
                  liveness: Optional[LivenessChecker] = None) -> None:
@@ -49,7 +70,6 @@ class FacePipeline:
     @classmethod
     def from_config(cls, config: Config) -> "FacePipeline":
         models = config.models
-        directory = models_dir(models.dir or None)
         backend, threads = models.backend, models.threads
         size = config.detector.input_size
 
@@ -57,11 +77,9 @@ class FacePipeline:
             spec = get_spec(model_id)
             if spec.role != role:
                 raise ModelError("model %s is a %s, not a %s" % (model_id, spec.role, role))
+            path = model_file(config, model_id, role)
             if backend not in NPU_BACKENDS:
-                return load_runner(backend, spec, installed_path(spec, directory), warmup, threads)
-            dtype = models.rknn_embedder_dtype if role == "embedder" else models.rknn_detector_dtype
-            path = rknn_path(directory, models.rknn_target, model_id, dtype,
-                             size if role == "detector" else None)
+                return load_runner(backend, spec, path, warmup, threads)
             return load_runner(backend, spec, path, warmup, threads, core_mask=models.rknn_core_mask,
                                device=models.rknn_device)
 

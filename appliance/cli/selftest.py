@@ -1,0 +1,32 @@
+"""`facegate selftest`: check that this device can run its door (appliance/selftest.py)."""
+
+from pathlib import Path
+
+from appliance.cli.common import add_config_options, load_config
+
+
+def register(commands) -> None:
+    parser = commands.add_parser("selftest", help="check the models, a reference face, the relay and the camera")
+    add_config_options(parser)
+    parser.add_argument("--relay-port", help="relay serial port, overriding relay.port")
+    parser.add_argument("--camera", help="camera source, overriding camera.source")
+    parser.add_argument("--reference", help="folder with the recorded reference face (default: <models.dir>/selftest)")
+    parser.add_argument("--no-relay", action="store_true", help="do not open the relay (a door without one)")
+    parser.add_argument("--no-camera", action="store_true", help="do not open the camera")
+    parser.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from appliance.selftest import run_checks
+
+    config = load_config(args)
+    checks = run_checks(config, Path(args.reference) if args.reference else None,
+                        relay=not args.no_relay, camera=not args.no_camera)
+    for check in checks:
+        print("%-15s %s%s" % (check.name, "ok" if check.ok else "FAIL", ": " + check.detail if check.detail else ""))
+    failed = [c.name for c in checks if not c.ok]
+    if failed:
+        print("selftest failed: %s" % ", ".join(failed))
+        return 1
+    print("selftest passed")
+    return 0

@@ -1,0 +1,174 @@
+"""`facegate selftest`: can this device run its door? Checked the way `run` will use it.
+
+1. every configured model loads on the configured backend (each is warmed up and its outputs
+   checked for shape and finiteness as it loads);
+2. one frame through detection, alignment and embedding: the recorded reference face (a photo
+   and the outputs the host recorded for it, `reference.json`, in `<models.dir>/selftest`, put
+   there by the board bundle) must be found where it was, and its embedding must point where
+   it did, within what the backend's quantisation allows;
+3. the relay port opens and is driven locked; the camera gives a frame, when it is a device.
+
+Each check is a line; any failure makes the command fail with its reason, so an install that
+ends with a self-test cannot report success for a door that cannot work.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import numpy as np
+
+from appliance.config import Config
+from appliance.errors import FaceGateError
+
+REFERENCE_FILE = "reference.json"
+# the embedding of the reference face on this device against the host's (ONNX Runtime, fp32):
+# fp16 NPU models measure about 0.999 and int8 about 0.98; a broken model lands near 0
+MIN_COSINE = 0.9
+MAX_LANDMARK_ERROR = 0.1  # of the face's width
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def reference_dir(config: Config) -> Path:
+    from appliance.models import models_dir
+
+    return models_dir(config.models.dir or None) / "selftest"
+
+
+def run_checks(config: Config, reference: Optional[Path] = None, relay: bool = True,
+               camera: bool = True) -> List[Check]:
+    checks: List[Check] = []
+    pipeline = _attempt(checks, "models", lambda: _load(config))
+    if pipeline is not None:
+        try:
+            _attempt(checks, "reference face", lambda: _reference(pipeline, reference or reference_dir(config)))
+        finally:
+            pipeline.close()
+    if relay:
+        _attempt(checks, "relay", lambda: _relay(config))
+    if camera:
+        _attempt(checks, "camera", lambda: _camera(config))
+    return checks
+
+
+def _attempt(checks: List[Check], name: str, step: Callable):
+    """Run one check; its FaceGateError (or any error: this is a diagnosis) is its failure."""
+    try:
+        value = step()
+    except FaceGateError as err:
+        checks.append(Check(name, False, str(err)))
+        return None
+    except Exception as err:  # a vendor runtime's own exception still names the check that failed
+        checks.append(Check(name, False, "%s: %s" % (type(err).__name__, err)))
+        return None
+    detail = value[1] if isinstance(value, tuple) else value
+    checks.append(Check(name, True, detail if isinstance(detail, str) else ""))
+    return value[0] if isinstance(value, tuple) else value
+
+
+def _load(config: Config):
+    from appliance.vision.pipeline import FacePipeline
+
+    pipeline = FacePipeline.from_config(config)
+    names = [config.models.detector, config.models.embedder] + (["liveness"] if pipeline.liveness else [])
+    return pipeline, "%s loaded on %s" % (", ".join(names), config.models.backend)
+
+
+def _reference(pipeline, folder: Path) -> str:
+    from appliance.vision.align import align_face
+    from appliance.vision.images import read
+
+    record_path = folder / REFERENCE_FILE
+    if not record_path.is_file():
+        # still a frame through every model, but nothing recorded to compare with
+        frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+        pipeline.detect(frame)
+        vector = pipeline.embedder.embed(frame[:112, :112].copy())
+        if not np.all(np.isfinite(vector)):
+            raise FaceGateError("the embedder gives non-finite values")
+        return "no recorded reference face in %s: ran a synthetic frame only" % folder
+    record = json.loads(record_path.read_text())
+    if record["embedder"] != pipeline.embedder.model_id:
+        raise FaceGateError("the reference in %s was recorded for embedder %s, this device runs %s: "
+                            "install the bundle's models and reference together"
+                            % (folder, record["embedder"], pipeline.embedder.model_id))
+    image = read(str(folder / record["image"]))
+    faces = pipeline.detect(image)
+    if not faces:
+        raise FaceGateError("no face found in the reference photo %s (the host found one): the detector "
+                            "model or its backend is broken" % record["image"])
+    expected = np.asarray(record["landmarks"], np.float32)
+    face = min(faces, key=lambda f: float(np.abs(f.landmarks - expected).max()))
+    width = float(face.box[2] - face.box[0])
+    error = float(np.abs(face.landmarks - expected).max()) / max(width, 1.0)
+    if error > MAX_LANDMARK_ERROR:
+        raise FaceGateError("the reference face's landmarks are %.0f%% of its width from where the host found "
+                            "them: the detector model or its backend is broken" % (100 * error))
+    vector = pipeline.embedder.embed(align_face(image, face.landmarks))
+    cosine = float(np.dot(vector, np.asarray(record["embedding"], np.float32)))
+    if not cosine >= MIN_COSINE:
+        raise FaceGateError("the reference face's embedding differs from the host's (cosine %.3f, need %.2f): "
+                            "the embedder model or its backend is broken" % (cosine, MIN_COSINE))
+    return "found where the host found it (landmarks within %.1f%% of its width), embedding cosine %.3f" % (
+        100 * error, cosine)
+
+
+def _relay(config: Config) -> str:
+    from appliance.door.relay import Relay
+
+    if not config.relay.port:
+        return "none configured (relay.port is empty: a dry run)"
+    relay = Relay.from_config(config.relay)  # opening it drives it locked
+    try:
+        if not relay.connected:
+            raise FaceGateError("relay port %s did not open (unplugged?)" % config.relay.port)
+    finally:
+        relay.close()
+    return "%s opened and driven locked" % config.relay.port
+
+
+def _camera(config: Config) -> str:
+    from appliance.camera import LatestFrameReader
+
+    source = config.camera.source
+    if not (source.startswith("/dev/") or "device=/dev/" in source):
+        return "not a device (%s): not opened" % source[:60]
+    reader = LatestFrameReader(source, realtime=True)
+    try:
+        frame = reader.latest(timeout=10)
+        if frame is None:
+            raise FaceGateError("camera %s gave no frame within 10 s" % source[:60])
+        return "a %dx%d frame" % (frame.image.shape[1], frame.image.shape[0])
+    finally:
+        reader.close()
+
+
+def record_reference(pipeline, image_path: Path, folder: Path) -> Path:
+    """Record what this pipeline (the host's, ONNX Runtime) finds in a photo of one face, for
+    devices to compare with (the bundle carries it)."""
+    import shutil
+
+    from appliance.vision.align import align_face
+    from appliance.vision.detector import central_face
+    from appliance.vision.images import read
+
+    image = read(str(image_path))
+    face = central_face(pipeline.detect(image), image.shape)
+    if face is None:
+        raise FaceGateError("no face in %s to record as the self-test's reference" % image_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = "face" + Path(image_path).suffix.lower()
+    shutil.copyfile(image_path, folder / name)
+    record = {"image": name, "detector": pipeline.config.models.detector, "embedder": pipeline.embedder.model_id,
+              "landmarks": face.landmarks.round(2).tolist(),
+              "embedding": pipeline.embedder.embed(align_face(image, face.landmarks)).round(6).tolist()}
+    path = folder / REFERENCE_FILE
+    path.write_text(json.dumps(record) + "\n")
+    return path
