@@ -30,9 +30,23 @@ if ! sha256sum -c SHA256SUMS >/dev/null; then
 	exit 2
 fi
 
+# the board's facts: PYTHON and WHEEL_PLATFORMS when the bundle carries compiled packages
+# shellcheck source=/dev/null
+. ./meta
+# into a root being built on another machine, pip must take the board's wheels, not its own
+cross=""
+if [ -n "$root" ] && [ -n "${PYTHON:-}" ]; then
+	cross="--only-binary=:all: --implementation cp --python-version $PYTHON"
+	cross="$cross --abi cp$(echo "$PYTHON" | tr -d .) --abi abi3 --abi none"
+	for platform in ${WHEEL_PLATFORMS:-}; do
+		cross="$cross --platform $platform"
+	done
+fi
+
 # code: the wheels into a private folder, so the image's own Python packages stay untouched
 mkdir -p "$root/usr/lib/facegate"
-"$python" -m pip install --quiet --disable-pip-version-check --no-index --no-deps --upgrade \
+# shellcheck disable=SC2086 # $cross is a list of options
+"$python" -m pip install --quiet --disable-pip-version-check --no-index --no-deps --upgrade $cross \
 	--target "$root/usr/lib/facegate/python" wheelhouse/*.whl
 mkdir -p "$root/usr/bin"
 cat >"$root/usr/bin/facegate" <<'LAUNCHER'

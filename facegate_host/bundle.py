@@ -96,9 +96,36 @@ def build_appliance_wheel(repo: Path, folder: Path) -> Path:
     return next(folder.glob("facegate-*.whl"))
 
 
-def build_wheelhouse(repo: Path, folder: Path) -> None:
+MACHINES = {"arm64": "aarch64", "armhf": "armv7l"}  # a board's ARCH -> the machine in wheel tags
+
+
+def download_platform_wheels(pins_file: Path, meta: Dict[str, str], folder: Path) -> None:
+    """A board's compiled packages, pinned in board/<board>/wheelhouse.txt, for its Python and
+    platform (meta: PYTHON, WHEEL_PLATFORMS); a wheel for any other machine is refused."""
+    python, platforms = meta.get("PYTHON"), meta.get("WHEEL_PLATFORMS", "").split()
+    if not python or not platforms:
+        raise FaceGateError("%s needs PYTHON and WHEEL_PLATFORMS in the board's meta" % pins_file)
+    abi = "cp" + python.replace(".", "")
+    before = set(folder.iterdir())
+    subprocess.run(PIP + ["download", "--no-deps", "--only-binary=:all:", "--implementation", "cp",
+                          "--python-version", python, "--abi", abi, "--abi", "abi3", "--abi", "none",
+                          "--dest", str(folder)] + [a for p in platforms for a in ("--platform", p)]
+                   + read_pins(pins_file), check=True)
+    machine = MACHINES[meta["ARCH"]]
+    for wheel in set(folder.iterdir()) - before:
+        tags = wheel.name[:-len(".whl")].split("-")[-3:]  # python, abi, platform
+        if tags[2] != "any" and not all(tag.endswith("_" + machine) for tag in tags[2].split(".")):
+            raise FaceGateError("%s is built for %s, not this board (%s)" % (wheel.name, tags[2], ", ".join(platforms)))
+        if tags[1] not in ("none", "abi3", abi):
+            raise FaceGateError("%s is built for Python ABI %s, the board has %s" % (wheel.name, tags[1], abi))
+
+
+def build_wheelhouse(repo: Path, folder: Path, board_dir: Optional[Path] = None,
+                     meta: Optional[Dict[str, str]] = None) -> None:
     folder.mkdir(parents=True)
     build_appliance_wheel(repo, folder)
+    if board_dir is not None and (board_dir / "wheelhouse.txt").is_file():
+        download_platform_wheels(board_dir / "wheelhouse.txt", meta or {}, folder)
     pip = PIP
     pinned = read_pins(repo / WHEELHOUSE_PINS)
     # for platform "any" and the oldest Python, never the host's: only pure wheels can match, and
@@ -106,9 +133,11 @@ def build_wheelhouse(repo: Path, folder: Path) -> None:
     subprocess.run(pip + ["download", "--no-deps", "--only-binary=:all:", "--platform", "any",
                           "--implementation", "py", "--abi", "none", "--python-version", OLDEST_PYTHON,
                           "--dest", str(folder)] + pinned, check=True)
-    for wheel in folder.iterdir():
-        if not wheel.name.endswith("-none-any.whl"):
-            raise FaceGateError("%s is not a pure-Python wheel; the board cannot use it" % wheel.name)
+    for name in pinned:
+        wheel_name = name.split("==")[0].replace("-", "_").lower()
+        for wheel in folder.glob("*.whl"):
+            if wheel.name.lower().startswith(wheel_name + "-") and not wheel.name.endswith("-none-any.whl"):
+                raise FaceGateError("%s is not a pure-Python wheel; the board cannot use it" % wheel.name)
 
 
 def onnx_models(config: Config, models: Path) -> List[Path]:
@@ -162,7 +191,7 @@ def build(board: str, repo: Path, models: Path, out: Path, reference_photo: Opti
             shutil.copytree(board_dir / "overlay", root / "overlay", dirs_exist_ok=True)
         shutil.copy2(board_dir / "meta", root / "meta")
         shutil.copy2(repo / "board" / "install.sh", root / "install.sh")
-        build_wheelhouse(repo, root / "wheelhouse")
+        build_wheelhouse(repo, root / "wheelhouse", board_dir, meta)
         for path in model_files:
             target = root / "models" / path.relative_to(models)
             target.parent.mkdir(parents=True, exist_ok=True)

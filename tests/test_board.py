@@ -342,3 +342,16 @@ def test_selftest_checks_models_reference_face_relay_and_says_what_failed(tmp_pa
     assert re.search(r"reference face +FAIL: the reference face's embedding differs from the host's", result.stdout)
     assert re.search(r"relay +FAIL: cannot open relay port .*ttyUSB9", result.stdout)
     assert "selftest failed: reference face, relay" in result.stdout
+
+
+def test_a_boards_compiled_packages_are_pinned_for_its_python_and_machine():
+    from facegate_host.bundle import MACHINES, read_pins
+
+    pins = read_pins(ROOT / "board" / "rv1126b" / "wheelhouse.txt")
+    names = {pin.split("==")[0] for pin in pins}
+    # what the door imports on the RV1126B, and the CPU fallback
+    assert {"numpy", "opencv-python-headless", "paho-mqtt", "pyserial", "rknn-toolkit-lite2", "onnxruntime"} <= names
+    assert [pin for pin in pins if pin.startswith("paho-mqtt==2.")]  # the link's callback API is paho 2's
+    meta = read_meta(ROOT / "board" / "rv1126b" / "meta")
+    assert meta["PYTHON"] == "3.11" and meta["ARCH"] in MACHINES
+    assert all(platform.endswith("_" + MACHINES[meta["ARCH"]]) for platform in meta["WHEEL_PLATFORMS"].split())

@@ -150,8 +150,13 @@ def test_the_bundle_holds_what_the_board_needs_and_installs_into_a_root(npu_mode
                      "models/selftest/reference.json", "models/selftest/face.jpg"):
         assert expected in files, expected
     wheels = [name for name in files if name.startswith("wheelhouse/")]
-    for package in ("facegate-", "transitions-", "sqlite_utils-", "click-"):
+    for package in ("facegate-", "transitions-", "sqlite_utils-", "click-", "paho_mqtt-2.", "pyserial-"):
         assert any(name.startswith("wheelhouse/" + package) for name in wheels), package
+    # the compiled packages, for the board's Python and machine only
+    for package in ("numpy-", "opencv_python_headless-", "onnxruntime-", "rknn_toolkit_lite2-"):
+        found = [name for name in wheels if name.startswith("wheelhouse/" + package)]
+        assert len(found) == 1 and found[0].endswith("aarch64.whl"), (package, found)
+    assert not [name for name in wheels if "x86_64" in name]
     assert not any(name.endswith((".npy", ".pth", ".ckpt")) for name in files)  # no calibration data or checkpoints
     assert len([name for name in files if name.endswith(".onnx")]) == 2
     assert "rknn_target = \"rv1126b\"" in (bundle / "overlay/etc/facegate/config.toml").read_text()
@@ -164,9 +169,23 @@ def test_the_bundle_holds_what_the_board_needs_and_installs_into_a_root(npu_mode
     assert (root / "usr/lib/facegate/python/appliance/inference/rknnlite_runner.py").is_file()
     # the decision rule needs the embedder's calibration on the board
     assert (root / "usr/lib/facegate/python/appliance/models/calibration/mobilefacenet_ms1m.json").is_file()
-    check = subprocess.run([str(root / "usr/bin/facegate"), "config", "--check", str(root / "etc/facegate/config.toml")],
-                           env=dict(os.environ, FACEGATE_PYTHON=sys.executable, PYTHONPATH=""),
-                           capture_output=True, text=True, timeout=60)
+    assert (root / "usr/lib/facegate/python/numpy").is_dir() and (root / "usr/lib/facegate/python/rknnlite").is_dir()
+    launcher = (root / "usr/bin/facegate").read_text()
+    assert "/lib/facegate/python" in launcher and "-m appliance" in launcher
+    # the installed appliance, run by this host's Python: the board's compiled packages are for
+    # aarch64, so the host's own numpy, OpenCV and ONNX Runtime stand in for them (the emulated
+    # root runs the real launcher with the real ones)
+    view = tmp_path / "installed-appliance"
+    view.mkdir()
+    (view / "appliance").symlink_to(root / "usr/lib/facegate/python/appliance")
+
+    def facegate(*argv):
+        code = ("import sys; sys.path.insert(0, %r); import appliance; assert appliance.__file__.startswith(%r); "
+                "from appliance.cli import main; sys.exit(main(%r))" % (str(view), str(view), list(argv)))
+        return subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=""),
+                              capture_output=True, text=True, timeout=120)
+
+    check = facegate("config", "--check", str(root / "etc/facegate/config.toml"))
     # the installed command runs the board's checks: before the site's secrets are provisioned it
     # names each missing file in one line, as `facegate run` would refuse them
     assert check.returncode == 2 and check.stderr.count("\n") == 1, check.stderr
@@ -174,10 +193,8 @@ def test_the_bundle_holds_what_the_board_needs_and_installs_into_a_root(npu_mode
         assert "mqtt.%s /etc/facegate/secrets/" % key in check.stderr, check.stderr
     # with no NPU here, the installed command runs the bundle's CPU fallback and passes its self-test
     models = root / "usr/share/facegate/models"
-    selftest = subprocess.run([str(root / "usr/bin/facegate"), "selftest", "--config", str(root / "etc/facegate/config.toml"),
-                               "--backend", "onnxruntime", "--models-dir", str(models), "--no-relay", "--no-camera"],
-                              env=dict(os.environ, FACEGATE_PYTHON=sys.executable, PYTHONPATH=""),
-                              capture_output=True, text=True, timeout=120)
+    selftest = facegate("selftest", "--config", str(root / "etc/facegate/config.toml"), "--backend", "onnxruntime",
+                        "--models-dir", str(models), "--no-relay", "--no-camera")
     assert selftest.returncode == 0, selftest.stdout + selftest.stderr
     assert "found where the host found it" in selftest.stdout
     # a damaged bundle is refused before anything is installed
