@@ -353,8 +353,14 @@ def _table_lines(name: str, table: Any, lines: list) -> None:
 
 def set_in_file(path: Path, name: str, value: Any) -> str:
     """The text of config file `path` with setting `name` ("matching.distance_threshold") set to
-    `value`, everything else kept as written, comments included. The value is checked against
-    its declaration, and the new text must load with that one setting changed and nothing else."""
+    `value`, everything else kept as written, comments included (see set_in_text)."""
+    return set_in_text(Path(path).read_text(), name, value, str(path))
+
+
+def set_in_text(text: str, name: str, value: Any, path: str = "<config>") -> str:
+    """`text` (a config file's) with one setting changed and everything else kept as written. The
+    value is checked against its declaration, and the new text must load with that one setting
+    changed and nothing else."""
     section, _, key = name.rpartition(".")
     table: Any = Config()
     for part in section.split("."):
@@ -365,7 +371,6 @@ def set_in_file(path: Path, name: str, value: Any) -> str:
     if key not in declared or is_dataclass(getattr(table, key)):
         raise ConfigError("no setting %s; [%s] has %s" % (name, section, ", ".join(declared)))
     value = _check_value(section, declared[key], value, "the new value")
-    text = Path(path).read_text()
     before = _parsed(text, path)
     line = "%s = %s\n" % (key, _toml_value(value))
     lines = text.splitlines(keepends=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from appliance import __version__
-from appliance.config import Config, load
+from appliance.config import Config, from_dict, set_in_text, tomllib
 from appliance.errors import FaceGateError, ModelError
 from appliance.inference.rknn_files import recipe_path, rknn_path
 from appliance.models import sha256_of
@@ -44,10 +44,29 @@ def read_meta(path: Path) -> Dict[str, str]:
     return meta
 
 
+CONFIG_IN_OVERLAY = Path("etc") / "facegate" / "config.toml"
+
+
+def board_config_text(repo: Path, board: str) -> str:
+    """The config a board boots with: the common one (rootfs_overlay/) with the board's facts
+    from its meta written in, so a board's config can never disagree with its meta."""
+    meta = read_meta(repo / "board" / board / "meta")
+    data = meta["DATA_DIR"]
+    facts = (("models.rknn_target", meta["NPU_TARGET"]), ("models.rknn_detector_dtype", meta["DETECTOR_DTYPE"]),
+             ("models.rknn_embedder_dtype", meta["EMBEDDER_DTYPE"]), ("detector.input_size", int(meta["DETECTOR_SIZE"])),
+             ("camera.source", meta["CAMERA_PIPELINE"]), ("relay.port", meta["RELAY_TTY"]),
+             ("door.watchdog_device", meta["WATCHDOG_DEVICE"]), ("gallery.path", data + "/gallery.db"),
+             ("audit.path", data + "/audit.db"), ("mqtt.state_path", data + "/mqtt-state.db"))
+    text = (repo / "rootfs_overlay" / CONFIG_IN_OVERLAY).read_text()
+    text = "# FaceGate on %s (generated from board/%s/meta by make bundle)\n%s" % (
+        meta["BOARD_DESCRIPTION"], board, text)
+    for name, value in facts:
+        text = set_in_text(text, name, value, "rootfs_overlay/%s" % CONFIG_IN_OVERLAY)
+    return text
+
+
 def board_config(repo: Path, board: str) -> Config:
-    """The config a board boots with: its own overlay's, else the common overlay's."""
-    own = repo / "board" / board / "overlay" / "etc" / "facegate" / "config.toml"
-    return load(own if own.is_file() else repo / "rootfs_overlay" / "etc" / "facegate" / "config.toml")
+    return from_dict(tomllib.loads(board_config_text(repo, board)), "board %s" % board)
 
 
 def board_models(meta: Dict[str, str], config: Config, models: Path) -> List[Path]:
@@ -189,6 +208,7 @@ def build(board: str, repo: Path, models: Path, out: Path, reference_photo: Opti
         shutil.copytree(repo / "rootfs_overlay", root / "overlay", ignore=shutil.ignore_patterns("README.md"))
         if (board_dir / "overlay").is_dir():
             shutil.copytree(board_dir / "overlay", root / "overlay", dirs_exist_ok=True)
+        (root / "overlay" / CONFIG_IN_OVERLAY).write_text(board_config_text(repo, board))
         shutil.copy2(board_dir / "meta", root / "meta")
         shutil.copy2(repo / "board" / "install.sh", root / "install.sh")
         build_wheelhouse(repo, root / "wheelhouse", board_dir, meta)
