@@ -60,11 +60,15 @@ def run(args) -> int:
     return 0
 
 
+def _people_folder(parser) -> None:
+    parser.add_argument("--images", default="../shared/data/lfw-dev/images",
+                        help="a folder with a sub-folder of photos per person")
+
+
 def register_identification(commands) -> None:
     parser = commands.add_parser("eval-identification",
                                  help="open-set identification: rank-1 and FRR at FAR per probe")
-    parser.add_argument("--images", default="../shared/data/lfw-dev/images",
-                        help="a folder with a sub-folder of photos per person")
+    _people_folder(parser)
     parser.add_argument("--k", type=int, nargs="+", default=[1, 2, 3], help="photos enrolled per person")
     parser.add_argument("--min-photos", type=int, default=5, help="people with this many are enrolled")
     parser.add_argument("--far", type=float, default=1e-3, help="target false-accept rate per probe")
@@ -117,8 +121,7 @@ def run_identification(args) -> int:
 def register_calibration(commands) -> None:
     parser = commands.add_parser("eval-calibrate",
                                  help="measure the embedder's stranger distances: the door's decision rule")
-    parser.add_argument("--images", default="../shared/data/lfw-dev/images",
-                        help="a folder with a sub-folder of photos per person")
+    _people_folder(parser)
     parser.add_argument("--cache", help="keep the embeddings in this .npz file for the next evaluation")
     parser.add_argument("--out-dir", help="where the calibration JSON goes (default: the package's own)")
     add_config_options(parser)

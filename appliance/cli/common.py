@@ -74,6 +74,12 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                                               "overriding the config")
 
 
+def add_door_options(parser: argparse.ArgumentParser) -> None:
+    """The door's parts as `run` and `selftest` take them from the command line (config.FLAGS)."""
+    parser.add_argument("--camera", help="camera source, overriding camera.source")
+    parser.add_argument("--relay-port", help="relay serial port, overriding relay.port")
+
+
 def load_config(args: argparse.Namespace) -> Config:
     """The config file (or the defaults) with the command line's overrides (config.FLAGS)."""
     return config_module.with_flags(config_module.load(getattr(args, "config", None)), args)

@@ -8,7 +8,7 @@ import signal
 import sys
 import time
 
-from appliance.cli.common import add_config_options, audit_line, load_config, local_time, shown_time
+from appliance.cli.common import add_config_options, add_door_options, audit_line, load_config, local_time, shown_time
 from appliance.config import validate
 from appliance.errors import FaceGateError, did_you_mean
 
@@ -16,8 +16,7 @@ from appliance.errors import FaceGateError, did_you_mean
 def register(commands) -> None:
     parser = commands.add_parser("run", help="run the door: camera, recognition, relay, audit")
     add_config_options(parser)
-    parser.add_argument("--camera", help="camera source, overriding camera.source")
-    parser.add_argument("--relay-port", help="relay serial port, overriding relay.port")
+    add_door_options(parser)
     parser.add_argument("--gallery", help="gallery database file, overriding gallery.path")
     parser.add_argument("--audit", help="audit database file, overriding audit.path")
     parser.add_argument("--no-relay", action="store_true",

@@ -2,14 +2,13 @@
 
 from pathlib import Path
 
-from appliance.cli.common import add_config_options, load_config
+from appliance.cli.common import add_config_options, add_door_options, load_config
 
 
 def register(commands) -> None:
     parser = commands.add_parser("selftest", help="check the models, a reference face, the relay and the camera")
     add_config_options(parser)
-    parser.add_argument("--relay-port", help="relay serial port, overriding relay.port")
-    parser.add_argument("--camera", help="camera source, overriding camera.source")
+    add_door_options(parser)
     parser.add_argument("--reference", help="folder with the recorded reference face (default: <models.dir>/selftest)")
     parser.add_argument("--no-relay", action="store_true", help="do not open the relay (a door without one)")
     parser.add_argument("--no-camera", action="store_true", help="do not open the camera")
