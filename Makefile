@@ -25,7 +25,7 @@ BOARD ?= rv1126
 # the toolkit's simulator target for `make test-board` and `make rknn-check` (RV1126 needs toolkit v1)
 RKNN_TARGET ?= rv1126b
 
-.PHONY: all venv models system-deps test test-slow test-board rknn-env rknn-models rknn-check bundle deploy \
+.PHONY: all venv models system-deps test test-slow test-board test-emulated rknn-env rknn-models rknn-check bundle deploy \
 	bench run demo eval-lfw eval-identification clean
 
 all: test
@@ -97,6 +97,21 @@ deploy:
 	name=$$(basename $$bundle .tar.gz); \
 	scp "$$bundle" "$(HOST):/tmp/" && \
 	ssh "$(HOST)" "cd /tmp && tar -xzf $$name.tar.gz && ./$$name/install.sh && rm -rf $$name $$name.tar.gz"
+
+# The RV1126B's bundle in an emulated Debian arm64 root (debootstrap + qemu-user-static, cached in
+# .emulated/): install, self-test, and the door on the demo video against the host's decisions
+EMULATION_PACKAGES := debootstrap qemu-user-static binfmt-support
+test-emulated: run rknn-env
+	@missing=""; for p in $(EMULATION_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+	@[ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+	@[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64
+	$(VENV)/bin/facegate audit --audit $(DEMO)/audit.db --json > $(DEMO)/decisions.jsonl
+	$(MAKE) rknn-models BOARD=rv1126b
+	$(PY) tools/make-bundle --board rv1126b --models $(FACEGATE_MODELS_DIR) --out $(DEMO)/bundle-rv1126b.tar.gz \
+	  --reference-photo $(SEED)/probes/obama.jpg
+	$(PY) -m facegate_host.emulated --bundle $(DEMO)/bundle-rv1126b.tar.gz --demo $(DEMO) --seed $(SEED) \
+	  --expect $(DEMO)/decisions.jsonl
 
 bench: venv models
 	$(PY) -m bench.run --out bench/results.json

@@ -106,9 +106,12 @@ class LatestFrameReader:
                  reconnect_max_seconds: float = 10.0,
                  on_lost: Optional[Callable[[str], None]] = None,
                  on_back: Optional[Callable[[], None]] = None,
-                 on_died: Optional[threads.DeathCallback] = None) -> None:
+                 on_died: Optional[threads.DeathCallback] = None, every_frame: bool = False) -> None:
         self.source = source
         self.kind = source_kind(source)
+        # a recording replayed frame by frame on its own clock: the same frames and times to the
+        # door however fast it works (a live camera cannot wait)
+        self.every_frame = every_frame and self.kind in ("file", "folder")
         self.live = self.kind in ("device", "stream", "gstreamer") or loop
         self.realtime = realtime
         self.folder_fps = folder_fps
@@ -116,7 +119,8 @@ class LatestFrameReader:
         self.on_lost, self.on_back = on_lost, on_back
         self.on_frame: Optional[Callable[[Frame], None]] = None  # every frame read, on the reader thread
         self._capture = open_capture(source, folder_fps)
-        self._interval = self._pacing(self._capture)
+        self._interval = 0.0 if self.every_frame else self._pacing(self._capture)
+        self._fps = (self._capture.get(cv2.CAP_PROP_FPS) or folder_fps) if self.every_frame else 0.0
         self._condition = threading.Condition()
         self._frame: Optional[Frame] = None
         self._taken = 0
@@ -135,7 +139,7 @@ class LatestFrameReader:
 
     def _read_loop(self) -> None:
         count = 0
-        next_due = time.monotonic()
+        next_due = started = time.monotonic()
         while not self._stop.is_set():
             ok, image = self._capture.read() if self._capture is not None else (False, None)
             if not ok:
@@ -144,7 +148,13 @@ class LatestFrameReader:
                 next_due = time.monotonic()
                 continue
             count += 1
-            frame = Frame(image, time.monotonic(), count)
+            if self.every_frame:
+                frame = Frame(image, started + count / self._fps, count)
+                with self._condition:  # wait until the door has taken the previous frame
+                    while self._frame is not None and self._frame.number > self._taken and not self._stop.is_set():
+                        self._condition.wait(0.5)
+            else:
+                frame = Frame(image, time.monotonic(), count)
             with self._condition:
                 if self._frame is not None and self._frame.number > self._taken:
                     self.dropped += 1
@@ -212,6 +222,7 @@ class LatestFrameReader:
                     return None
                 self._condition.wait(remaining)
             self._taken = self._frame.number
+            self._condition.notify_all()  # a reader handing over every frame waits for this
             return self._frame
 
     def close(self) -> None:

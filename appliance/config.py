@@ -117,6 +117,9 @@ class CameraConfig:
     folder_fps: float = setting(5.0, "frame rate at which an image folder is played", 0.1, 120)
     realtime: bool = setting(True, "play files and folders at their own frame rate, like a live camera")
     loop: bool = setting(False, "restart a file or folder at its end instead of stopping the service")
+    every_frame: bool = setting(False, "files and folders: hand the door every frame in order, stamped with the "
+                                       "file's own clock, however slowly it works (replays and emulation; a "
+                                       "live camera always gives the newest)")
     reconnect_max_seconds: float = setting(10.0, "longest wait between attempts to reopen a lost camera", 0.1, 600)
 
 

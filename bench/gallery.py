@@ -27,13 +27,12 @@ def _fill(store: GalleryStore, templates: int, dims: int = 128) -> None:
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     people = templates // TEMPLATES_PER_PERSON
     with store.transaction():
-        store.db["people"].insert_all(
-            ({"id": "p%06d" % i, "name": "person %d" % i, "note": "", "enabled": 1,
-              "created": "", "updated": ""} for i in range(people)), batch_size=5000)
-        store.db["templates"].insert_all(
-            ({"person_id": "p%06d" % (i // TEMPLATES_PER_PERSON), "embedding": vectors[i].tobytes(),
-              "model_id": "bench", "quality": 1.0, "source": "", "created": ""}
-             for i in range(people * TEMPLATES_PER_PERSON)), batch_size=5000)
+        store.db.executemany("INSERT INTO people (id, name, note, enabled, created, updated) VALUES (?, ?, '', 1, '', '')",
+                             [("p%06d" % i, "person %d" % i) for i in range(people)])
+        store.db.executemany("INSERT INTO templates (person_id, embedding, model_id, quality, source, created) "
+                             "VALUES (?, ?, 'bench', 1.0, '', '')",
+                             [("p%06d" % (i // TEMPLATES_PER_PERSON), vectors[i].tobytes())
+                              for i in range(people * TEMPLATES_PER_PERSON)])
         store._set_meta("model_id", "bench")
         store._bump()
 

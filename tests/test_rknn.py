@@ -150,7 +150,7 @@ def test_the_bundle_holds_what_the_board_needs_and_installs_into_a_root(npu_mode
                      "models/selftest/reference.json", "models/selftest/face.jpg"):
         assert expected in files, expected
     wheels = [name for name in files if name.startswith("wheelhouse/")]
-    for package in ("facegate-", "transitions-", "sqlite_utils-", "click-", "paho_mqtt-2.", "pyserial-"):
+    for package in ("facegate-", "transitions-", "six-", "paho_mqtt-2.", "pyserial-"):
         assert any(name.startswith("wheelhouse/" + package) for name in wheels), package
     # the compiled packages, for the board's Python and machine only
     for package in ("numpy-", "opencv_python_headless-", "onnxruntime-", "rknn_toolkit_lite2-"):

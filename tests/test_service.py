@@ -209,3 +209,30 @@ def test_a_queue_gets_one_right_decision_per_person(tmp_path, gallery_path, pipe
                          ("grant", "黎明")]
     assert counters.decisions == {"grant": 3, "deny": 2}
     assert sum(e.on for e in emulator.changes()) == 3  # the relay switched for the three grants only
+
+
+def test_a_recording_replayed_frame_by_frame_reaches_a_slow_door_whole_and_on_its_own_clock(tmp_path):
+    from appliance.camera import LatestFrameReader
+
+    clip = make_clip(tmp_path / "clip.mp4", [PROBES / "obama.jpg"], seconds=1.0, fps=10)
+    slow = LatestFrameReader(str(clip), every_frame=True)
+    frames = []
+    try:
+        while True:
+            frame = slow.latest(timeout=10)
+            if frame is None:
+                break
+            frames.append((frame.number, frame.captured))
+            time.sleep(0.15)  # slower than the clip's 10 frames a second
+    finally:
+        slow.close()
+    numbers = [n for n, _ in frames]
+    assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= 9 and slow.dropped == 0
+    gaps = np.diff([t for _, t in frames])
+    assert np.allclose(gaps, 0.1, atol=1e-6)  # the clip's clock, not the slow reader's
+    live_like = LatestFrameReader(str(clip), realtime=False)  # the default hands over the newest
+    try:
+        time.sleep(1.0)
+        assert live_like.latest(timeout=5) is not None and live_like.dropped > 0
+    finally:
+        live_like.close()

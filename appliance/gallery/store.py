@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
-import sqlite_utils
 
 from appliance.errors import GalleryError, did_you_mean
 
@@ -44,24 +43,33 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _migrate_to_1(db: sqlite_utils.Database) -> None:
-    db["meta"].create({"key": str, "value": str}, pk="key")
-    db["people"].create({"id": str, "name": str, "note": str, "enabled": int, "valid_from": str,
-                         "valid_until": str, "created": str, "updated": str}, pk="id",
-                        not_null={"name", "enabled"})
-    db["people"].create_index(["name"], unique=True)
-    db["templates"].create({"id": int, "person_id": str, "embedding": bytes, "model_id": str,
-                            "quality": float, "source": str, "created": str, "crop": bytes},
-                           pk="id", foreign_keys=[("person_id", "people", "id")],
-                           not_null={"person_id", "embedding", "model_id"})
-    db["templates"].create_index(["person_id"])
+# Plain SQL, on purpose: a helper library that commits on its own (sqlite-utils 3.x, the last
+# line for Python 3.9, wraps writes in `with conn:`) would end the store's transaction half-way.
+def _migrate_to_1(db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    db.execute("CREATE TABLE people (id TEXT PRIMARY KEY, name TEXT NOT NULL, note TEXT, enabled INTEGER NOT NULL,"
+               " valid_from TEXT, valid_until TEXT, created TEXT, updated TEXT)")
+    db.execute("CREATE UNIQUE INDEX idx_people_name ON people (name)")
+    db.execute("CREATE TABLE templates (id INTEGER PRIMARY KEY, person_id TEXT NOT NULL REFERENCES people(id),"
+               " embedding BLOB NOT NULL, model_id TEXT NOT NULL, quality FLOAT, source TEXT, created TEXT,"
+               " crop BLOB)")
+    db.execute("CREATE INDEX idx_templates_person_id ON templates (person_id)")
 
 
-def _migrate_to_2(db: sqlite_utils.Database) -> None:
+def _migrate_to_2(db: sqlite3.Connection) -> None:
     # change N is the signed body that took the site from N-1 to N (empty on a door's gallery);
     # site galleries made before this schema created the table themselves
-    db["changes"].create({"change": int, "verb": str, "body": str, "created": str}, pk="change",
-                         if_not_exists=True)
+    db.execute("CREATE TABLE IF NOT EXISTS changes (change INTEGER PRIMARY KEY, verb TEXT, body TEXT, created TEXT)")
+
+
+def _insert(db: sqlite3.Connection, table: str, row: dict) -> None:
+    db.execute("INSERT INTO %s (%s) VALUES (%s)" % (table, ", ".join(row), ", ".join("?" * len(row))),
+               list(row.values()))
+
+
+def _dicts(cursor: sqlite3.Cursor) -> List[dict]:
+    names = [column[0] for column in cursor.description]
+    return [dict(zip(names, row)) for row in cursor.fetchall()]
 
 
 # Migration N takes a database at version N-1 to version N; each runs in one transaction.
@@ -122,7 +130,7 @@ class GalleryStore:
         try:
             self._connection = sqlite3.connect(str(self.path), timeout=timeout,
                                                check_same_thread=False, isolation_level=None)
-            self.db = sqlite_utils.Database(self._connection)
+            self.db = self._connection
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA foreign_keys=ON")
@@ -158,7 +166,7 @@ class GalleryStore:
             log.info("gallery %s migrated to schema %d", self.path, target)
 
     def _schema_version(self) -> int:
-        if not self.db["meta"].exists():
+        if not self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone():
             return 0
         row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         return int(row[0]) if row else 0
@@ -224,14 +232,14 @@ class GalleryStore:
 
     @_serialised
     def people(self) -> List[Person]:
-        rows = self.db.query("SELECT p.*, (SELECT COUNT(*) FROM templates t WHERE t.person_id = p.id)"
-                             " AS templates FROM people p ORDER BY p.name")
+        rows = _dicts(self.db.execute("SELECT p.*, (SELECT COUNT(*) FROM templates t WHERE t.person_id = p.id)"
+                                      " AS templates FROM people p ORDER BY p.name"))
         return [self._row_to_person(row) for row in rows]
 
     @_serialised
     def find(self, key: str) -> Person:
         """A person by id or by exact name."""
-        rows = list(self.db.query(
+        rows = _dicts(self.db.execute(
             "SELECT p.*, (SELECT COUNT(*) FROM templates t WHERE t.person_id = p.id) AS templates "
             "FROM people p WHERE p.id = ? OR p.name = ?", [key, key]))
         if not rows:
@@ -257,9 +265,9 @@ class GalleryStore:
                        note: str, valid_from: Optional[str], valid_until: Optional[str],
                        created: Optional[str] = None) -> None:
         stamp = _now()
-        self.db["people"].insert({"id": person_id, "name": name, "note": note, "enabled": 1,
-                                  "valid_from": valid_from, "valid_until": valid_until,
-                                  "created": created or stamp, "updated": stamp})
+        _insert(self.db, "people", {"id": person_id, "name": name, "note": note, "enabled": 1,
+                                    "valid_from": valid_from, "valid_until": valid_until,
+                                    "created": created or stamp, "updated": stamp})
         self._insert_templates(person_id, templates, model_id, stamp)
         self._bind_model_row(model_id)
         self._bump()
@@ -322,12 +330,11 @@ class GalleryStore:
 
     def _insert_templates(self, person_id: str, templates: Iterable[Template], model_id: str,
                           stamp: str) -> None:
-        self.db["templates"].insert_all(
-            {"person_id": person_id,
-             "embedding": np.asarray(t.embedding, dtype=np.float32).tobytes(),
-             "model_id": model_id, "quality": float(t.quality), "source": t.source,
-             "created": stamp, "crop": t.crop}
-            for t in templates)
+        self.db.executemany(
+            "INSERT INTO templates (person_id, embedding, model_id, quality, source, created, crop) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(person_id, np.asarray(t.embedding, dtype=np.float32).tobytes(), model_id, float(t.quality), t.source,
+              stamp, t.crop) for t in templates])
 
     def remove(self, key: str) -> Person:
         with self.transaction():
@@ -391,8 +398,8 @@ class GalleryStore:
         the caller's transaction, with the change it records."""
         with self.transaction():
             number = self.last_change + 1
-            self.db["changes"].insert({"change": number, "verb": verb, "created": _now(),
-                                       "body": json.dumps(dict(body, change=number), ensure_ascii=False)})
+            _insert(self.db, "changes", {"change": number, "verb": verb, "created": _now(),
+                                         "body": json.dumps(dict(body, change=number), ensure_ascii=False)})
         return number
 
     @_serialised

@@ -29,6 +29,22 @@ def check_input(runner: Runner, images: np.ndarray, recipe: dict) -> np.ndarray:
     return np.ascontiguousarray(images)
 
 
+RUNTIME_LIBRARY = "librknnrt.so"  # RKNPU2's runtime: the vendor image's, in /usr/lib
+
+
+def _check_runtime_library() -> None:
+    """rknnlite loads the NPU runtime only at init_runtime and then fails with -1 and its own log;
+    say plainly what is missing first."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(RUNTIME_LIBRARY)
+    except OSError as err:
+        raise BackendError("backend 'rknnlite' needs Rockchip's NPU runtime %s, which this system lacks (%s): "
+                           "install it from the board's vendor image into /usr/lib (board/README.md), or run on "
+                           "the CPU with --backend onnxruntime" % (RUNTIME_LIBRARY, err)) from None
+
+
 class RknnApiRunner(Runner):
     """What Rockchip's Python APIs share (rknnlite on a board, the toolkit on a host): NHWC uint8
     in, float32 out, release on close. A subclass sets `_rknn` and `recipe`, and says in
@@ -63,6 +79,7 @@ class RknnLiteRunner(RknnApiRunner):
             raise BackendError("backend 'rknnlite' needs Rockchip's NPU runtime for Python (rknnlite): "
                                "install the board bundle, or on a host use backend 'onnxruntime' "
                                "(or 'rknn' with the toolkit's simulator, see 'make rknn-env')") from err
+        _check_runtime_library()
         self._rknn = RKNNLite(verbose=False)
         try:
             check_code(self._rknn.load_rknn(str(path)), "load_rknn", path)

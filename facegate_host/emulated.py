@@ -1,0 +1,171 @@
+"""`make test-emulated`: the RV1126B's bundle installed into an emulated Debian bookworm arm64 root,
+its self-test, and the door on the demo video there, against the host's decisions.
+
+The root is built with debootstrap (minbase, python3 and pip from Debian) and qemu-user-static,
+from the Debian mirror this machine's apt already uses, and kept under .emulated/ keyed by what
+it is built from, so a second run starts in seconds. Everything FaceGate needs comes from the
+bundle: nothing is copied in by hand. There is no NPU in an emulated root, so the door runs the
+bundle's CPU fallback (`--backend onnxruntime`), and the rknnlite backend must fail with its
+one-line error.
+
+ONNX Runtime reads /proc/cpuinfo and sysfs's CPU lists at import and aborts on the host's x86
+ones or none: the root gets a four-core Cortex-A53's (QEMU_CPU=cortex-a53, a bind-mounted
+cpuinfo, the lists written into its /sys).
+"""
+
+import argparse
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import List
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("python3", "python3-pip", "ca-certificates")
+SUITE = "bookworm"
+CPUINFO = "".join("processor\t: %d\nBogoMIPS\t: 48.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid\n"
+                  "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd03\n"
+                  "CPU revision\t: 4\n\n" % n for n in range(4))
+
+
+def debian_mirror() -> str:
+    """The Debian mirror this machine's apt uses (never written into the repository)."""
+    sources = sorted(Path("/etc/apt/sources.list.d").glob("*.sources")) + [Path("/etc/apt/sources.list")]
+    for path in sources:
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        for stanza in text.split("\n\n"):
+            uris = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
+            suites = re.search(r"^Suites:\s*(.+)$", stanza, re.M)
+            if uris and suites and SUITE in suites.group(1).split() and "security" not in uris.group(1):
+                return uris.group(1)
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[0] == "deb" and parts[2] == SUITE:
+                return parts[1]
+    raise SystemExit("test-emulated: no Debian %s mirror in apt's sources" % SUITE)
+
+
+def build_root(cache: Path) -> Path:
+    key = hashlib.sha256(("%s %s %s" % (SUITE, " ".join(PACKAGES), CPUINFO)).encode()).hexdigest()[:12]
+    root = cache / ("arm64-%s" % key)
+    if (root / ".complete").is_file():
+        print("emulated root: %s (cached)" % root, flush=True)
+        return root
+    if root.exists():
+        shutil.rmtree(root)
+    cache.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    print("emulated root: building %s with debootstrap (about 20 minutes)" % root, flush=True)
+    subprocess.run(["debootstrap", "--arch=arm64", "--variant=minbase", "--include=" + ",".join(PACKAGES),
+                    SUITE, str(root), debian_mirror()], check=True, stdout=subprocess.DEVNULL)
+    (root / "etc" / "cpuinfo.cortex-a53").write_text(CPUINFO)
+    (root / ".complete").write_text("%.0f s\n" % (time.monotonic() - started))
+    print("emulated root: built in %.0f s" % (time.monotonic() - started), flush=True)
+    return root
+
+
+class Mounted:
+    """proc, dev (with the host's ptys, for the relay emulator) and the Cortex-A53 cpuinfo."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.points: List[Path] = []
+
+    def __enter__(self):
+        for source, target, options in (("proc", "proc", ["-t", "proc"]), ("/dev", "dev", ["--rbind"]),
+                                        (str(self.root / "etc/cpuinfo.cortex-a53"), "proc/cpuinfo", ["--bind"])):
+            point = self.root / target
+            subprocess.run(["mount"] + options + [source, str(point)], check=True)
+            self.points.append(point)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for point in reversed(self.points):
+            subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def in_root(root: Path, command: List[str], timeout: float = 3600, check: bool = True) -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "QEMU_CPU": "cortex-a53", "HOME": "/root",
+           "LANG": "C.UTF-8"}
+    result = subprocess.run(["chroot", str(root)] + command, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise SystemExit("test-emulated: %s failed (%d):\n%s%s" % (" ".join(command), result.returncode,
+                                                                  result.stdout[-3000:], result.stderr[-3000:]))
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, required=True, help="the RV1126B bundle (make bundle BOARD=rv1126b)")
+    parser.add_argument("--demo", type=Path, required=True, help="the demo folder make run made (video, gallery photos)")
+    parser.add_argument("--seed", type=Path, required=True, help="the seed samples (gallery photos)")
+    parser.add_argument("--cache", type=Path, default=ROOT / ".emulated")
+    parser.add_argument("--expect", type=Path, required=True, help="the host's audit JSON lines from make run")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    base = build_root(args.cache)
+    work = args.cache / "work"
+    if work.exists():
+        shutil.rmtree(work)
+    # each run installs into a fresh copy of the root; cp -a keeps /dev's device nodes as nodes
+    # (a Python copy would read /dev/zero for ever)
+    subprocess.run(["cp", "-a", str(base), str(work)], check=True)
+    # ONNX Runtime also reads the CPU lists from sysfs, which a chroot does not have: four cores
+    cpus = work / "sys" / "devices" / "system" / "cpu"
+    cpus.mkdir(parents=True, exist_ok=True)
+    for name in ("possible", "present", "online"):
+        (cpus / name).write_text("0-3\n")
+    with tarfile.open(args.bundle) as tar:
+        tar.extractall(work / "tmp")
+    bundle = next(p for p in (work / "tmp").iterdir() if p.name.startswith("facegate-"))
+    for source, target in ((args.demo / "visitors.mp4", "tmp/visitors.mp4"), (args.seed / "gallery", "tmp/gallery")):
+        (shutil.copytree if source.is_dir() else shutil.copy2)(source, work / target)
+    # the host's demo settings, with every frame of the video on its own clock: emulation is
+    # many times slower than a board, and the door must see what it saw on the host
+    from appliance.config import set_in_text
+
+    demo = set_in_text((ROOT / "tools" / "demo.toml").read_text(), "camera.every_frame", True)
+    (work / "tmp" / "demo.toml").write_text(demo)
+    from facegate_host.emulator import RelayEmulator
+
+    with Mounted(work):
+        installed = in_root(work, ["sh", "/tmp/%s/install.sh" % bundle.name, "--root", "/"])
+        print(installed.stdout.strip(), flush=True)
+        board = ["--config", "/etc/facegate/config.toml"]
+        npu = in_root(work, ["facegate", "selftest"] + board + ["--no-relay", "--no-camera"], check=False)
+        assert npu.returncode == 1 and "FAIL: backend 'rknnlite' needs Rockchip's NPU runtime librknnrt.so" \
+            in npu.stdout, npu.stdout
+        print("rknnlite without an NPU: %s" % next(l for l in npu.stdout.splitlines() if "FAIL" in l).strip())
+        cpu = ["--backend", "onnxruntime", "--models-dir", "/usr/share/facegate/models"]
+        selftest = in_root(work, ["facegate", "selftest"] + board + cpu + ["--no-relay", "--no-camera"])
+        print(selftest.stdout.strip(), flush=True)
+        in_root(work, ["facegate", "enroll", "--from-dir", "/tmp/gallery", "--gallery", "/tmp/gallery.db"] + cpu)
+        emulator = RelayEmulator()
+        try:
+            door = in_root(work, ["facegate", "run", "--config", "/tmp/demo.toml"] + cpu +
+                           ["--camera", "/tmp/visitors.mp4", "--relay-port", emulator.path, "--gallery", "/tmp/gallery.db",
+                            "--audit", "/tmp/audit.db"], timeout=3600)
+        finally:
+            emulator.close()
+        print(door.stdout.strip().splitlines()[-1], flush=True)
+        audit = in_root(work, ["facegate", "audit", "--audit", "/tmp/audit.db", "--json"])
+    decided = [(e["kind"], e["person_name"]) for e in map(json.loads, audit.stdout.splitlines())
+               if e["kind"] in ("grant", "deny")]
+    expected = [(e["kind"], e["person_name"]) for e in map(json.loads, args.expect.read_text().splitlines())
+                if e["kind"] in ("grant", "deny")]
+    print("host: %s\narm64: %s" % (expected, decided))
+    if sorted(decided, key=str) != sorted(expected, key=str):
+        raise SystemExit("test-emulated: the arm64 root decided differently from the host")
+    print("test-emulated: passed in %.0f s" % (time.monotonic() - started))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
