@@ -62,7 +62,7 @@ def build_root(cache: Path) -> Path:
         shutil.rmtree(root)
     cache.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    print("emulated root: building %s with debootstrap (about 20 minutes)" % root, flush=True)
+    print("emulated root: building %s with debootstrap (two or three minutes)" % root, flush=True)
     subprocess.run(["debootstrap", "--arch=arm64", "--variant=minbase", "--include=" + ",".join(PACKAGES),
                     SUITE, str(root), debian_mirror()], check=True, stdout=subprocess.DEVNULL)
     (root / "etc" / "cpuinfo.cortex-a53").write_text(CPUINFO)
