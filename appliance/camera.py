@@ -148,14 +148,11 @@ class LatestFrameReader:
                 next_due = time.monotonic()
                 continue
             count += 1
-            if self.every_frame:
-                frame = Frame(image, started + count / self._fps, count)
-                with self._condition:  # wait until the door has taken the previous frame
-                    while self._frame is not None and self._frame.number > self._taken and not self._stop.is_set():
-                        self._condition.wait(0.5)
-            else:
-                frame = Frame(image, time.monotonic(), count)
+            frame = Frame(image, started + count / self._fps if self.every_frame else time.monotonic(), count)
             with self._condition:
+                while (self.every_frame and self._frame is not None and self._frame.number > self._taken
+                       and not self._stop.is_set()):
+                    self._condition.wait(0.5)  # the door takes the previous frame first
                 if self._frame is not None and self._frame.number > self._taken:
                     self.dropped += 1
                 self._frame = frame

@@ -314,13 +314,10 @@ def load(path: Optional[Path] = None) -> Config:
         return Config()
     path = Path(path)
     try:
-        with open(path, "rb") as handle:
-            raw = tomllib.load(handle)
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError("config file %s does not exist" % path) from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError("%s is not valid TOML: %s" % (path, err)) from err
-    return from_dict(raw, str(path))
+    return from_dict(_parsed(text, path), str(path))
 
 
 def _toml_value(value: Any) -> str:
@@ -357,7 +354,7 @@ def _table_lines(name: str, table: Any, lines: list) -> None:
 def set_in_file(path: Path, name: str, value: Any) -> str:
     """The text of config file `path` with setting `name` ("matching.distance_threshold") set to
     `value`, everything else kept as written, comments included (see set_in_text)."""
-    return set_in_text(Path(path).read_text(), name, value, str(path))
+    return set_in_text(Path(path).read_text(encoding="utf-8"), name, value, str(path))
 
 
 def set_in_text(text: str, name: str, value: Any, path: str = "<config>") -> str:

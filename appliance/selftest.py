@@ -45,12 +45,12 @@ def reference_dir(config: Config) -> Path:
 def run_checks(config: Config, reference: Optional[Path] = None, relay: bool = True,
                camera: bool = True) -> List[Check]:
     checks: List[Check] = []
-    pipeline = _attempt(checks, "models", lambda: _load(config))
-    if pipeline is not None:
+    loaded: list = []
+    if _attempt(checks, "models", lambda: _load(config, loaded)):
         try:
-            _attempt(checks, "reference face", lambda: _reference(pipeline, reference or reference_dir(config)))
+            _attempt(checks, "reference face", lambda: _reference(loaded[0], reference or reference_dir(config)))
         finally:
-            pipeline.close()
+            loaded[0].close()
     if relay:
         _attempt(checks, "relay", lambda: _relay(config))
     if camera:
@@ -58,27 +58,25 @@ def run_checks(config: Config, reference: Optional[Path] = None, relay: bool = T
     return checks
 
 
-def _attempt(checks: List[Check], name: str, step: Callable):
-    """Run one check; its FaceGateError (or any error: this is a diagnosis) is its failure."""
+def _attempt(checks: List[Check], name: str, step: Callable[[], str]) -> bool:
+    """Run one check (`step` returns what it found); its FaceGateError, or any error, since this
+    is a diagnosis, is its failure."""
     try:
-        value = step()
+        checks.append(Check(name, True, step()))
     except FaceGateError as err:
         checks.append(Check(name, False, str(err)))
-        return None
     except Exception as err:  # a vendor runtime's own exception still names the check that failed
         checks.append(Check(name, False, "%s: %s" % (type(err).__name__, err)))
-        return None
-    detail = value[1] if isinstance(value, tuple) else value
-    checks.append(Check(name, True, detail if isinstance(detail, str) else ""))
-    return value[0] if isinstance(value, tuple) else value
+    return checks[-1].ok
 
 
-def _load(config: Config):
+def _load(config: Config, loaded: list) -> str:
     from appliance.vision.pipeline import FacePipeline
 
     pipeline = FacePipeline.from_config(config)
+    loaded.append(pipeline)  # the next check runs a frame through it
     names = [config.models.detector, config.models.embedder] + (["liveness"] if pipeline.liveness else [])
-    return pipeline, "%s loaded on %s" % (", ".join(names), config.models.backend)
+    return "%s loaded on %s" % (", ".join(names), config.models.backend)
 
 
 def _reference(pipeline, folder: Path) -> str:

@@ -145,18 +145,16 @@ def build_wheelhouse(repo: Path, folder: Path, board_dir: Optional[Path] = None,
     build_appliance_wheel(repo, folder)
     if board_dir is not None and (board_dir / "wheelhouse.txt").is_file():
         download_platform_wheels(board_dir / "wheelhouse.txt", meta or {}, folder)
-    pip = PIP
     pinned = read_pins(repo / WHEELHOUSE_PINS)
+    before = set(folder.iterdir())
     # for platform "any" and the oldest Python, never the host's: only pure wheels can match, and
     # a pin that needs a newer Python fails here rather than on a board
-    subprocess.run(pip + ["download", "--no-deps", "--only-binary=:all:", "--platform", "any",
+    subprocess.run(PIP + ["download", "--no-deps", "--only-binary=:all:", "--platform", "any",
                           "--implementation", "py", "--abi", "none", "--python-version", OLDEST_PYTHON,
                           "--dest", str(folder)] + pinned, check=True)
-    for name in pinned:
-        wheel_name = name.split("==")[0].replace("-", "_").lower()
-        for wheel in folder.glob("*.whl"):
-            if wheel.name.lower().startswith(wheel_name + "-") and not wheel.name.endswith("-none-any.whl"):
-                raise FaceGateError("%s is not a pure-Python wheel; the board cannot use it" % wheel.name)
+    for wheel in set(folder.iterdir()) - before:
+        if not wheel.name.endswith("-none-any.whl"):
+            raise FaceGateError("%s is not a pure-Python wheel; the board cannot use it" % wheel.name)
 
 
 def onnx_models(config: Config, models: Path) -> List[Path]:
@@ -167,12 +165,10 @@ def onnx_models(config: Config, models: Path) -> List[Path]:
     wanted = []
     for model_id in (config.models.detector, config.models.embedder):
         spec = get_spec(model_id)
-        if not spec.prepare:
-            wanted.append(models / spec.file)
-        elif is_prepared(spec, models):  # the prepared file and its stamp, never the checkpoint
-            wanted += [models / spec.prepared_file, stamp_path(spec, models)]
-        else:
-            wanted.append(models / spec.prepared_file)
+        if spec.prepare and not is_prepared(spec, models):
+            raise ModelError("the bundle needs %s prepared in %s: run 'make models'" % (model_id, models))
+        # a prepared model travels with its stamp, never with the checkpoint it was made from
+        wanted += [models / spec.prepared_file, stamp_path(spec, models)] if spec.prepare else [models / spec.file]
     missing = [str(path) for path in wanted if not path.is_file()]
     if missing:
         raise ModelError("the bundle needs %s: run 'make models'" % ", ".join(missing))

@@ -11,7 +11,8 @@ import signal
 import threading
 from pathlib import Path
 
-from appliance.cli.common import add_config_options, audit_line, load_config, local_time, plural, shown_time
+from appliance.cli.common import (add_config_options, audit_line, known_name, load_config, local_time, plural,
+                                  shown_time)
 from appliance.errors import AdminError, FaceGateError, did_you_mean
 from appliance.mqtt.history_verbs import HISTORY_PAGE  # the door's largest `events` reply
 
@@ -336,7 +337,7 @@ def _print_door(report: dict, answered: bool, site_version) -> None:
     sync = ""
     if site_version is not None and gallery:
         queued = report.get("site_changes_queued", 0)
-        sync = ", up to date" if not queued else ", %d change%s queued for it" % (queued, "" if queued == 1 else "s")
+        sync = ", up to date" if not queued else ", %s queued for it" % plural(queued, "change")
     print("  gallery: site change %s of %s%s; %s, %s" % (
         gallery.get("site_version", "?"), site_version if site_version is not None else "?", sync,
         plural(gallery.get("people", 0), "person", "people"), plural(gallery.get("templates", 0), "template")))
@@ -359,10 +360,8 @@ def _sync(args) -> int:
         session.client.refresh(timeout=min(args.timeout, 3.0))
         doors = [args.door] if args.door else sorted(session.client.statuses)
         for device in doors:
-            state = session.client.statuses.get(device)
-            if state is None:
-                raise AdminError("no door %r on site %s%s" % (device, session.config.mqtt.site,
-                                                              did_you_mean(device, sorted(session.client.statuses))))
+            session.check_door(device)
+            state = session.client.statuses.get(device) or {}
             if state.get("state") != "online":
                 print("%s: offline; it asks for the changes after its own when it reconnects "
                       "(keep 'facegate admin serve' running)" % device)
@@ -416,9 +415,8 @@ def _history(args) -> int:
         raise FaceGateError("history needs --door: each door keeps its own trail")
     if not 1 <= args.limit <= HISTORY_PAGE:
         raise FaceGateError("--limit must be 1 to %d" % HISTORY_PAGE)
-    if args.kind and args.kind not in EVENT_KINDS:
-        raise FaceGateError("no event kind %r%s; known: %s" % (args.kind, did_you_mean(args.kind, EVENT_KINDS),
-                                                               ", ".join(EVENT_KINDS)))
+    if args.kind:
+        known_name(args.kind, EVENT_KINDS, "event kind")
     body = {"limit": args.limit, "newest": True}
     for key, option in (("since", "--since"), ("until", "--until")):
         moment = local_time(getattr(args, key), option)

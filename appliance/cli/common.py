@@ -44,6 +44,14 @@ def audit_line(event: dict) -> str:
                                    pad(event.get("person_name") or "-", 16), figures, note)
 
 
+def known_name(value: str, choices, what: str) -> None:
+    """Refuse an unknown name with the close ones, rather than answer it with nothing."""
+    from appliance.errors import FaceGateError, did_you_mean
+
+    if value not in choices:
+        raise FaceGateError("no %s %r%s; known: %s" % (what, value, did_you_mean(value, choices), ", ".join(choices)))
+
+
 def plural(count: int, word: str, words: str = "") -> str:
     """'1 template', '2 templates' (give `words` where adding an s is wrong: person, people)."""
     return "%d %s" % (count, word if count == 1 else (words or word + "s"))

@@ -8,9 +8,10 @@ import signal
 import sys
 import time
 
-from appliance.cli.common import add_config_options, add_door_options, audit_line, load_config, local_time, shown_time
+from appliance.cli.common import (add_config_options, add_door_options, audit_line, known_name, load_config, local_time,
+                                  shown_time)
 from appliance.config import validate
-from appliance.errors import FaceGateError, did_you_mean
+from appliance.errors import FaceGateError
 
 
 def register(commands) -> None:
@@ -148,7 +149,7 @@ def show_audit(args) -> int:
     if args.kind is not None:
         from appliance.audit import EVENT_KINDS
 
-        _known(args.kind, EVENT_KINDS, "event kind")
+        known_name(args.kind, EVENT_KINDS, "event kind")
     path = config.audit.path  # --audit is in it
     if not Path(path).exists():
         raise FaceGateError("audit trail %s does not exist (give --audit or audit.path)" % path)
@@ -183,12 +184,6 @@ def _write_csv(events) -> int:
                          "" if event.margin is None else event.margin,
                          "" if event.latency_ms is None else event.latency_ms, reason])
     return 0
-
-
-def _known(value: str, choices, what: str) -> None:
-    """Refuse an unknown name with the close ones, rather than answer it with nothing."""
-    if value not in choices:
-        raise FaceGateError("no %s %r%s; known: %s" % (what, value, did_you_mean(value, choices), ", ".join(choices)))
 
 
 def _write_snapshot(store, args) -> int:

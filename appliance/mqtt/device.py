@@ -89,7 +89,7 @@ class DeviceAgent:
         self._wake = self.outbox.lock  # an acknowledgement, an event or a stop wakes the outbox loop
         self._next_status = self._next_sync = time.monotonic() + 60  # connecting does both at once
         self._status_lock = threading.Lock()
-        self._published_state: Optional[tuple] = None
+        self._published_state: Optional[Dict[str, Any]] = None
         self._online_since: Optional[str] = None
         newest = audit.events(limit=1, kinds=home_assistant.DECISION_KINDS, newest=True)
         self.last_decision: Optional[Dict[str, Any]] = decision_summary(newest[0]) if newest else None
@@ -162,13 +162,12 @@ class DeviceAgent:
                 "faults": dict(self.controller.faults), "unsent_events": self.audit.unsent_count(),
                 "last_decision": self.last_decision, "since": self._online_since, "time": _utc_now()}
 
-    def _state(self, status: Dict[str, Any]) -> tuple:
+    @staticmethod
+    def _state(status: Dict[str, Any]) -> Dict[str, Any]:
         """What, when it changes, is worth a new status at once: not the time, and not the access
         state's passage through detecting and verifying at camera speed."""
-        access = status["access"] if status["access"] in ("granted", "fault") else "ready"
-        return (status["door"], access, json.dumps(status["faults"], sort_keys=True),
-                json.dumps(status["matching"], sort_keys=True), json.dumps(status["gallery"], sort_keys=True),
-                json.dumps(status["last_decision"], sort_keys=True), status["unsent_events"])
+        return dict(status, time=None,
+                    access=status["access"] if status["access"] in ("granted", "fault") else "ready")
 
     def publish_status(self, only_if_changed: bool = False) -> None:
         if not self.link.connected.is_set():
