@@ -43,6 +43,7 @@ venv: $(VENV)/.installed
 
 models: venv
 	$(VENV)/bin/facegate models install
+	$(VENV)/bin/facegate quantise-embedder
 
 system-deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -99,19 +100,22 @@ deploy:
 	ssh "$(HOST)" "cd /tmp && tar -xzf $$name.tar.gz && ./$$name/install.sh && rm -rf $$name $$name.tar.gz"
 
 # The RV1126B's bundle in an emulated Debian arm64 root (debootstrap + qemu-user-static, cached in
-# .emulated/): install, self-test, and the door on the demo video against the host's decisions
-EMULATION_PACKAGES := debootstrap qemu-user-static binfmt-support
+# .emulated/): install, self-test, and the door on the demo video against the host's decisions;
+# then the RV1126's RKNPU1 runner in an emulated armhf root
+EMULATION_PACKAGES := debootstrap qemu-user-static binfmt-support gcc-arm-linux-gnueabihf
 test-emulated: run rknn-env
 	@missing=""; for p in $(EMULATION_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 	@[ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
 	@[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64
+	@[ -e /proc/sys/fs/binfmt_misc/qemu-arm ] || update-binfmts --enable qemu-arm
 	$(VENV)/bin/facegate audit --audit $(DEMO)/audit.db --json > $(DEMO)/decisions.jsonl
 	$(MAKE) rknn-models BOARD=rv1126b
 	$(PY) tools/make-bundle --board rv1126b --models $(FACEGATE_MODELS_DIR) --out $(DEMO)/bundle-rv1126b.tar.gz \
 	  --reference-photo $(SEED)/probes/obama.jpg
 	$(PY) -m facegate_host.emulated --bundle $(DEMO)/bundle-rv1126b.tar.gz --demo $(DEMO) --seed $(SEED) \
 	  --expect $(DEMO)/decisions.jsonl
+	$(PY) -m facegate_host.emulated_rv1126
 
 bench: venv models
 	$(PY) -m bench.run --out bench/results.json

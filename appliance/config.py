@@ -28,8 +28,11 @@ def setting(default: Any, doc: str, minimum: Optional[float] = None,
 class ModelsConfig:
     dir: str = setting("", "directory holding installed models (empty: $FACEGATE_MODELS_DIR or ./models)")
     backend: str = setting("onnxruntime", "inference backend",
-                           choices=("onnxruntime", "opencv", "rknnlite", "rknn"))
+                           choices=("onnxruntime", "opencv", "rknnlite", "rknn_c", "rknn"))
     threads: int = setting(0, "CPU threads per model (0: the runtime's choice)", 0, 64)
+    embedder_int8: bool = setting(True, "on backend onnxruntime, run the embedder's 8-bit copy where 'make "
+                                        "models' made one (the default embedder): about twice as fast, same "
+                                        "accuracy (README, Speed)")
     detector: str = setting("retinaface_mnet025_pytorch", "detector model id from the manifest")
     embedder: str = setting("mobilefacenet_ms1m", "embedder model id from the manifest")
     rknn_target: str = setting("rv1126", "NPU the .rknn files were converted for (rknn backends)",
@@ -42,6 +45,8 @@ class ModelsConfig:
                                        choices=("i8", "i8-dfp", "i16", "w8a16", "fp16"))
     rknn_core_mask: str = setting("auto", "NPU cores for rknnlite (multi-core NPUs only)",
                                   choices=("auto", "0", "1", "2", "0_1", "0_1_2"))
+    rknn_library: str = setting("", "backend rknn_c: the NPU runtime library (empty: librknn_api.so, the "
+                                    "RV1126's RKNPU1, else librknnrt.so, RKNPU2)")
     rknn_device: str = setting("", "backend rknn: id of a board connected over USB (empty: the "
                                    "toolkit's simulator)")
 
@@ -54,6 +59,10 @@ class DetectorConfig:
     nms_threshold: float = setting(0.4, "IoU above which overlapping detections merge", 0.1, 0.9)
     flip_landmarks: bool = setting(False, "also detect on the mirrored image and average landmarks "
                                           "(steadier alignment, twice the detector time)")
+    identify_input_size: int = setting(640, "detector input side for `facegate identify`, whose photos and "
+                                             "streams hold smaller faces than the door's camera; it follows "
+                                             "the frame's aspect (0: detect as the door does; NPU backends "
+                                             "always do)", choices=(0, 320, 480, 640))
     refine_below_pixels: int = setting(64, "a face narrower than this in the detector's input is "
                                            "detected again on a crop around it, for sharper landmarks "
                                            "(0: never)", 0, 640)
@@ -469,6 +478,7 @@ def validate(config: Config, source: str = "<config>", relay: bool = True) -> No
 
 def _missing_models(config: Config) -> list:
     from appliance.errors import FaceGateError
+    from appliance.inference import NPU_BACKENDS
     from appliance.vision.pipeline import model_files
 
     try:
@@ -478,7 +488,7 @@ def _missing_models(config: Config) -> list:
     missing = ["%s (%s)" % (path, model_id) for model_id, path in files if not path.is_file()]
     if not missing:
         return []
-    how = ("install the board bundle's models" if config.models.backend in ("rknnlite", "rknn")
+    how = ("install the board bundle's models" if config.models.backend in NPU_BACKENDS
            else "run 'facegate models install' (or give models.dir)")
     return ["model files missing for backend %s: %s: %s" % (config.models.backend, ", ".join(missing), how)]
 

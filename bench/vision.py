@@ -1,4 +1,5 @@
-"""Vision pipeline speed: detector per input size, embedder, the whole one-face path, liveness."""
+"""Vision pipeline speed: detector per input size, embedder (8-bit and float), the whole one-face
+path, liveness."""
 
 import os
 from pathlib import Path
@@ -45,6 +46,11 @@ def vision() -> dict:
         pipeline.embedder.flip = flip
         figures["detect320_align_embed%s" % ("_flip" if flip else "")] = time_call(one_face)
     pipeline.close()
+    plain = _pipeline(models={"embedder_int8": False})  # what the 8-bit copy saves
+    figures["embedder_float"] = time_call(lambda: plain.embedder.embed(aligned))
+    plain.embedder.flip = False
+    figures["embedder_float_without_flip"] = time_call(lambda: plain.embedder.embed(aligned))
+    plain.close()
     live = _pipeline(liveness={"enabled": True})
     figures["liveness_two_models"] = time_call(lambda: live.liveness.score(portrait, face.box))
     live.close()

@@ -1,6 +1,7 @@
 """The host's evaluation commands: `eval-lfw` (LFW View-2 pairs), `eval-identification` (open-set
 search and the door's rule), `eval-calibrate` (the distance calibration the decision rule
-reads) and `eval-threshold` (fit a threshold on some LFW folds, measure it on the others)."""
+reads), `eval-threshold` (fit a threshold on some LFW folds, measure it on the others) and
+`quantise-embedder` (the embedder's 8-bit copy for ONNX Runtime, and its check)."""
 
 import sys
 from pathlib import Path
@@ -23,6 +24,35 @@ def register(commands) -> None:
     register_identification(commands)
     register_calibration(commands)
     register_threshold(commands)
+    register_int8(commands)
+
+
+def register_int8(commands) -> None:
+    parser = commands.add_parser("quantise-embedder",
+                                 help="make the embedder's 8-bit copy for ONNX Runtime (models.embedder_int8)")
+    parser.add_argument("--lfw", default="../shared/data/lfw-dev",
+                        help="LFW-dev: calibration on the photos no pair uses, the check on the pairs")
+    parser.add_argument("--check", action="store_true",
+                        help="then compare it with the float embedder on the LFW-dev pairs")
+    parser.add_argument("--json", dest="json_out", help="with --check: write the figures as JSON here")
+    add_config_options(parser)
+    parser.set_defaults(handler=run_int8)
+
+
+def run_int8(args) -> int:
+    import json
+
+    from facegate_host.convert import onnx_int8
+
+    config = load_config(args)
+    lfw_dir = Path(args.lfw)
+    print("8-bit embedder: %s" % onnx_int8.make_int8_embedder(config, lfw_dir))
+    if args.check:
+        rows = onnx_int8.check(config, lfw_dir)
+        print("\n".join(onnx_int8.table(rows)))
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
 
 
 def register_threshold(commands) -> None:

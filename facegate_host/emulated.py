@@ -52,9 +52,9 @@ def debian_mirror() -> str:
     raise SystemExit("test-emulated: no Debian %s mirror in apt's sources" % SUITE)
 
 
-def build_root(cache: Path) -> Path:
-    key = hashlib.sha256(("%s %s %s" % (SUITE, " ".join(PACKAGES), CPUINFO)).encode()).hexdigest()[:12]
-    root = cache / ("arm64-%s" % key)
+def build_root(cache: Path, arch: str = "arm64", packages=PACKAGES) -> Path:
+    key = hashlib.sha256(("%s %s %s" % (SUITE, " ".join(packages), CPUINFO)).encode()).hexdigest()[:12]
+    root = cache / ("%s-%s" % (arch, key))
     if (root / ".complete").is_file():
         print("emulated root: %s (cached)" % root, flush=True)
         return root
@@ -63,7 +63,7 @@ def build_root(cache: Path) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     print("emulated root: building %s with debootstrap (two or three minutes)" % root, flush=True)
-    subprocess.run(["debootstrap", "--arch=arm64", "--variant=minbase", "--include=" + ",".join(PACKAGES),
+    subprocess.run(["debootstrap", "--arch=" + arch, "--variant=minbase", "--include=" + ",".join(packages),
                     SUITE, str(root), debian_mirror()], check=True, stdout=subprocess.DEVNULL)
     (root / "etc" / "cpuinfo.cortex-a53").write_text(CPUINFO)
     (root / ".complete").write_text("%.0f s\n" % (time.monotonic() - started))
@@ -74,13 +74,16 @@ def build_root(cache: Path) -> Path:
 class Mounted:
     """proc, dev (with the host's ptys, for the relay emulator) and the Cortex-A53 cpuinfo."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, cpuinfo: bool = True) -> None:
         self.root = root
+        self.cpuinfo = cpuinfo
         self.points: List[Path] = []
 
     def __enter__(self):
-        for source, target, options in (("proc", "proc", ["-t", "proc"]), ("/dev", "dev", ["--rbind"]),
-                                        (str(self.root / "etc/cpuinfo.cortex-a53"), "proc/cpuinfo", ["--bind"])):
+        mounts = [("proc", "proc", ["-t", "proc"]), ("/dev", "dev", ["--rbind"])]
+        if self.cpuinfo:
+            mounts.append((str(self.root / "etc/cpuinfo.cortex-a53"), "proc/cpuinfo", ["--bind"]))
+        for source, target, options in mounts:
             point = self.root / target
             subprocess.run(["mount"] + options + [source, str(point)], check=True)
             self.points.append(point)
@@ -91,8 +94,9 @@ class Mounted:
             subprocess.run(["umount", "-l", str(point)], check=False)
 
 
-def in_root(root: Path, command: List[str], timeout: float = 3600, check: bool = True) -> subprocess.CompletedProcess:
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "QEMU_CPU": "cortex-a53", "HOME": "/root",
+def in_root(root: Path, command: List[str], timeout: float = 3600, check: bool = True,
+            cpu: str = "cortex-a53") -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "QEMU_CPU": cpu, "HOME": "/root",
            "LANG": "C.UTF-8"}
     result = subprocess.run(["chroot", str(root)] + command, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:

@@ -42,7 +42,7 @@ def board_config(board: str):
 def test_each_boards_config_matches_its_facts(board):
     meta = read_meta(ROOT / "board" / board / "meta")
     config = board_config(board)
-    assert config.models.backend == "rknnlite"
+    assert config.models.backend == meta["NPU_BACKEND"] == {"rv1126": "rknn_c", "rv1126b": "rknnlite"}[board]
     assert config.models.rknn_target == meta["NPU_TARGET"]
     assert config.detector.input_size == int(meta["DETECTOR_SIZE"])
     assert config.models.rknn_detector_dtype == meta["DETECTOR_DTYPE"]

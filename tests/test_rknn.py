@@ -93,10 +93,13 @@ def test_identify_on_the_simulator_names_the_same_people_as_onnx_runtime(npu_mod
     config = tmp_path / "npu.toml"
     config.write_text('[models]\nrknn_detector_dtype = "%s"\nrknn_embedder_dtype = "%s"\n'
                       % (board.rknn_detector_dtype, board.rknn_embedder_dtype))
+    door_detector = tmp_path / "door-detector.toml"  # ONNX Runtime detecting as the NPU does, at 320
+    door_detector.write_text("[detector]\nidentify_input_size = 0\n")
     probes = sorted((SEED / "probes").iterdir())
     differences, named_faces = [], 0
     for probe in probes:
-        onnx = run_cli("identify", probe, "--gallery", seed_gallery, "--models-dir", npu_models)
+        onnx = run_cli("identify", probe, "--gallery", seed_gallery, "--models-dir", npu_models,
+                       "--config", door_detector)
         npu = run_cli("identify", probe, "--gallery", seed_gallery, "--models-dir", npu_models, "--config", config,
                       "--backend", "rknn", "--rknn-target", TARGET)
         assert onnx.returncode == 0 and npu.returncode == 0, npu.stderr[-2000:]
@@ -147,6 +150,8 @@ def test_the_bundle_holds_what_the_board_needs_and_installs_into_a_root(npu_mode
                      # the CPU fallback and the self-test's reference face
                      "models/retinaface_mnet025.retinaface_export.onnx",
                      "models/mobilefacenet_ms1m.mobilefacenet_ms1m_export.onnx",
+                     "models/mobilefacenet_ms1m.mobilefacenet_ms1m_export.int8.onnx",
+                     "models/mobilefacenet_ms1m.mobilefacenet_ms1m_export.int8.onnx.source-sha256",
                      "models/selftest/reference.json", "models/selftest/face.jpg"):
         assert expected in files, expected
     wheels = [name for name in files if name.startswith("wheelhouse/")]
@@ -158,7 +163,7 @@ def test_the_bundle_holds_what_the_board_needs_and_installs_into_a_root(npu_mode
         assert len(found) == 1 and found[0].endswith("aarch64.whl"), (package, found)
     assert not [name for name in wheels if "x86_64" in name]
     assert not any(name.endswith((".npy", ".pth", ".ckpt")) for name in files)  # no calibration data or checkpoints
-    assert len([name for name in files if name.endswith(".onnx")]) == 2
+    assert len([name for name in files if name.endswith(".onnx")]) == 3  # detector, embedder, its 8-bit copy
     assert "rknn_target = \"rv1126b\"" in (bundle / "overlay/etc/facegate/config.toml").read_text()
 
     root = tmp_path / "target"

@@ -24,6 +24,7 @@ EXAMPLES = {
     "eval-lfw": ["facegate eval-lfw --json lfw.json"],
     "eval-identification": ["facegate eval-identification --k 10 100 --frames 4 --cache .eval-cache"],
     "eval-calibrate": ["facegate eval-calibrate --cache .eval-cache"],
+    "quantise-embedder": ["facegate quantise-embedder", "facegate quantise-embedder --check --json int8.json"],
     "config": ["facegate config > door.toml", "facegate config --check door.toml"],
     "run": ["facegate run --config door.toml",
             "facegate run --camera entrance.mp4 --no-relay   # try it on a video, no relay",

@@ -7,7 +7,7 @@ import cv2
 from appliance.cli.common import add_config_options, add_gallery_option, load_config, open_gallery
 from appliance.cli.detect import write_image
 from appliance.errors import FaceGateError
-from appliance.recognition.decision import decide, threshold_for
+from appliance.recognition.identify import StreamIdentifier, identify_config, identify_frame
 from appliance.gallery.index import GalleryIndex
 from appliance.vision.labels import draw_label
 
@@ -37,21 +37,12 @@ def _ascii_name(decision) -> str:
     return name if name.isascii() else decision.match.person.id
 
 
-def identify_frame(pipeline, index, config, frame):
-    """[(FaceResult, Decision)] for every face; faces failing quality are decided as unknown."""
-    threshold = threshold_for(config, pipeline.embedder.model_id, index.template_counts()).value
-    results = []
-    for result in pipeline.analyse(frame):
-        results.append((result, decide(index.search(result.embedding), threshold, config.matching)))
-    return results
-
-
 def run(args) -> int:
     from appliance.vision.pipeline import FacePipeline, read_image
 
     if bool(args.image) == bool(args.video):
         raise FaceGateError("give either IMAGE or --video SOURCE")
-    config = load_config(args)
+    config = identify_config(load_config(args))
     pipeline = FacePipeline.from_config(config)
     store = open_gallery(args, config, pipeline.embedder.model_id)
     try:
@@ -85,15 +76,15 @@ def _run_video(args, config, pipeline, index) -> int:
     from appliance.camera import LatestFrameReader
 
     reader = LatestFrameReader(args.video)
-    processed, started, last_seen = 0, time.monotonic(), None
+    identifier = StreamIdentifier(pipeline, index, config)
+    started, last_seen = time.monotonic(), None
     try:
         while True:
             frame = reader.latest()
             if frame is None:
                 break
             index.refresh()  # picks up enrolments made while the stream runs
-            results = identify_frame(pipeline, index, config, frame.image)
-            processed += 1
+            results = identifier.frame(frame.image)
             # print when who is in view changes, not every frame
             seen = sorted(d.match.person.name if d.accepted else "unknown" for _, d in results)
             if seen != last_seen:
@@ -103,5 +94,6 @@ def _run_video(args, config, pipeline, index) -> int:
                 last_seen = seen
     finally:
         reader.close()
-    print("processed %d frames, dropped %d stale ones" % (processed, reader.dropped))
+    print("processed %d frames (%d still, named from the frame before), dropped %d stale ones"
+          % (identifier.analysed + identifier.reused, identifier.reused, reader.dropped))
     return 0

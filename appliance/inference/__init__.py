@@ -19,10 +19,12 @@ BACKENDS = {
     "onnxruntime": ("appliance.inference.onnxruntime_runner", "OnnxRuntimeRunner"),
     "opencv": ("appliance.inference.opencv_runner", "OpenCvRunner"),
     "rknnlite": ("appliance.inference.rknnlite_runner", "RknnLiteRunner"),
+    # Rockchip's C runtime through ctypes: the first RV1126 (RKNPU1), or RKNPU2 without rknnlite
+    "rknn_c": ("appliance.inference.rknn_c_runner", "RknnCRunner"),
     # Rockchip's toolkit and its simulator: a host tool, in the host package
     "rknn": ("facegate_host.rknn_toolkit_runner", "RknnToolkitRunner"),
 }
-NPU_BACKENDS = ("rknnlite", "rknn")
+NPU_BACKENDS = ("rknnlite", "rknn_c", "rknn")
 DEFAULT_BACKEND = "onnxruntime"
 
 

@@ -151,6 +151,29 @@ def installed_path(spec: ModelSpec, directory: Path) -> Path:
     return target
 
 
+def int8_path(float_file: Path) -> Path:
+    """The embedder's 8-bit copy for ONNX Runtime on a CPU, beside its float file."""
+    return float_file.with_name(float_file.stem + ".int8.onnx")
+
+
+def int8_stamp(float_file: Path) -> Path:
+    """Beside the 8-bit copy: the sha256 of the float file it was quantised from."""
+    return float_file.with_name(float_file.stem + ".int8.onnx.source-sha256")
+
+
+def installed_int8_path(spec: ModelSpec, directory: Path) -> Optional[Path]:
+    """The 8-bit copy `models.embedder_int8` loads, checked to match its float file; None where
+    there is none (`make models` makes one for the default embedder; the float file serves)."""
+    source = installed_path(spec, directory)
+    target, stamp = int8_path(source), int8_stamp(source)
+    if not target.is_file() or not stamp.is_file():
+        return None
+    if stamp.read_text().strip() != sha256_of(source):
+        raise ModelError("the embedder's 8-bit copy %s was made from another %s: remake it with 'make models' "
+                         "(facegate quantise-embedder), or set models.embedder_int8 = false" % (target, source.name))
+    return target
+
+
 def stamp_path(spec: ModelSpec, directory: Path) -> Path:
     """The file beside a prepared model recording what it was made from (`prepared_stamp`)."""
     return directory / (spec.prepared_file + ".source-sha256")

@@ -11,7 +11,7 @@ from appliance.config import Config
 from appliance.errors import ConfigError, ModelError
 from appliance.inference import NPU_BACKENDS, load_runner
 from appliance.inference.rknn_files import rknn_path
-from appliance.models import get_spec, installed_path, models_dir
+from appliance.models import get_spec, installed_int8_path, installed_path, models_dir
 from appliance.vision.align import align_face
 from appliance.vision.detector import DETECTOR_FAMILIES, Detector, Face
 from appliance.vision.embedder import Embedder
@@ -28,6 +28,7 @@ _MIRROR_ORDER = [1, 0, 2, 4, 3]
 # The refinement crop's side, in face widths: the whole head with some margin, so the crop
 # still looks like a face photo to the detector.
 _REFINE_CROP = 2.0
+_REFINE_EYES_MARGIN = 0.8
 
 
 @dataclass
@@ -45,6 +46,10 @@ def model_file(config: Config, model_id: str, role: str) -> Path:
     models = config.models
     directory = models_dir(models.dir or None)
     if models.backend not in NPU_BACKENDS:
+        if role == "embedder" and models.backend == "onnxruntime" and models.embedder_int8:
+            copy = installed_int8_path(get_spec(model_id), directory)
+            if copy is not None:
+                return copy
         return installed_path(get_spec(model_id), directory)
     dtype = models.rknn_embedder_dtype if role == "embedder" else models.rknn_detector_dtype
     return rknn_path(directory, models.rknn_target, model_id, dtype,
@@ -81,7 +86,7 @@ class FacePipeline:
             if backend not in NPU_BACKENDS:
                 return load_runner(backend, spec, path, warmup, threads)
             return load_runner(backend, spec, path, warmup, threads, core_mask=models.rknn_core_mask,
-                               device=models.rknn_device)
+                               device=models.rknn_device, library=models.rknn_library)
 
         if backend in NPU_BACKENDS and config.detector.keep_frame_aspect:
             raise ConfigError("detector.keep_frame_aspect needs a detector that takes any input size; "
@@ -135,8 +140,11 @@ class FacePipeline:
         """
         limit = self.config.detector.refine_below_pixels
         scale = self.detector.input_scale(frame.shape)
+        # A face whose eyes are well under quality's minimum apart fails quality however sharp
+        # its landmarks; a second look cannot change its outcome (margin for a better estimate).
+        too_small = _REFINE_EYES_MARGIN * self.config.quality.min_interocular
         for face in faces:
-            if face.width * scale >= limit:
+            if face.width * scale >= limit or _eye_distance(face) < too_small:
                 continue
             crop, origin = _crop_around(frame, face.box, _REFINE_CROP)
             found = self.detector.detect(crop)
@@ -181,6 +189,10 @@ def _same_face(face: Face, boxes: np.ndarray) -> Optional[int]:
     overlaps = box_iou(face.box, boxes)
     best = int(np.argmax(overlaps))
     return best if overlaps[best] >= 0.5 else None
+
+
+def _eye_distance(face: Face) -> float:
+    return float(np.linalg.norm(face.landmarks[0] - face.landmarks[1]))
 
 
 def _crop_around(frame: np.ndarray, box: np.ndarray, sides: float):

@@ -1,0 +1,88 @@
+"""`make test-emulated`, the RV1126 part: the RKNPU1 runner in an emulated Debian bookworm armhf root.
+
+The first RV1126's NPU runtime is the C library librknn_api.so, which FaceGate calls through
+ctypes (backend rknn_c). Neither that library nor an NPU exists here, and no RV1126 bundle can
+be built without Rockchip's toolkit v1 (not on PyPI), so this part goes as far as the runner:
+in a 32-bit ARM root (debootstrap, qemu-user-static; Debian's python3 and numpy, as PyPI has no
+armv7l wheels) with the appliance wheel installed, it checks that
+
+- without the runtime, the runner fails with its one-line error;
+- against tests/data/rknn_stub.c cross-compiled for armhf (rknn_api.h's ABI, 32-bit context
+  handle), the runner's structs are the size the library expects, and pixels and outputs cross
+  intact. The real library on a real board remains the only proof against Rockchip's runtime.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from facegate_host.bundle import build_appliance_wheel
+from facegate_host.emulated import ROOT, Mounted, build_root, in_root
+
+PACKAGES = ("python3", "python3-numpy", "python3-pip")
+CROSS_CC = "arm-linux-gnueabihf-gcc"
+CPU = "cortex-a7"  # the RV1126's cores
+
+# Run inside the root with the root's python3: what the RKNPU1 runner does there.
+CHECK = r'''
+import ctypes, json, sys
+import numpy as np
+from appliance.errors import BackendError
+from appliance.inference.rknn_c_runner import RknnCRunner, open_library
+from appliance.inference.rknn_files import recipe_path
+from appliance.models import get_spec
+
+found = {"machine_bits": 8 * ctypes.sizeof(ctypes.c_void_p)}
+try:
+    open_library()
+except BackendError as err:
+    found["missing"] = str(err)
+spec = get_spec("mobilefacenet_ms1m")
+model = "/tmp/stub.rknn"
+open(model, "wb").write(b"FGSTUB 112 112 1 128\n")
+recipe = recipe_path(__import__("pathlib").Path(model))
+recipe.write_text(json.dumps({"source_sha256": spec.sha256, "input_size": [112, 112]}))
+runner = RknnCRunner(spec, __import__("pathlib").Path(model), library="/tmp/stub/librknn_api.so")
+image = np.zeros((1, 112, 112, 3), np.uint8)
+image[..., 0], image[..., 1], image[..., 2] = 10, 20, 200
+(out,) = runner.run(image)
+found.update(context_bytes=ctypes.sizeof(runner._context_type), shape=list(out.shape), first=out[0, :3].tolist())
+runner.close()
+print(json.dumps(found))
+'''
+
+
+def main() -> int:
+    started = time.monotonic()
+    cache = ROOT / ".emulated"
+    base = build_root(cache, "armhf", PACKAGES)
+    work = cache / "work-armhf"
+    if work.exists():
+        shutil.rmtree(work)
+    subprocess.run(["cp", "-a", str(base), str(work)], check=True)
+    (work / "tmp" / "stub").mkdir(parents=True)
+    subprocess.run([CROSS_CC, "-shared", "-fPIC", "-O1", "-o", str(work / "tmp" / "stub" / "librknn_api.so"),
+                    str(ROOT / "tests" / "data" / "rknn_stub.c")], check=True)
+    with tempfile.TemporaryDirectory(prefix="facegate-wheel-") as folder:
+        wheel = build_appliance_wheel(ROOT, Path(folder))
+        shutil.copy2(wheel, work / "tmp" / wheel.name)
+    (work / "tmp" / "check.py").write_text(CHECK)
+    with Mounted(work, cpuinfo=False):
+        in_root(work, ["python3", "-m", "pip", "install", "--quiet", "--no-deps", "--break-system-packages",
+                       "/tmp/" + wheel.name], cpu=CPU)
+        result = in_root(work, ["python3", "/tmp/check.py"], cpu=CPU)
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    print("armhf root: %s" % found)
+    assert found["machine_bits"] == 32 and found["context_bytes"] == 4, found
+    assert "needs Rockchip's NPU runtime librknn_api.so or librknnrt.so" in found.get("missing", ""), found
+    assert found["shape"] == [1, 128] and found["first"] == [10.0, 20.0, 200.0], found
+    print("test-emulated (RV1126, armhf): the RKNPU1 runner passed in %.0f s" % (time.monotonic() - started))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
