@@ -1,12 +1,15 @@
-"""`make test-emulated`, the RV1126 part: the RKNPU1 runner in an emulated Debian bookworm armhf root.
+"""`make test-emulated`, the RV1126 part: FaceGate up to the RKNPU1 runner in an emulated
+Debian bookworm armhf root.
 
 The first RV1126's NPU runtime is the C library librknn_api.so, which FaceGate calls through
 ctypes (backend rknn_c). Neither that library nor an NPU exists here, and no RV1126 bundle can
-be built without Rockchip's toolkit v1 (not on PyPI), so this part goes as far as the runner:
-in a 32-bit ARM root (debootstrap, qemu-user-static; Debian's python3 and numpy, as PyPI has no
-armv7l wheels) with the appliance wheel installed, it checks that
+be built without Rockchip's toolkit v1 (not on PyPI), so this part goes as far as the runner. In
+a 32-bit ARM root (debootstrap, qemu-user-static; Debian's python3, numpy and OpenCV, as PyPI
+has no armv7l wheels of them) it installs the RV1126's wheelhouse as a bundle would (the
+appliance wheel, board/wheelhouse.txt, board/rv1126/wheelhouse.txt) and checks that
 
-- without the runtime, the runner fails with its one-line error;
+- `facegate selftest` with the RV1126's board config fails on the models with the runner's
+  one-line "needs Rockchip's NPU runtime librknn_api.so" (no runtime, no NPU here);
 - against tests/data/rknn_stub.c cross-compiled for armhf (rknn_api.h's ABI, 32-bit context
   handle), the runner's structs are the size the library expects, and pixels and outputs cross
   intact. The real library on a real board remains the only proof against Rockchip's runtime.
@@ -20,10 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from facegate_host.bundle import build_appliance_wheel
+from facegate_host.bundle import board_config_text, build_wheelhouse, read_meta
 from facegate_host.emulated import ROOT, Mounted, build_root, in_root
 
-PACKAGES = ("python3", "python3-numpy", "python3-pip")
+PACKAGES = ("python3", "python3-numpy", "python3-opencv", "python3-pip")
 CROSS_CC = "arm-linux-gnueabihf-gcc"
 CPU = "cortex-a7"  # the RV1126's cores
 
@@ -67,14 +70,24 @@ def main() -> int:
     (work / "tmp" / "stub").mkdir(parents=True)
     subprocess.run([CROSS_CC, "-shared", "-fPIC", "-O1", "-o", str(work / "tmp" / "stub" / "librknn_api.so"),
                     str(ROOT / "tests" / "data" / "rknn_stub.c")], check=True)
-    with tempfile.TemporaryDirectory(prefix="facegate-wheel-") as folder:
-        wheel = build_appliance_wheel(ROOT, Path(folder))
-        shutil.copy2(wheel, work / "tmp" / wheel.name)
+    board = ROOT / "board" / "rv1126"
+    with tempfile.TemporaryDirectory(prefix="facegate-wheels-") as folder:
+        build_wheelhouse(ROOT, Path(folder) / "wheelhouse", board, read_meta(board / "meta"))
+        shutil.copytree(Path(folder) / "wheelhouse", work / "tmp" / "wheelhouse")
+    wheels = sorted("/tmp/wheelhouse/" + p.name for p in (work / "tmp" / "wheelhouse").iterdir())
+    config = work / "etc" / "facegate" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(board_config_text(ROOT, "rv1126"))
     (work / "tmp" / "check.py").write_text(CHECK)
     with Mounted(work, cpuinfo=False):
-        in_root(work, ["python3", "-m", "pip", "install", "--quiet", "--no-deps", "--break-system-packages",
-                       "/tmp/" + wheel.name], cpu=CPU)
+        in_root(work, ["python3", "-m", "pip", "install", "--quiet", "--no-deps", "--break-system-packages"] + wheels,
+                cpu=CPU)
+        selftest = in_root(work, ["facegate", "selftest", "--config", "/etc/facegate/config.toml", "--no-relay",
+                                  "--no-camera"], cpu=CPU, check=False)
         result = in_root(work, ["python3", "/tmp/check.py"], cpu=CPU)
+    print(selftest.stdout.strip())
+    assert selftest.returncode == 1 and "FAIL: backend 'rknn_c' needs Rockchip's NPU runtime librknn_api.so" \
+        in selftest.stdout, selftest.stdout + selftest.stderr[-3000:]
     found = json.loads(result.stdout.strip().splitlines()[-1])
     print("armhf root: %s" % found)
     assert found["machine_bits"] == 32 and found["context_bytes"] == 4, found

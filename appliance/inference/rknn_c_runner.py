@@ -100,12 +100,12 @@ class RknnCRunner(Runner):
 
     def __init__(self, spec: ModelSpec, path: Path, threads: int = 0, library: str = "", **_options) -> None:
         super().__init__(spec, path, threads)
+        self._context = None
+        self._lib = open_library(library)  # first: without the runtime no model file matters
         self.recipe = read_recipe(path, spec.sha256)
-        self._lib = open_library(library)
         self._rknpu2 = Path(self._lib._name).name.startswith("librknnrt")
         self._attr_type = _AttrV2 if self._rknpu2 else _AttrV1
         self._context_type = context_type()
-        self._context = None
         model = path.read_bytes()
         self._model = ctypes.create_string_buffer(model, len(model))  # the runtime may keep a pointer
         context = self._context_type(0)
