@@ -4,8 +4,8 @@ The seed's per-frame code is kept here as a benchmark-only reference, written fr
 description: RetinaFace MobileNet-0.25 at 640x640 (the seed's ONNX), each face cropped by its
 box and letterboxed to 112x112 (no landmarks), the seed's MobileFaceNet, and a Python loop over
 1,000 templates. FaceGate runs what `facegate identify --video` runs, with its defaults: the
-detector at the frame's aspect (`detector.identify_input_size`, 640) with a second look at small
-faces, 5-point alignment, the default embedder with flip, all faces of a frame in one batch, the
+detector at the frame's aspect (`detector.identify_input_size`, 640, no second look), 5-point
+alignment, the default embedder with flip, all faces of a frame in one batch, the
 index, and still frames named from the last analysed one (recognition/identify.py). A third job,
 `facegate_every_frame`, is the same with still frames analysed again, to show what each part
 pays. All run in one process on one clip made from the seed's probe photos (group photos and

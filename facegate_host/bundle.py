@@ -52,8 +52,8 @@ def board_config_text(repo: Path, board: str) -> str:
     from its meta written in, so a board's config can never disagree with its meta."""
     meta = read_meta(repo / "board" / board / "meta")
     data = meta["DATA_DIR"]
-    facts = (("models.backend", meta["NPU_BACKEND"]), ("models.rknn_target", meta["NPU_TARGET"]), ("models.rknn_detector_dtype", meta["DETECTOR_DTYPE"]),
-             ("models.rknn_embedder_dtype", meta["EMBEDDER_DTYPE"]), ("detector.input_size", int(meta["DETECTOR_SIZE"])),
+    facts = (("models.backend", meta["NPU_BACKEND"]), ("models.rknn_target", meta["NPU_TARGET"]),
+             ("models.rknn_detector_dtype", meta["DETECTOR_DTYPE"]), ("models.rknn_embedder_dtype", meta["EMBEDDER_DTYPE"]), ("detector.input_size", int(meta["DETECTOR_SIZE"])),
              ("camera.source", meta["CAMERA_PIPELINE"]), ("relay.port", meta["RELAY_TTY"]),
              ("door.watchdog_device", meta["WATCHDOG_DEVICE"]), ("gallery.path", data + "/gallery.db"),
              ("audit.path", data + "/audit.db"), ("mqtt.state_path", data + "/mqtt-state.db"))
@@ -170,10 +170,10 @@ def onnx_models(config: Config, models: Path) -> List[Path]:
             raise ModelError("the bundle needs %s prepared in %s: run 'make models'" % (model_id, models))
         # a prepared model travels with its stamp, never with the checkpoint it was made from
         wanted += [models / spec.prepared_file, stamp_path(spec, models)] if spec.prepare else [models / spec.file]
-        if model_id == config.models.embedder and installed_int8_path(spec, models) is not None:
-            # the host's 8-bit copy too, so the fallback embeds as the host's door does
+        if model_id == config.models.embedder:
             source = installed_path(spec, models)
-            wanted += [int8_path(source), int8_stamp(source)]
+            if installed_int8_path(source) is not None:  # so the fallback embeds as the host's door does
+                wanted += [int8_path(source), int8_stamp(source)]
     missing = [str(path) for path in wanted if not path.is_file()]
     if missing:
         raise ModelError("the bundle needs %s: run 'make models'" % ", ".join(missing))

@@ -71,6 +71,15 @@ def build_root(cache: Path, arch: str = "arm64", packages=PACKAGES) -> Path:
     return root
 
 
+def fresh_copy(base: Path, work: Path) -> Path:
+    """A fresh copy of a built root for one run to install into. cp -a keeps /dev's device nodes
+    as nodes (a Python copy would read /dev/zero for ever)."""
+    if work.exists():
+        shutil.rmtree(work)
+    subprocess.run(["cp", "-a", str(base), str(work)], check=True)
+    return work
+
+
 class Mounted:
     """proc, dev (with the host's ptys, for the relay emulator) and the Cortex-A53 cpuinfo."""
 
@@ -114,13 +123,7 @@ def main(argv=None) -> int:
     parser.add_argument("--expect", type=Path, required=True, help="the host's audit JSON lines from make run")
     args = parser.parse_args(argv)
     started = time.monotonic()
-    base = build_root(args.cache)
-    work = args.cache / "work"
-    if work.exists():
-        shutil.rmtree(work)
-    # each run installs into a fresh copy of the root; cp -a keeps /dev's device nodes as nodes
-    # (a Python copy would read /dev/zero for ever)
-    subprocess.run(["cp", "-a", str(base), str(work)], check=True)
+    work = fresh_copy(build_root(args.cache), args.cache / "work")
     # ONNX Runtime also reads the CPU lists from sysfs, which a chroot does not have: four cores
     cpus = work / "sys" / "devices" / "system" / "cpu"
     cpus.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from facegate_host.bundle import board_config_text, build_wheelhouse, read_meta
-from facegate_host.emulated import ROOT, Mounted, build_root, in_root
+from facegate_host.emulated import ROOT, Mounted, build_root, fresh_copy, in_root
 
 PACKAGES = ("python3", "python3-numpy", "python3-opencv", "python3-pip")
 CROSS_CC = "arm-linux-gnueabihf-gcc"
@@ -32,7 +32,8 @@ CPU = "cortex-a7"  # the RV1126's cores
 
 # Run inside the root with the root's python3: what the RKNPU1 runner does there.
 CHECK = r'''
-import ctypes, json, sys
+import ctypes, json
+from pathlib import Path
 import numpy as np
 from appliance.errors import BackendError
 from appliance.inference.rknn_c_runner import RknnCRunner, open_library
@@ -45,11 +46,10 @@ try:
 except BackendError as err:
     found["missing"] = str(err)
 spec = get_spec("mobilefacenet_ms1m")
-model = "/tmp/stub.rknn"
-open(model, "wb").write(b"FGSTUB 112 112 1 128\n")
-recipe = recipe_path(__import__("pathlib").Path(model))
-recipe.write_text(json.dumps({"source_sha256": spec.sha256, "input_size": [112, 112]}))
-runner = RknnCRunner(spec, __import__("pathlib").Path(model), library="/tmp/stub/librknn_api.so")
+model = Path("/tmp/stub.rknn")
+model.write_bytes(b"FGSTUB 112 112 1 128\n")
+recipe_path(model).write_text(json.dumps({"source_sha256": spec.sha256, "input_size": [112, 112]}))
+runner = RknnCRunner(spec, model, library="/tmp/stub/librknn_api.so")
 image = np.zeros((1, 112, 112, 3), np.uint8)
 image[..., 0], image[..., 1], image[..., 2] = 10, 20, 200
 (out,) = runner.run(image)
@@ -62,11 +62,7 @@ print(json.dumps(found))
 def main() -> int:
     started = time.monotonic()
     cache = ROOT / ".emulated"
-    base = build_root(cache, "armhf", PACKAGES)
-    work = cache / "work-armhf"
-    if work.exists():
-        shutil.rmtree(work)
-    subprocess.run(["cp", "-a", str(base), str(work)], check=True)
+    work = fresh_copy(build_root(cache, "armhf", PACKAGES), cache / "work-armhf")
     (work / "tmp" / "stub").mkdir(parents=True)
     subprocess.run([CROSS_CC, "-shared", "-fPIC", "-O1", "-o", str(work / "tmp" / "stub" / "librknn_api.so"),
                     str(ROOT / "tests" / "data" / "rknn_stub.c")], check=True)

@@ -94,6 +94,6 @@ def _run_video(args, config, pipeline, index) -> int:
                 last_seen = seen
     finally:
         reader.close()
-    print("processed %d frames (%d still, named from the frame before), dropped %d stale ones"
+    print("processed %d frames (%d still, named from the last analysed one), dropped %d stale ones"
           % (identifier.analysed + identifier.reused, identifier.reused, reader.dropped))
     return 0

@@ -19,16 +19,13 @@ import numpy as np
 
 from appliance.errors import BackendError
 from appliance.inference.base import Runner
-from appliance.inference.rknn_files import read_recipe
+from appliance.inference.rknn_files import RKNPU1_LIBRARY, RKNPU2_LIBRARY, open_runtime, read_recipe
 from appliance.inference.rknnlite_runner import check_input
 from appliance.models import ModelSpec
 
-RKNPU1_LIBRARY = "librknn_api.so"  # RV1126's vendor image, /usr/lib
-RKNPU2_LIBRARY = "librknnrt.so"  # RV1126B's vendor image, /usr/lib
-
 _MAX_DIMS = 16
 _MAX_NAME = 256
-_QUERY_IN_OUT_NUM, _QUERY_INPUT_ATTR, _QUERY_OUTPUT_ATTR = 0, 1, 2
+_QUERY_IN_OUT_NUM, _QUERY_OUTPUT_ATTR = 0, 2
 _TENSOR_UINT8 = 3
 _FORMAT_NHWC = 1
 
@@ -83,16 +80,12 @@ def context_type(machine_is_32_bit: Optional[bool] = None):
 
 def open_library(name: str = "") -> ctypes.CDLL:
     """The runtime `name`, or the first of RKNPU1's and RKNPU2's that loads; a clear error otherwise."""
-    names = [name] if name else [RKNPU1_LIBRARY, RKNPU2_LIBRARY]
-    reasons = []
-    for candidate in names:
-        try:
-            return ctypes.CDLL(candidate)
-        except OSError as err:
-            reasons.append(str(err))
-    raise BackendError("backend 'rknn_c' needs Rockchip's NPU runtime %s, which this system lacks (%s): install it "
-                       "from the board's vendor image into /usr/lib (board/README.md), or run on the CPU with "
-                       "--backend onnxruntime" % (" or ".join(names), "; ".join(reasons)))
+    return open_runtime("rknn_c", [name] if name else [RKNPU1_LIBRARY, RKNPU2_LIBRARY])
+
+
+def _shape(attr, rknpu2: bool) -> tuple:
+    dims = [attr.dims[i] for i in range(attr.n_dims)]
+    return tuple(dims if rknpu2 else dims[::-1])  # RKNPU1 lists dims innermost first, RKNPU2 outermost
 
 
 class RknnCRunner(Runner):
@@ -119,8 +112,8 @@ class RknnCRunner(Runner):
             self._query(_QUERY_IN_OUT_NUM, counts)
             if counts.n_input != 1:
                 raise BackendError("%s has %d inputs; FaceGate's models have one" % (path.name, counts.n_input))
-            self.output_attrs = [self._attr(_QUERY_OUTPUT_ATTR, index) for index in range(counts.n_output)]
-            self.input_attr = self._attr(_QUERY_INPUT_ATTR, 0)
+            self._output_shapes = [_shape(self._attr(_QUERY_OUTPUT_ATTR, index), self._rknpu2)
+                                   for index in range(counts.n_output)]
         except Exception:
             self.close()
             raise
@@ -140,19 +133,13 @@ class RknnCRunner(Runner):
         self._query(command, attr)
         return attr
 
-    def output_shape(self, index: int) -> tuple:
-        attr = self.output_attrs[index]
-        dims = [attr.dims[i] for i in range(attr.n_dims)]
-        # RKNPU1 lists dims innermost first; RKNPU2 outermost first
-        return tuple(dims if self._rknpu2 else dims[::-1])
-
     def run(self, images_bgr: np.ndarray) -> List[np.ndarray]:
         batch = check_input(self, images_bgr, self.recipe)
         entry = _Input(index=0, buf=batch.ctypes.data, size=batch.nbytes, pass_through=0,
                        type=_TENSOR_UINT8, fmt=_FORMAT_NHWC)
         self._check(self._lib.rknn_inputs_set(self._context, 1, ctypes.byref(entry)), "rknn_inputs_set")
         self._check(self._lib.rknn_run(self._context, None), "rknn_run")
-        count = len(self.output_attrs)
+        count = len(self._output_shapes)
         outputs = (_Output * count)()
         for index in range(count):
             outputs[index].want_float = 1
@@ -164,7 +151,7 @@ class RknnCRunner(Runner):
                 size = outputs[index].size // 4
                 values = np.ctypeslib.as_array(ctypes.cast(outputs[index].buf, ctypes.POINTER(ctypes.c_float)),
                                                shape=(size,))
-                results.append(values.copy().reshape(self.output_shape(index)))  # the runtime frees its buffer
+                results.append(values.copy().reshape(self._output_shapes[index]))  # the runtime frees its buffer
             return results
         finally:
             self._lib.rknn_outputs_release(self._context, count, outputs)

@@ -8,7 +8,7 @@ into it, the calibration set. The recipe lets the toolkit's simulator rebuild th
 
 import json
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 from appliance.errors import BackendError, ModelError
 
@@ -79,3 +79,23 @@ def check_code(code: Any, what: str, model: Path) -> None:
     if code != 0:
         raise BackendError("RKNN %s failed for %s (return code %s); see the toolkit's log above"
                            % (what, model, code))
+
+
+RKNPU1_LIBRARY = "librknn_api.so"  # the RV1126's NPU runtime, from its vendor image, in /usr/lib
+RKNPU2_LIBRARY = "librknnrt.so"  # the RV1126B's
+
+
+def open_runtime(backend: str, names: Sequence[str]):
+    """The first of Rockchip's NPU runtime libraries `names` that loads (a ctypes.CDLL); one line
+    saying where it comes from when none does."""
+    import ctypes
+
+    reasons = []
+    for name in names:
+        try:
+            return ctypes.CDLL(name)
+        except OSError as err:
+            reasons.append(str(err))
+    raise BackendError("backend '%s' needs Rockchip's NPU runtime %s, which this system lacks (%s): install it "
+                       "from the board's vendor image into /usr/lib (board/README.md), or run on the CPU with "
+                       "--backend onnxruntime" % (backend, " or ".join(names), "; ".join(reasons)))

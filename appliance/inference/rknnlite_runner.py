@@ -11,7 +11,7 @@ import numpy as np
 
 from appliance.errors import BackendError
 from appliance.inference.base import Runner
-from appliance.inference.rknn_files import check_code, read_recipe
+from appliance.inference.rknn_files import RKNPU2_LIBRARY, check_code, open_runtime, read_recipe
 from appliance.models import ModelSpec
 
 # models.rknn_core_mask -> RKNNLite's constant name (multi-core NPUs such as the RK3588 only)
@@ -27,22 +27,6 @@ def check_input(runner: Runner, images: np.ndarray, recipe: dict) -> np.ndarray:
                            "configured detector.input_size or set that to %d"
                            % (runner.path.name, width, height, images.dtype, images.shape[1:3], height))
     return np.ascontiguousarray(images)
-
-
-RUNTIME_LIBRARY = "librknnrt.so"  # RKNPU2's runtime: the vendor image's, in /usr/lib
-
-
-def _check_runtime_library() -> None:
-    """rknnlite loads the NPU runtime only at init_runtime and then fails with -1 and its own log;
-    say plainly what is missing first."""
-    import ctypes
-
-    try:
-        ctypes.CDLL(RUNTIME_LIBRARY)
-    except OSError as err:
-        raise BackendError("backend 'rknnlite' needs Rockchip's NPU runtime %s, which this system lacks (%s): "
-                           "install it from the board's vendor image into /usr/lib (board/README.md), or run on "
-                           "the CPU with --backend onnxruntime" % (RUNTIME_LIBRARY, err)) from None
 
 
 class RknnApiRunner(Runner):
@@ -79,7 +63,8 @@ class RknnLiteRunner(RknnApiRunner):
             raise BackendError("backend 'rknnlite' needs Rockchip's NPU runtime for Python (rknnlite): "
                                "install the board bundle, or on a host use backend 'onnxruntime' "
                                "(or 'rknn' with the toolkit's simulator, see 'make rknn-env')") from err
-        _check_runtime_library()
+        # rknnlite loads the runtime only at init_runtime, then fails with -1 and its own log
+        open_runtime("rknnlite", [RKNPU2_LIBRARY])
         self._rknn = RKNNLite(verbose=False)
         try:
             check_code(self._rknn.load_rknn(str(path)), "load_rknn", path)

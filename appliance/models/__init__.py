@@ -158,17 +158,24 @@ def int8_path(float_file: Path) -> Path:
 
 def int8_stamp(float_file: Path) -> Path:
     """Beside the 8-bit copy: the sha256 of the float file it was quantised from."""
-    return float_file.with_name(float_file.stem + ".int8.onnx.source-sha256")
+    copy = int8_path(float_file)
+    return copy.with_name(copy.name + ".source-sha256")
 
 
-def installed_int8_path(spec: ModelSpec, directory: Path) -> Optional[Path]:
-    """The 8-bit copy `models.embedder_int8` loads, checked to match its float file; None where
-    there is none (`make models` makes one for the default embedder; the float file serves)."""
-    source = installed_path(spec, directory)
-    target, stamp = int8_path(source), int8_stamp(source)
-    if not target.is_file() or not stamp.is_file():
+def int8_is_current(float_file: Path) -> bool:
+    """Whether the 8-bit copy exists and was quantised from this float file."""
+    target, stamp = int8_path(float_file), int8_stamp(float_file)
+    return target.is_file() and stamp.is_file() and stamp.read_text().strip() == sha256_of(float_file)
+
+
+def installed_int8_path(source: Path) -> Optional[Path]:
+    """The 8-bit copy of the installed float file `source` that `models.embedder_int8` loads;
+    None where there is none (`make models` makes one for the default embedder; the float file
+    serves). A copy made from another float file is refused."""
+    target = int8_path(source)
+    if not target.is_file():
         return None
-    if stamp.read_text().strip() != sha256_of(source):
+    if not int8_is_current(source):
         raise ModelError("the embedder's 8-bit copy %s was made from another %s: remake it with 'make models' "
                          "(facegate quantise-embedder), or set models.embedder_int8 = false" % (target, source.name))
     return target

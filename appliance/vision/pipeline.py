@@ -18,7 +18,7 @@ from appliance.vision.embedder import Embedder
 from appliance.vision.geometry import box_iou, enlarged_box
 from appliance.vision.images import read as read_image  # noqa: F401 - the callers' name for it
 from appliance.vision.liveness import LivenessChecker
-from appliance.vision.quality import Quality, assess
+from appliance.vision.quality import Quality, assess, pose_from_landmarks
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,10 @@ def model_file(config: Config, model_id: str, role: str) -> Path:
     models = config.models
     directory = models_dir(models.dir or None)
     if models.backend not in NPU_BACKENDS:
+        source = installed_path(get_spec(model_id), directory)
         if role == "embedder" and models.backend == "onnxruntime" and models.embedder_int8:
-            copy = installed_int8_path(get_spec(model_id), directory)
-            if copy is not None:
-                return copy
-        return installed_path(get_spec(model_id), directory)
+            return installed_int8_path(source) or source
+        return source
     dtype = models.rknn_embedder_dtype if role == "embedder" else models.rknn_detector_dtype
     return rknn_path(directory, models.rknn_target, model_id, dtype,
                      config.detector.input_size if role == "detector" else None)
@@ -144,7 +143,7 @@ class FacePipeline:
         # its landmarks; a second look cannot change its outcome (margin for a better estimate).
         too_small = _REFINE_EYES_MARGIN * self.config.quality.min_interocular
         for face in faces:
-            if face.width * scale >= limit or _eye_distance(face) < too_small:
+            if face.width * scale >= limit or pose_from_landmarks(face.landmarks)[0] < too_small:
                 continue
             crop, origin = _crop_around(frame, face.box, _REFINE_CROP)
             found = self.detector.detect(crop)
@@ -189,10 +188,6 @@ def _same_face(face: Face, boxes: np.ndarray) -> Optional[int]:
     overlaps = box_iou(face.box, boxes)
     best = int(np.argmax(overlaps))
     return best if overlaps[best] >= 0.5 else None
-
-
-def _eye_distance(face: Face) -> float:
-    return float(np.linalg.norm(face.landmarks[0] - face.landmarks[1]))
 
 
 def _crop_around(frame: np.ndarray, box: np.ndarray, sides: float):

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 def reference_pipeline(config: Config, size: int) -> FacePipeline:
-    models = replace(config.models, backend="onnxruntime")
+    models = replace(config.models, backend="onnxruntime", embedder_int8=False)  # the float models
     detector = replace(config.detector, input_size=size, keep_frame_aspect=False, flip_landmarks=False)
     return FacePipeline.from_config(replace(config, models=models, detector=detector,
                                             liveness=replace(config.liveness, enabled=False)))
@@ -101,6 +101,28 @@ def check_embedder(config: Config, models: Path, target: str, dtypes: Sequence[s
     reference = reference_pipeline(config, config.detector.input_size)
     spec = reference.embedder.runner.spec
     crops = aligned_crops(reference, calibration)
+    pairs, fold_count, aligned = lfw_check_set(reference, lfw_dir, folds)
+    flip = Embedder(reference.embedder.runner, flip=True)
+    results = {"float": embedder_figures(reference.embedder.runner, flip, aligned, pairs, fold_count, None)}
+    for dtype in dtypes:
+        started = time.perf_counter()
+        path = convert(spec, models, target, dtype, crops)
+        runner = load_runner("rknn", spec, path)
+        try:
+            figures = embedder_figures(runner, Embedder(runner, flip=True), aligned, pairs, fold_count,
+                                       reference.embedder.runner)
+        finally:
+            runner.close()
+        results[dtype] = dict(figures, file=path.name, calibration_crops=len(crops),
+                              seconds=round(time.perf_counter() - started, 1))
+        log.info("embedder %s: %s", dtype, results[dtype])
+    reference.close()
+    return results
+
+
+def lfw_check_set(reference: FacePipeline, lfw_dir: Path, folds: Optional[int] = None):
+    """(pairs, folds, aligned crop per image name or None) of LFW-dev's pairs, aligned by the
+    reference pipeline so that only the embedder differs between the models checked."""
     fold_count, pairs = lfw.parse_pairs(lfw_dir / "pairs.txt")
     if folds:
         fold_count = min(folds, fold_count)
@@ -111,22 +133,7 @@ def check_embedder(config: Config, models: Path, target: str, dtypes: Sequence[s
         image = read_image(lfw_dir / "images" / name)
         face = central_face(reference.detect(image), image.shape)
         aligned[name] = None if face is None else reference.analyse_face(image, face, embed=False).aligned
-    flip = Embedder(reference.embedder.runner, flip=True)
-    results = {"float": _embedder_figures(reference.embedder.runner, flip, aligned, pairs, fold_count, None)}
-    for dtype in dtypes:
-        started = time.perf_counter()
-        path = convert(spec, models, target, dtype, crops)
-        runner = load_runner("rknn", spec, path)
-        try:
-            figures = _embedder_figures(runner, Embedder(runner, flip=True), aligned, pairs, fold_count,
-                                        reference.embedder.runner)
-        finally:
-            runner.close()
-        results[dtype] = dict(figures, file=path.name, calibration_crops=len(crops),
-                              seconds=round(time.perf_counter() - started, 1))
-        log.info("embedder %s: %s", dtype, results[dtype])
-    reference.close()
-    return results
+    return pairs, fold_count, aligned
 
 
 def check_pipeline(config: Config, models: Path, target: str, detector_dtype: str, embedder_dtype: str,
@@ -153,7 +160,9 @@ def check_pipeline(config: Config, models: Path, target: str, detector_dtype: st
             "seconds": round(time.perf_counter() - started, 1)}
 
 
-def _embedder_figures(runner, embedder: Embedder, aligned, pairs, folds: int, float_runner) -> dict:
+def embedder_figures(runner, embedder: Embedder, aligned, pairs, folds: int, float_runner) -> dict:
+    """LFW-dev accuracy and TAR with `embedder`; with `float_runner`, also the cosine of the
+    runner's plain outputs with the float model's, crop by crop."""
     embeddings, similarities = {}, []
     for name, crop in aligned.items():
         if crop is None:

@@ -2,8 +2,8 @@
 
 Static quantisation (8-bit weights per channel, 8-bit activations with ranges measured on
 real aligned faces) lets ONNX Runtime use the CPU's integer dot-product instructions: the
-MS1M MobileFaceNet runs about twice as fast on this host. The detector gains little that way
-(about 15% here, its cost is memory traffic in the wide early layers), so it stays float.
+MS1M MobileFaceNet runs about twice as fast on this host. The detector gained at most 15% that
+way here, so it stays float.
 
 The copy keeps the float model's id and so its calibration: `check` measures how close its
 embeddings stay (cosine with the float ones on faces it was not calibrated on) and the LFW-dev
@@ -11,9 +11,8 @@ verification accuracy and TAR with each, the alignment the same for both.
 """
 
 import tempfile
-from dataclasses import replace
 from pathlib import Path
-from typing import List, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 
@@ -21,17 +20,15 @@ from appliance.config import Config
 from appliance.errors import ModelError
 from appliance.inference import load_runner
 from appliance.inference.base import to_float_tensor
-from appliance.models import get_spec, int8_path, int8_stamp, installed_path, models_dir, sha256_of
-from appliance.vision.embedder import Embedder, normalise
+from appliance.models import get_spec, installed_path, int8_is_current, int8_path, int8_stamp, models_dir, sha256_of
+from appliance.vision.embedder import Embedder
 from facegate_host.convert.calibration import aligned_crops, calibration_images, pair_images
-from facegate_host.eval import lfw
+from facegate_host.convert.check import embedder_figures, lfw_check_set, reference_pipeline
 
 
-def float_pipeline(config: Config):
-    from appliance.vision.pipeline import FacePipeline
-
-    models = replace(config.models, backend="onnxruntime", embedder_int8=False)
-    return FacePipeline.from_config(replace(config, models=models, liveness=replace(config.liveness, enabled=False)))
+def _float_source(config: Config) -> Path:
+    spec = get_spec(config.models.embedder)
+    return installed_path(spec, models_dir(config.models.dir or None))
 
 
 def quantise(source: Path, target: Path, crops: Sequence[np.ndarray], input_spec) -> None:
@@ -63,73 +60,49 @@ def quantise(source: Path, target: Path, crops: Sequence[np.ndarray], input_spec
 
 def make_int8_embedder(config: Config, lfw_dir: Path, count: int = 200) -> Path:
     """Quantise the configured embedder, calibrated on LFW-dev photos no pair uses."""
-    directory = models_dir(config.models.dir or None)
-    spec = get_spec(config.models.embedder)
-    source = installed_path(spec, directory)
-    target = int8_path(source)
-    stamp = int8_stamp(source)
-    if target.is_file() and stamp.is_file() and stamp.read_text().strip() == sha256_of(source):
-        return target
+    source = _float_source(config)
+    if int8_is_current(source):
+        return int8_path(source)
     pairs_file = lfw_dir / "pairs.txt"
     if not pairs_file.is_file():
         raise ModelError("the embedder's 8-bit copy is calibrated on LFW-dev photos: %s is missing; give --lfw "
                          "the folder, or set models.embedder_int8 = false" % pairs_file)
     photos = calibration_images(lfw_dir / "images", count, exclude=pair_images(pairs_file))
-    pipeline = float_pipeline(config)
+    pipeline = reference_pipeline(config, config.detector.input_size)
     try:
         crops = aligned_crops(pipeline, photos)
     finally:
         pipeline.close()
-    quantise(source, target, crops, spec.input)
-    stamp.write_text(sha256_of(source) + "\n")
-    return target
+    quantise(source, int8_path(source), crops, get_spec(config.models.embedder).input)
+    int8_stamp(source).write_text(sha256_of(source) + "\n")
+    return int8_path(source)
 
 
-def check(config: Config, lfw_dir: Path, folds: int = 10) -> List[dict]:
-    """Float and 8-bit embedders on the LFW-dev pairs, alignment from the float pipeline."""
-    pipeline = float_pipeline(config)
-    directory = models_dir(config.models.dir or None)
-    spec = get_spec(config.models.embedder)
-    source = installed_path(spec, directory)
-    int8_runner = load_runner("onnxruntime", spec, int8_path(source), None, config.models.threads)
+def check(config: Config, lfw_dir: Path, folds: int = 10) -> Dict[str, dict]:
+    """Float and 8-bit embedders on the LFW-dev pairs, alignment from the float pipeline (the
+    figures of the RKNN quantisation check, convert/check.py)."""
+    reference = reference_pipeline(config, config.detector.input_size)
+    float_runner = reference.embedder.runner
+    int8_runner = load_runner("onnxruntime", float_runner.spec, int8_path(_float_source(config)), None,
+                              config.models.threads)
     try:
-        fold_count, pairs = lfw.parse_pairs(lfw_dir / "pairs.txt")
-        fold_count = min(folds, fold_count)
-        pairs = [pair for pair in pairs if pair.fold < fold_count]
-        names = sorted({p.first for p in pairs} | {p.second for p in pairs})
-        crops = dict(zip(names, aligned_crops_or_none(pipeline, [lfw_dir / "images" / n for n in names])))
-        rows = []
-        for label, embedder in (("float", pipeline.embedder), ("int8", Embedder(int8_runner, config.embedder.flip))):
-            embeddings = {n: (embedder.embed(c) if c is not None else None) for n, c in crops.items()}
-            result = lfw.evaluate(pairs, embeddings, fold_count)
-            rows.append({"embedder": label, "lfw_accuracy": result["accuracy"],
-                         "tar_at_far_1e-3": result["tar_at_far_0.001"], "pairs": result["pairs"]})
-        cosines = np.array([float(np.dot(normalise(int8_runner.run(c[None])[0].reshape(-1)),
-                                         normalise(pipeline.embedder.runner.run(c[None])[0].reshape(-1))))
-                            for c in crops.values() if c is not None])
-        rows[1].update(cosine_mean=float(cosines.mean()), cosine_p1=float(np.percentile(cosines, 1)),
-                       cosine_worst=float(cosines.min()), crops=int(cosines.size))
-        return rows
+        pairs, fold_count, aligned = lfw_check_set(reference, lfw_dir, folds)
+        flip = config.embedder.flip
+        return {"float": embedder_figures(float_runner, Embedder(float_runner, flip), aligned, pairs, fold_count,
+                                          None),
+                "int8": embedder_figures(int8_runner, Embedder(int8_runner, flip), aligned, pairs, fold_count,
+                                         float_runner)}
     finally:
         int8_runner.close()
-        pipeline.close()
+        reference.close()
 
 
-def aligned_crops_or_none(pipeline, paths: Sequence[Path]) -> List:
-    """aligned_crops, keeping a None in place of each photo without a face."""
-    found = []
-    for path in paths:
-        crops = aligned_crops(pipeline, [path])
-        found.append(crops[0] if crops else None)
-    return found
-
-
-def table(rows: List[dict]) -> List[str]:
+def table(rows: Dict[str, dict]) -> List[str]:
     lines = ["embedder  cosine mean  p1      worst   LFW-dev acc  TAR@FAR1e-3  pairs",
              "--------  -----------  ------  ------  -----------  -----------  -----"]
-    for row in rows:
+    for label, row in rows.items():
         cosine = ("%11.4f  %6.4f  %6.4f" % (row["cosine_mean"], row["cosine_p1"], row["cosine_worst"])
                   if "cosine_mean" in row else "%11s  %6s  %6s" % ("(ONNX)", "", ""))
-        lines.append("%-8s  %s  %10.2f%%  %10.2f%%  %5d" % (row["embedder"], cosine, 100 * row["lfw_accuracy"],
+        lines.append("%-8s  %s  %10.2f%%  %10.2f%%  %5d" % (label, cosine, 100 * row["lfw_accuracy"],
                                                           100 * row["tar_at_far_1e-3"], row["pairs"]))
     return lines
