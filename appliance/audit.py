@@ -236,9 +236,13 @@ class AuditStore:
 
     def mark_sent(self, ids: List[int]) -> None:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany("UPDATE events SET sent = 1 WHERE id = ?", [(i,) for i in ids])
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany("UPDATE events SET sent = 1 WHERE id = ?", [(i,) for i in ids])
+                self._db.execute("COMMIT")
+            except sqlite3.Error as err:
+                self._rollback()
+                raise AuditError("cannot mark events as sent in %s: %s" % (self.path, err)) from err
 
     def close(self) -> None:
         with self._lock:

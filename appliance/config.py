@@ -214,13 +214,20 @@ class MqttConfig:
     key_file: str = setting("", "the client certificate's private key (owner-only permissions)")
     username: str = setting("", "broker user name (empty: none)")
     password_file: str = setting("", "file holding the broker password (owner-only permissions)")
-    signing_key_file: str = setting("", "the site's command-signing key, hex (owner-only permissions)")
+    signing_key_file: str = setting("", "this machine's own Ed25519 private key, PEM (owner-only permissions): "
+                                         "a door's signs its replies, the administrator's signs commands")
+    trusted_keys_file: str = setting("", "the public keys this machine trusts, 'ROLE NAME KEY' per line: a door "
+                                         "trusts the administrator's, the administrator the doors'")
     keepalive: int = setting(30, "seconds between keep-alive pings", 5, 3600)
     session_expiry_hours: float = setting(168.0, "how long the broker keeps this door's session and "
                                                   "queued commands while it is offline", 0, 8760)
     state_path: str = setting("mqtt-state.db", "applied request ids and replies (replay protection)")
     change_max_age_hours: float = setting(720.0, "gallery changes older than this are refused", 1, 87600)
     unlock_max_age_seconds: float = setting(5.0, "a remote unlock older than this is refused", 0.5, 300)
+    read_max_age_seconds: float = setting(60.0, "a read (status, events, ...) older than this is refused", 1, 3600)
+    queue_max_commands: int = setting(16, "signed commands waiting to be carried out; more are answered busy",
+                                      1, 1000)
+    queue_max_kb: int = setting(16384, "kilobytes of signed commands waiting to be carried out", 64, 1048576)
     clock_skew_seconds: float = setting(30.0, "how far in the future a command may be dated", 0, 3600)
     max_payload_kb: int = setting(2048, "largest command accepted, kilobytes", 1, 65536)
     max_photos: int = setting(5, "most photos in one enrolment command", 1, 50)
@@ -461,14 +468,16 @@ def validate(config: Config, source: str = "<config>", relay: bool = True) -> No
             problems.append("mqtt.tls is on but mqtt.ca_file is empty: give the CA certificate that signed the "
                             "broker's certificate (or set mqtt.tls = false on a trusted network)")
         if not mqtt.signing_key_file:
-            problems.append("mqtt.signing_key_file is empty: every command is signed with the site key "
-                            "(make one with 'facegate admin keygen FILE')")
+            problems.append("mqtt.signing_key_file is empty: make this door's own key with 'facegate keys init'")
+        if not mqtt.trusted_keys_file:
+            problems.append("mqtt.trusted_keys_file is empty: give the file with the administrator's public key "
+                            "('facegate admin keygen' writes it)")
         prefix = mqtt.home_assistant_prefix
         if mqtt.home_assistant and (not prefix or prefix.startswith("/") or prefix.endswith("/")
                                     or any(c in prefix for c in "+#\0")):
             problems.append("mqtt.home_assistant_prefix %r is not a topic prefix: give Home Assistant's "
                             "discovery prefix (usually homeassistant)" % prefix)
-        for key in ("ca_file", "cert_file", "key_file", "password_file", "signing_key_file"):
+        for key in ("ca_file", "cert_file", "key_file", "password_file", "signing_key_file", "trusted_keys_file"):
             named = getattr(mqtt, key)
             if named and not Path(named).is_file():
                 problems.append("mqtt.%s %s does not exist" % (key, named))

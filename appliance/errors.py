@@ -70,3 +70,7 @@ class LinkError(FaceGateError):
 
 class AdminError(FaceGateError):
     """The administrator's tools cannot do what was asked (broker unreachable ...)."""
+
+
+class StorageError(FaceGateError):
+    """A record (command ledger, audit trail) could not be written: the disk may be full."""

@@ -22,7 +22,7 @@ from appliance.door.controller import DoorController
 from appliance.door.relay import NoRelay
 from appliance.mqtt.device import DeviceAgent
 from appliance.mqtt.payload import encode_photo
-from appliance.mqtt.signing import load_site_key, write_new_key
+from appliance.keys import PrivateKey, Trusted, TrustedKeys, write_private
 from appliance.vision.pipeline import FacePipeline
 
 from bench.harness import benchmark, summarise
@@ -39,13 +39,15 @@ def mqtt_figures() -> dict:
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)
         broker = Broker(folder)
-        key = folder / "site.key"
-        write_new_key(str(key))
+        admin_key, door_key = PrivateKey.generate(), PrivateKey.generate()
+        write_private(str(folder / "door.key"), door_key)
+        (folder / "admin.pub").write_text("admin admin %s\n" % admin_key.public.hex)
         config = from_dict({"models": {"dir": os.environ.get("FACEGATE_MODELS_DIR", "models")},
                             "gallery": {"path": str(folder / "gallery.db")},
                             "audit": {"path": str(folder / "audit.db")},
                             "mqtt": {"enabled": True, "host": "127.0.0.1", "port": broker.port, "tls": False,
-                                     "site": "bench", "device": "door", "signing_key_file": str(key),
+                                     "site": "bench", "device": "door", "signing_key_file": str(folder / "door.key"),
+                                     "trusted_keys_file": str(folder / "admin.pub"),
                                      "state_path": str(folder / "state.db")}})
         pipeline = FacePipeline.from_config(config)
         audit = AuditStore(config.audit.path, max_events=100000)
@@ -53,7 +55,7 @@ def mqtt_figures() -> dict:
         agent = DeviceAgent(config, controller, audit, config.gallery.path, pipeline.embedder.model_id, pipeline)
         agent.start()
         agent.link.wait_connected(10)
-        admin = AdminClient(config.mqtt, load_site_key(str(key)))
+        admin = AdminClient(config.mqtt, admin_key, TrustedKeys([Trusted("door", "door", door_key.public)]))
         admin.connect()
         try:
             photo = encode_photo(PHOTO)

@@ -86,6 +86,12 @@ if [ -z "$root" ]; then
 	else
 		/etc/init.d/S95facegate stop
 	fi
+	# this door's own signing key, made here and never copied anywhere (an old shared site key
+	# is replaced); the line it prints goes to the administrator's 'facegate admin add-door'
+	if ! /usr/bin/facegate keys init --config /etc/facegate/config.toml; then
+		echo "install.sh: could not make this door's signing key (see above)" >&2
+		exit 1
+	fi
 	if ! /usr/bin/facegate selftest --config /etc/facegate/config.toml; then
 		echo "install.sh: the self-test failed (see above): FaceGate is installed but its service is not started" >&2
 		exit 1

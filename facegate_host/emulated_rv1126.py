@@ -26,7 +26,7 @@ from pathlib import Path
 from facegate_host.bundle import board_config_text, build_wheelhouse, read_meta
 from facegate_host.emulated import ROOT, Mounted, build_root, fresh_copy, in_root
 
-PACKAGES = ("python3", "python3-numpy", "python3-opencv", "python3-pip")
+PACKAGES = ("python3", "python3-numpy", "python3-opencv", "python3-cryptography", "python3-pip")
 CROSS_CC = "arm-linux-gnueabihf-gcc"
 CPU = "cortex-a7"  # the RV1126's cores
 

@@ -22,7 +22,9 @@ def mosquitto_binary() -> str:
 
 
 class Broker:
-    def __init__(self, folder: Path, tls: dict = None) -> None:
+    def __init__(self, folder: Path, tls: dict = None, rules: Path = None) -> None:
+        """`rules`: a folder from `facegate admin broker-rules` (passwd and acl): anonymous clients
+        are refused and every account is held to its rules."""
         self.port = free_port()
         self.folder = Path(folder)
         self.config = self.folder / "mosquitto.conf"
@@ -32,10 +34,12 @@ class Broker:
         # persistence keeps sessions and queued QoS 1 messages across a restart, as on a site broker
         # run as ourselves: as root mosquitto would switch to its own user, who cannot write here
         self.config.write_text("user %s\n" % getpass.getuser() +
-                               "listener %d 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                               "listener %d 127.0.0.1\nallow_anonymous %s\npersistence true\n"
                                "persistence_location %s/\nmax_queued_messages 100000\n"
-                               "log_dest file %s/mosquitto.log\n" % (self.port, self.folder, self.folder)
-                               + tls_lines)
+                               "log_dest file %s/mosquitto.log\n"
+                               % (self.port, "false" if rules else "true", self.folder, self.folder)
+                               + tls_lines
+                               + ("password_file %s/passwd\nacl_file %s/acl\n" % (rules, rules) if rules else ""))
         self.process = None
         self.start()
 

@@ -264,11 +264,18 @@ def test_the_wheelhouse_is_pinned_in_the_repository(tmp_path):
     from appliance.config import tomllib
 
     pins = dict(line.split("==") for line in read_pins(ROOT / WHEELHOUSE_PINS))
-    # every package the appliance declares, beyond the image's numpy, OpenCV, pyserial and
-    # paho-mqtt, is pinned (and transitions' six)
+    # every package the appliance declares, beyond the compiled ones (numpy, OpenCV, cryptography:
+    # per board) and pyserial and paho-mqtt, is pinned (and transitions' six)
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     names = {re.split(r"[<>=;! ]", line, 1)[0] for line in declared}
-    assert names - {"numpy", "opencv-python-headless", "pyserial", "paho-mqtt"} | {"six"} <= set(pins)
+    compiled = {"numpy", "opencv-python-headless", "cryptography"}
+    assert names - compiled - {"pyserial", "paho-mqtt"} | {"six"} <= set(pins)
+    # the RV1126B's bundle carries them; the RV1126's image has them from Debian (emulated_rv1126)
+    board_pins = dict(line.split("==") for line in read_pins(ROOT / "board" / "rv1126b" / "wheelhouse.txt"))
+    assert compiled <= set(board_pins)
+    from facegate_host.emulated_rv1126 import PACKAGES
+
+    assert {"python3-numpy", "python3-opencv", "python3-cryptography"} <= set(PACKAGES)
     loose = tmp_path / "wheelhouse.txt"
     loose.write_text("transitions==0.9.2\ntomli>=1.1\n")
     with pytest.raises(FaceGateError, match="line 2 must pin one exact version"):

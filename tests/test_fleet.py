@@ -18,12 +18,11 @@ from test_mqtt import SITE, Door, Listener, admin_for, broker, door_settings, ke
 from appliance.admin.site import SiteGallery
 from appliance.audit import Event
 
-ADMIN_TOML = '[mqtt]\nhost = "127.0.0.1"\nport = %d\ntls = false\nsite = "%s"\nsigning_key_file = "%s"\n'
 
 
 def admin_config(tmp_path, broker, key_file):
     path = tmp_path / "admin.toml"
-    path.write_text(ADMIN_TOML % (broker.port, SITE, key_file))
+    path.write_text(key_file.admin_toml(broker))
     return path
 
 

@@ -28,7 +28,8 @@ from appliance.gallery.enrol import Enroller
 from appliance.mqtt.device import DeviceAgent
 from appliance.mqtt.payload import decode_photo, encode_photo
 from appliance.vision.images import probe as image_size
-from appliance.mqtt.signing import load_site_key, sign, verify, write_new_key
+from appliance.keys import PrivateKey, Trusted, TrustedKeys, load_private, write_private
+from appliance.mqtt.signing import envelope, open_sealed, seal, sign
 
 SITE = "testsite"
 
@@ -42,11 +43,51 @@ def broker(tmp_path):
     running.stop()
 
 
+class SiteKeys:
+    """A site's keys as an installer makes them: the administrator's pair (its public half is
+    every door's trusted keys file), each door's own pair, and the administrator's door registry."""
+
+    def __init__(self, folder) -> None:
+        self.folder = folder
+        self.admin_file = folder / "admin.key"
+        self.admin = PrivateKey.generate()
+        write_private(str(self.admin_file), self.admin)
+        self.admin_public = folder / "admin.key.pub"
+        self.admin_public.write_text("admin admin %s\n" % self.admin.public.hex)
+        self.registry = folder / "doors.keys"
+        self.doors = {}
+
+    def door(self, device: str):
+        """The door's key file, made (and trusted by the administrator) on first use."""
+        path = self.folder / ("%s.key" % device)
+        if device not in self.doors:
+            self.doors[device] = PrivateKey.generate()
+            write_private(str(path), self.doors[device])
+            registry = TrustedKeys.load(str(self.registry), missing_ok=True)
+            registry.with_entry(Trusted("door", device, self.doors[device].public)).save()
+        return path
+
+    def load_door(self, device: str) -> PrivateKey:
+        return load_private(str(self.door(device)))
+
+    def admin_toml(self, broker) -> str:
+        """The administrator's config: its own key and the doors' keys it trusts."""
+        return ('[mqtt]\nhost = "127.0.0.1"\nport = %d\ntls = false\nsite = "%s"\nsigning_key_file = "%s"\n'
+                'trusted_keys_file = "%s"\n' % (broker.port, SITE, self.admin_file, self.registry))
+
+    def trusted_by_admin(self) -> TrustedKeys:
+        return TrustedKeys.load(str(self.registry), missing_ok=True)
+
+
 @pytest.fixture
 def key_file(tmp_path):
-    path = tmp_path / "site.key"
-    write_new_key(str(path))
-    return path
+    return SiteKeys(tmp_path)
+
+
+def reply_body(payload: bytes):
+    """What a door's signed reply says (its signature is checked by the admin tests)."""
+    message = json.loads(payload)
+    return message["signed"]["body"] if isinstance(message, dict) and "signed" in message else message
 
 
 def door_settings(tmp_path, broker, key_file, device="door1", **extra):
@@ -55,7 +96,8 @@ def door_settings(tmp_path, broker, key_file, device="door1", **extra):
     raw = {"models": {"dir": str(MODELS)},
            "gallery": {"path": str(folder / "gallery.db")}, "audit": {"path": str(folder / "audit.db")},
            "mqtt": {"enabled": True, "host": "127.0.0.1", "port": broker.port, "tls": False, "site": SITE,
-                    "device": device, "signing_key_file": str(key_file),
+                    "device": device, "signing_key_file": str(key_file.door(device)),
+                    "trusted_keys_file": str(key_file.admin_public),
                     "state_path": str(folder / "mqtt-state.db"), "keepalive": 5}}
     for section, values in extra.items():
         raw.setdefault(section, {}).update(values)
@@ -125,7 +167,7 @@ class Listener:
 
     def payloads(self, suffix=""):
         with self.condition:
-            return [json.loads(p) for t, p, _ in self.messages if t.endswith(suffix) and p]
+            return [reply_body(p) for t, p, _ in self.messages if t.endswith(suffix) and p]
 
     def close(self):
         self.client.loop_stop()
@@ -134,32 +176,46 @@ class Listener:
 
 def admin_for(broker, key_file):
     config = from_dict({"mqtt": {"host": "127.0.0.1", "port": broker.port, "tls": False, "site": SITE}})
-    client = AdminClient(config.mqtt, load_site_key(str(key_file)))
+    client = AdminClient(config.mqtt, key_file.admin, key_file.trusted_by_admin())
     client.connect()
     return client
 
 
 # -- signing and payload checks without a broker ------------------------------------------
 
-def test_signature_covers_every_field(key_file):
-    key = load_site_key(str(key_file))
-    envelope = sign(key, "remove", "door1", {"person_id": "p1"})
-    verify(key, envelope)
-    for field, value in (("verb", "enable"), ("target", "door2"), ("issued", 1.0), ("body", {"person_id": "p2"}),
-                         ("request_id", "other")):
-        tampered = dict(envelope, **{field: value})
+def test_signature_covers_every_byte_and_names_its_key(key_file):
+    trusted = {key_file.admin.key_id: Trusted("admin", "admin", key_file.admin.public)}
+    payload = sign(key_file.admin, "remove", "door1", {"person_id": "p1"})
+    opened = open_sealed(payload, trusted.get)
+    assert json.loads(opened.signed)["body"] == {"person_id": "p1"} and opened.signer.name == "admin"
+    start = payload.index(b'"signed":') + len(b'"signed":')
+    for offset in range(start, len(payload) - 1, 7):  # any changed byte of the envelope
+        tampered = payload[:offset] + bytes([payload[offset] ^ 1]) + payload[offset + 1:]
         with pytest.raises(CommandError) as refused:
-            verify(key, tampered)
+            open_sealed(tampered, trusted.get)
         assert refused.value.code == "bad_signature"
+    # a door's key is not the administrator's: signed by a key this door does not trust
     with pytest.raises(CommandError) as refused:
-        verify(key, {k: v for k, v in envelope.items() if k != "signature"})
-    assert refused.value.code == "unsigned"
+        open_sealed(sign(key_file.load_door("door9"), "remove", "door1", {}), trusted.get)
+    assert refused.value.code == "unknown_key"
+    for unsigned in (b'{"request_id":"x","verb":"remove"}', b"", b"\xff" * 300, payload + b" "):
+        with pytest.raises(CommandError) as refused:
+            open_sealed(unsigned, trusted.get)
+        assert refused.value.code == "unsigned"
 
 
 def test_key_file_with_loose_permissions_is_refused(key_file):
-    os.chmod(key_file, 0o644)
+    os.chmod(key_file.admin_file, 0o644)
     with pytest.raises(ConfigError, match="chmod 600"):
-        load_site_key(str(key_file))
+        load_private(str(key_file.admin_file))
+
+
+def test_an_old_shared_site_key_is_refused_with_the_way_forward(tmp_path):
+    old = tmp_path / "site.key"
+    old.write_text(os.urandom(32).hex() + "\n")
+    old.chmod(0o600)
+    with pytest.raises(ConfigError, match="old shared site key.*facegate keys init"):
+        load_private(str(old))
 
 
 def png_header(width, height):
@@ -283,41 +339,42 @@ def publish_raw(broker, topic, payload, retain=False):
 def test_bad_commands_are_refused_with_a_reply_and_change_nothing(tmp_path, broker, key_file):
     door = Door(door_settings(tmp_path, broker, key_file, mqtt={"max_payload_kb": 64}))
     replies = Listener(broker.port, "facegate/%s/door1/reply/#" % SITE)
-    key = load_site_key(str(key_file))
-    other_key = os.urandom(32)
+    key = key_file.admin
+    other_key = PrivateKey.generate()
     topic = "facegate/%s/door1/cmd/" % SITE
     embedding = [1.0] + [0.0] * 127
     enrol = {"person_id": "p1", "name": "P", "model_id": "mobilefacenet_128d", "embeddings": [embedding]}
+    good = sign(key, "enroll", "door1", enrol)
     cases = [
-        ("unsigned", topic + "enroll", json.dumps({k: v for k, v in sign(key, "enroll", "door1", enrol).items()
-                                                    if k != "signature"}), False),
-        ("bad_signature", topic + "enroll", json.dumps(sign(other_key, "enroll", "door1", enrol)), False),
-        ("expired", topic + "enroll", json.dumps(sign(key, "enroll", "door1", enrol,
-                                                      issued=time.time() - 40 * 86400)), False),
-        ("expired", topic + "unlock", json.dumps(sign(key, "unlock", "door1", {}, issued=time.time() - 30)), False),
-        ("retained", topic + "enroll", json.dumps(sign(key, "enroll", "door1", enrol)), True),
-        ("too_large", topic + "enroll", json.dumps(sign(key, "enroll", "door1",
-                                                        dict(enrol, note="x" * 70000))), False),
-        ("malformed", topic + "enroll", "{not json", False),
-        ("malformed", topic + "enroll", json.dumps({"request_id": "r", "verb": "enroll"}), False),
-        ("wrong_target", topic + "enroll", json.dumps(sign(key, "enroll", "door2", enrol)), False),
-        ("wrong_topic", topic + "unlock", json.dumps(sign(key, "enroll", "door1", enrol)), False),
+        ("unsigned", topic + "enroll", good[good.index(b'"signed":') + 9:-1], False),
+        ("unsigned", topic + "enroll", b"{not json", False),
+        ("unknown_key", topic + "enroll", sign(other_key, "enroll", "door1", enrol), False),
+        ("bad_signature", topic + "enroll", good.replace(b'"name":"P"', b'"name":"Q"'), False),
+        ("expired", topic + "enroll", sign(key, "enroll", "door1", enrol, issued=time.time() - 40 * 86400), False),
+        ("expired", topic + "unlock", sign(key, "unlock", "door1", {}, issued=time.time() - 30), False),
+        ("retained", topic + "enroll", sign(key, "enroll", "door1", enrol), True),
+        ("too_large", topic + "enroll", sign(key, "enroll", "door1", dict(enrol, note="x" * 70000)), False),
+        ("malformed", topic + "enroll", seal(key, {"request_id": "r", "verb": "enroll"}), False),
+        ("malformed", topic + "enroll", seal(key, dict(envelope("enroll", "door1", enrol), issued=float("nan"))),
+         False),
+        ("wrong_target", topic + "enroll", sign(key, "enroll", "door2", enrol), False),
+        ("wrong_topic", topic + "unlock", sign(key, "enroll", "door1", enrol), False),
     ]
     try:
         for number, (code, where, payload, retain) in enumerate(cases, 1):
             publish_raw(broker, where, payload, retain=retain)
             assert replies.wait(lambda m: len(m) >= number), "no reply for %s" % code
-            reply = json.loads(replies.messages[-1][1])
+            reply = reply_body(replies.messages[-1][1])
             assert reply["ok"] is False and reply["code"] == code, (code, reply)
         assert door.people() == []
         assert door.audit.events() == []
 
         # replayed: applied once, answered twice; a replayed unlock never opens the door twice
-        unlock = json.dumps(sign(key, "unlock", "door1", {}))
+        unlock = sign(key, "unlock", "door1", {})
         publish_raw(broker, topic + "unlock", unlock)
         publish_raw(broker, topic + "unlock", unlock)
         assert replies.wait(lambda m: len(m) >= len(cases) + 2)
-        first, second = (json.loads(p) for _, p, _ in replies.messages[-2:])
+        first, second = (reply_body(p) for _, p, _ in replies.messages[-2:])
         assert first["ok"] and "duplicate" not in first
         assert second["ok"] and second["duplicate"] is True
         assert [e.kind for e in door.audit.events()] == ["remote_unlock"]
@@ -447,8 +504,7 @@ def test_tune_apply_sends_the_threshold_to_a_remote_door(tmp_path, broker, key_f
     door = Door(door_settings(tmp_path, broker, key_file))
     door.agent.set_matching = lambda threshold, margin: applied.append((threshold, margin))
     admin_config = tmp_path / "admin.toml"
-    admin_config.write_text('[mqtt]\nhost = "127.0.0.1"\nport = %d\ntls = false\nsite = "%s"\n'
-                            'signing_key_file = "%s"\n' % (broker.port, SITE, key_file))
+    admin_config.write_text(key_file.admin_toml(broker))
     try:
         result = run_cli("tune", "apply", "0.42", "--door", "door1", "--config", admin_config)
         assert result.returncode == 0, result.stdout + result.stderr
@@ -474,12 +530,12 @@ def test_changes_and_remote_unlocks_are_audited_with_who_asked(tmp_path, broker,
         changes = [e for e in events if e.kind == "change"]
         assert [(e.detail["action"], e.person_id) for e in changes] == [("enroll", "p1"), ("disable", "p1")]
         unlock = next(e for e in events if e.kind == "remote_unlock")
-        key_id = door.agent.key_id
+        key_id = key_file.admin.key_id
         for event in changes + [unlock]:
             origin = event.detail["origin"]
             assert origin["via"] == "mqtt" and origin["operator"] == "alice" and origin["key"] == key_id
-            assert origin["request_id"]
-        assert len(key_id) == 12 and key_id not in key_file.read_text()  # a fingerprint, not the key
+            assert origin["signer"] == "admin" and origin["request_id"]
+        assert len(key_id) == 16 and key_id not in key_file.admin_public.read_text()  # an id, not the key
     finally:
         admin.close()
         door.close()
@@ -490,8 +546,7 @@ def test_a_misspelt_door_is_refused_at_once_with_the_close_names(tmp_path, broke
 
     door = Door(door_settings(tmp_path, broker, key_file))
     config = tmp_path / "admin.toml"
-    config.write_text('[mqtt]\nhost = "127.0.0.1"\nport = %d\ntls = false\nsite = "%s"\nsigning_key_file = "%s"\n'
-                      % (broker.port, SITE, key_file))
+    config.write_text(key_file.admin_toml(broker))
     try:
         started = time.monotonic()
         result = run_cli("admin", "ping", "--door", "dor1", "--config", config)

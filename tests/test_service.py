@@ -119,9 +119,10 @@ def write_config(tmp_path, text):
     return path
 
 
-def test_sigterm_while_unlocked_writes_the_off_frame(tmp_path, gallery_path, emulator):
+def start_door(tmp_path, gallery_path, emulator, audit="a.db"):
+    """`facegate run` as its own process, with obama in front of the camera for ever."""
     folder = tmp_path / "camera"
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)
     (folder / "1.jpg").write_bytes((PROBES / "obama.jpg").read_bytes())
     config = write_config(tmp_path, """
 [camera]
@@ -130,13 +131,19 @@ loop = true
 [door]
 unlock_seconds = 60.0
 """)
-    service = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "appliance", "run", "--config", str(config), "--camera", str(folder),
-         "--relay-port", emulator.path, "--gallery", str(gallery_path), "--audit", str(tmp_path / "a.db"),
+         "--relay-port", emulator.path, "--gallery", str(gallery_path), "--audit", str(tmp_path / audit),
          "--models-dir", str(MODELS)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+# SIGHUP and SIGUSR1 end a process at once by default, with no Python code run: the relay stayed on
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGQUIT])
+def test_any_ending_signal_while_unlocked_locks_the_door_first(tmp_path, gallery_path, emulator, signum):
+    service = start_door(tmp_path, gallery_path, emulator)
     try:
         assert emulator.wait_for(lambda e: e.is_on(), timeout=60), "never unlocked"
-        service.send_signal(signal.SIGTERM)
+        service.send_signal(signum)
         assert service.wait(timeout=20) == 0
     finally:
         if service.poll() is None:
@@ -144,6 +151,43 @@ unlock_seconds = 60.0
     assert emulator.wait_for(lambda e: not e.is_on(), timeout=2)
     unlocked_at = [e.at for e in emulator.events if e.on][-1]
     assert emulator.events[-1].at - unlocked_at < 30  # locked by the signal, not by the 60 s timer
+    assert "stopping on %s: locking the door first" % signal.Signals(signum).name in service.stdout.read()
+
+
+def test_a_second_door_on_the_same_gallery_refuses_to_start_and_names_the_first(tmp_path, gallery_path, emulator):
+    first = start_door(tmp_path, gallery_path, emulator)
+    try:
+        assert emulator.wait_for(lambda e: e.is_on(), timeout=60), "never unlocked"
+        switched = len(emulator.events)
+        second = run_cli("run", "--config", tmp_path / "door.toml", "--camera", tmp_path / "camera",
+                         "--relay-port", emulator.path, "--gallery", gallery_path, "--audit", tmp_path / "a.db",
+                         "--models-dir", MODELS)
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert "in use by another FaceGate door (pid %d, running since" % first.pid in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+        assert len(emulator.events) == switched and emulator.is_on()  # the first door's relay, untouched
+        # nor can an installer's relay test drive the relay a running door holds
+        test = run_cli("relay", "test", "--seconds", "1", "--port", emulator.path)
+        assert test.returncode == 2 and "held by another process" in test.stderr, test.stderr
+    finally:
+        first.terminate()
+        first.wait(timeout=20)
+
+
+def test_a_relay_test_ended_by_sigterm_locks_the_relay(tmp_path, emulator):
+    test = subprocess.Popen([sys.executable, "-m", "appliance", "relay", "test", "--seconds", "100",
+                             "--port", emulator.path], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert emulator.wait_for(lambda e: e.is_on(), timeout=20)
+        test.send_signal(signal.SIGTERM)
+        assert test.wait(timeout=10) == 130
+    finally:
+        if test.poll() is None:
+            test.kill()
+    assert emulator.wait_for(lambda e: not e.is_on(), timeout=2)
+    assert "locked (stopped early by SIGTERM)" in test.stdout.read()
+    bad = run_cli("relay", "test", "--seconds", "-1", "--port", emulator.path)
+    assert bad.returncode == 2 and "--seconds must be more than 0" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_bad_configs_exit_with_one_line_and_the_door_locked(tmp_path, gallery_path, emulator):

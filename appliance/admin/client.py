@@ -3,10 +3,14 @@
 A command to one door waits for that door's reply; a command to the whole site waits for a
 reply from every door whose retained status says online (or until the timeout). `serve`
 answers doors' requests for site changes they missed.
+
+Commands are signed with the administrator's private key. What doors send is trusted only
+when signed by a door key this administrator knows (and has not revoked): replies and sync
+requests. Retained statuses carry no signature (Home Assistant reads them too), so they are
+read as untrusted text: shown, never acted on, and a malformed one is dropped.
 """
 
 import datetime
-import json
 import logging
 import threading
 import time
@@ -15,13 +19,17 @@ from typing import Any, Callable, Dict, List, Optional
 
 from appliance.admin.site import SiteGallery
 from appliance.config import MqttConfig
+from appliance.errors import AdminError, CommandError
+from appliance.keys import PrivateKey, TrustedKeys
 from appliance.mqtt import topics
 from appliance.mqtt.link import MqttLink
-from appliance.mqtt.signing import sign
-from appliance.errors import AdminError
+from appliance.mqtt.payload import parse_json
+from appliance.mqtt.signing import open_sealed, sign
+from appliance.throttle import Throttle
 
 log = logging.getLogger(__name__)
-
+throttle = Throttle(log)
+SYNC_REQUEST_MAX_AGE = 600  # seconds: a door's clock may be off by minutes, not by days
 
 
 def _operator() -> str:
@@ -36,9 +44,11 @@ def _operator() -> str:
 
 
 class AdminClient:
-    def __init__(self, config: MqttConfig, key: bytes, link: Optional[MqttLink] = None) -> None:
+    def __init__(self, config: MqttConfig, key: PrivateKey, doors: TrustedKeys,
+                 link: Optional[MqttLink] = None) -> None:
         self.config = config
         self.key = key
+        self.doors = doors  # the doors' public keys: whose replies and sync requests count
         self.site = config.site
         self.name = "admin-%s" % uuid.uuid4().hex[:8]
         self.operator = _operator()
@@ -50,6 +60,7 @@ class AdminClient:
         self._live = False  # past the burst of stored (retained) messages that follows subscribing
         self.on_event: Optional[Callable[[Dict[str, Any]], None]] = None
         self._replies: Dict[str, List[Dict[str, Any]]] = {}
+        self._sync_requests_seen: Dict[str, float] = {}  # request id -> when: each is answered once
         self._condition = threading.Condition()
         self.link.subscriptions = [self.reply_topic, "facegate/%s/+/reply/+" % self.site,
                                    "facegate/%s/+/status" % self.site,
@@ -69,36 +80,62 @@ class AdminClient:
     def close(self) -> None:
         self.link.stop()
 
-    def _message(self, message) -> None:
+    def door_signed(self, payload: bytes, door: Optional[str]):
+        """The parsed envelope of a message signed by `door`'s own (unrevoked) key (any known
+        door's when `door` is None), else None; the envelope's `signer` is the door's name."""
         try:
-            payload = json.loads(message.payload.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            log.warning("ignoring a malformed message on %s", message.topic)
-            return
+            self.doors = self.doors.fresh()
+            opened = open_sealed(payload, lambda key_id: self.doors.find(key_id, "door"))
+            if door is not None and opened.signer.name != door:
+                raise CommandError("wrong_signer", "signed by door %s, sent as %s" % (opened.signer.name, door))
+            envelope = parse_json(opened.signed)
+            if not isinstance(envelope, dict) or not isinstance(envelope.get("body"), dict):
+                raise CommandError("malformed", "not an envelope")
+            envelope["signer"] = opened.signer.name
+        except CommandError as err:
+            throttle.warning("door:" + err.code, "ignoring a message as from door %r: %s: %s", door, err.code,
+                             err.message)
+            return None
+        return envelope
+
+    def _message(self, message) -> None:
         parts = message.topic.split("/")
-        if len(parts) == 4 and parts[3] == "status" and isinstance(payload, dict):
+        if len(parts) == 4 and parts[3] in ("status", "seen", "events"):
+            try:
+                payload = parse_json(message.payload)
+            except CommandError:
+                payload = None
+            if not isinstance(payload, dict):  # untrusted: anyone on the broker may have written it
+                throttle.warning("malformed:" + parts[3], "ignoring a malformed message on %r", message.topic)
+                return
+            self._door_message(parts[2], parts[3], payload)
+            return
+        if "reply" in parts and len(parts) >= 4:
+            # a door's own reply topic names it; this administrator's reply topic takes any known door
+            envelope = self.door_signed(message.payload, parts[2] if len(parts) == 5 else None)
+            reply = envelope["body"] if envelope else None
+            if reply and isinstance(reply.get("request_id"), str) and reply.get("device") == envelope["signer"]:
+                with self._condition:
+                    replies = self._replies.get(reply["request_id"])
+                    if replies is not None and not any(r.get("device") == reply["device"] for r in replies):
+                        replies.append(reply)
+                    self._condition.notify_all()
+
+    def _door_message(self, door: str, kind: str, payload: Dict[str, Any]) -> None:
+        if kind == "status":
+            status = _clean_status(payload)
             with self._condition:
-                self.statuses[parts[2]] = payload
+                self.statuses[door] = status
                 # stored statuses come in the burst after subscribing; later ones were sent just now,
                 # so their time is now: how "offline since" is known for a last will
                 if self._live:
-                    self._status_arrived[parts[2]] = time.time()
+                    self._status_arrived[door] = time.time()
                 self._condition.notify_all()
-            return
-        if len(parts) == 4 and parts[3] == "seen" and isinstance(payload, dict):
+        elif kind == "seen":
             with self._condition:
-                self.seen[parts[2]] = str(payload.get("time"))
-            return
-        if len(parts) == 4 and parts[3] == "events":
-            if self.on_event:
-                self.on_event(payload)
-            return
-        if "reply" in parts and isinstance(payload, dict) and payload.get("request_id"):
-            with self._condition:
-                replies = self._replies.setdefault(payload["request_id"], [])
-                if not any(r.get("device") == payload.get("device") for r in replies):
-                    replies.append(payload)
-                self._condition.notify_all()
+                self.seen[door] = _text(payload.get("time"))
+        elif self.on_event:
+            self.on_event(payload)
 
     def offline_since(self, door: str) -> Optional[str]:
         """When `door` went offline (UTC ISO), if anyone can know: it said so as it stopped, or this
@@ -109,7 +146,7 @@ class AdminClient:
             if status.get("state") == "online":
                 return None
             if status.get("since"):
-                return str(status["since"])
+                return _text(status["since"])
             arrived = self._status_arrived.get(door)
         if arrived is None:
             return None
@@ -134,9 +171,10 @@ class AdminClient:
         answered = []
         for reply in self.send("all", "status", {}, timeout=timeout, expect=online):
             if reply.get("ok") and isinstance(reply.get("result"), dict) and reply.get("device"):
+                status = _clean_status(reply["result"])
                 with self._condition:
-                    self.statuses[reply["device"]] = reply["result"]
-                    self.seen[reply["device"]] = str(reply["result"].get("time"))
+                    self.statuses[reply["device"]] = status
+                    self.seen[reply["device"]] = status.get("time")
                 answered.append(reply["device"])
         return answered
 
@@ -149,15 +187,14 @@ class AdminClient:
         """Sign and publish a command; return the replies (one per door) that came in time."""
         if self.operator and "operator" not in body:
             body = dict(body, operator=self.operator)  # signed with the rest: the door records who asked
-        envelope = sign(self.key, verb, target, body)
-        request_id = envelope["request_id"]
+        request_id = uuid.uuid4().hex
+        payload = sign(self.key, verb, target, body, request_id=request_id, reply_to=self.reply_topic)
         topic = topics.command(self.site, target, verb)
         if expect is None:
             expect = self.online_doors() if target == "all" else [target]
         with self._condition:
             self._replies[request_id] = []
-        self.link.publish_request(topic, json.dumps(envelope, ensure_ascii=False).encode("utf-8"),
-                                  self.reply_topic, request_id.encode())
+        self.link.publish_request(topic, payload, self.reply_topic, request_id.encode())
         deadline = time.monotonic() + timeout
         with self._condition:
             while True:
@@ -189,16 +226,58 @@ class AdminClient:
         self.link.subscribe("facegate/%s/+/sync/request" % self.site)
 
     def _answer_sync(self, gallery: SiteGallery, device: str, payload: bytes) -> None:
-        try:
-            after = int(json.loads(payload.decode("utf-8")).get("after", 0))
-        except (UnicodeDecodeError, ValueError, AttributeError, TypeError):
-            log.warning("ignoring a malformed sync request from %s", device)
+        """Only a door this administrator knows, asking in its own name, freshly and once, gets
+        the site's changes; they go to that door's own command topic, signed for it alone."""
+        envelope = self.door_signed(payload, device)
+        if envelope is None:
             return
+        body, now = envelope["body"], time.time()
+        after, issued, request_id = body.get("after"), envelope.get("issued"), envelope.get("request_id")
+        if (envelope.get("verb") != "sync_request" or not isinstance(after, int) or isinstance(after, bool)
+                or after < 0 or not isinstance(issued, (int, float)) or not isinstance(request_id, str)):
+            throttle.warning("sync:malformed", "ignoring a malformed sync request from %s", device)
+            return
+        if abs(now - issued) > SYNC_REQUEST_MAX_AGE or request_id in self._sync_requests_seen:
+            throttle.warning("sync:stale", "ignoring a stale or repeated sync request from %s", device)
+            return
+        self._sync_requests_seen = {r: t for r, t in self._sync_requests_seen.items()
+                                    if now - t < 2 * SYNC_REQUEST_MAX_AGE}
+        self._sync_requests_seen[request_id] = now
         changes = gallery.changes_after(after, max_bytes=self.config.max_payload_kb * 512)
         if not changes:
             return
         log.info("door %s is at change %d: sending %d-%d", device, after, changes[0]["change"],
                  changes[-1]["change"])
-        envelope = sign(self.key, "sync", device, {"changes": changes})
-        self.link.publish(topics.command(self.site, device, "sync"),
-                          json.dumps(envelope, ensure_ascii=False).encode("utf-8"))
+        self.link.publish(topics.command(self.site, device, "sync"), sign(self.key, "sync", device, {"changes": changes}))
+
+
+def _text(value: Any) -> Optional[str]:
+    """Plain text from an untrusted message, or None."""
+    from appliance.mqtt.payload import plain_text
+
+    return value[:100] if plain_text(value) else None
+
+
+def _clean_status(payload: Dict[str, Any]) -> Dict[str, Any]:
+    """A retained status reduced to fields of the types `admin status` prints; nothing else passes."""
+    status: Dict[str, Any] = {}
+    for key in ("state", "device", "since", "reason", "door", "access", "time", "version"):
+        if _text(payload.get(key)) is not None:
+            status[key] = _text(payload.get(key))
+    gallery = payload.get("gallery")
+    if isinstance(gallery, dict):
+        status["gallery"] = {k: v for k, v in gallery.items() if k in ("version", "site_version", "people", "templates")
+                             and isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2 ** 53}
+    if isinstance(payload.get("unsent_events"), int):
+        status["unsent_events"] = payload["unsent_events"]
+    faults = payload.get("faults")
+    if isinstance(faults, dict):
+        status["faults"] = {str(_text(k)): _text(v) for k, v in list(faults.items())[:20] if _text(k)}
+    matching = payload.get("matching")
+    if isinstance(matching, dict):
+        status["matching"] = {k: v for k, v in matching.items() if isinstance(v, (int, float, str))
+                              and not isinstance(v, bool)}
+    decision = payload.get("last_decision")
+    if isinstance(decision, dict):
+        status["last_decision"] = {k: _text(decision.get(k)) for k in ("kind", "person_id", "person_name", "time")}
+    return status

@@ -33,9 +33,29 @@ def register(commands) -> None:
             sub.add_argument("--door", help="one door by name (default: every door of the site)")
         return sub
 
-    keygen = verbs.add_parser("keygen", help="write a new site signing key (mode 600)")
+    keygen = verbs.add_parser("keygen", help="write the administrator's signing key (mode 600) and its public "
+                                             "half (FILE.pub, for every door's mqtt.trusted_keys_file)")
     keygen.add_argument("file")
+    keygen.add_argument("--name", default="admin", help="the name doors know this key by (default: admin)")
     keygen.set_defaults(handler=_keygen)
+    sub = verbs.add_parser("add-door", help="trust a door's own key (the line 'facegate keys init' printed)")
+    add_config_options(sub)
+    sub.add_argument("door")
+    sub.add_argument("public_key", help="the door's public key, 64 hex digits")
+    sub.set_defaults(handler=_add_door)
+    sub = verbs.add_parser("revoke-door", help="stop trusting a door (stolen, replaced): its replies and sync "
+                                               "requests are ignored from now on")
+    add_config_options(sub)
+    sub.add_argument("door")
+    sub.set_defaults(handler=_revoke_door)
+    sub = verbs.add_parser("broker-rules", help="write the broker's accounts and access rules for the trusted "
+                                                "doors (mosquitto: passwd, acl, a TLS listener)")
+    add_config_options(sub)
+    sub.add_argument("--out", required=True, help="folder for passwd, acl, mosquitto.conf and the password files")
+    sub.set_defaults(handler=_broker_rules)
+    sub = verbs.add_parser("doors", help="the doors this administrator trusts, and the revoked ones")
+    add_config_options(sub)
+    sub.set_defaults(handler=_doors)
     sub = verb("enroll", "enrol a person from photos")
     sub.add_argument("name")
     sub.add_argument("photos", nargs="+")
@@ -76,15 +96,93 @@ def register(commands) -> None:
 
 
 def _keygen(args) -> int:
-    from appliance.mqtt.signing import write_new_key
+    from appliance.keys import PrivateKey, valid_name, write_private
 
+    if not valid_name(args.name):
+        raise FaceGateError("--name must be 1-64 characters without / + # or control characters")
+    key = PrivateKey.generate()
     try:
-        write_new_key(args.file)
+        write_private(args.file, key)
     except FileExistsError:
-        raise FaceGateError("%s exists: a site key is never overwritten (remove it first if you mean it)"
+        raise FaceGateError("%s exists: a signing key is never overwritten (remove it first if you mean it)"
                             % args.file) from None
-    print("wrote a new site signing key to %s (mode 600); copy it to every door's mqtt.signing_key_file"
-          % args.file)
+    public = Path(args.file + ".pub")
+    public.write_text("admin %s %s\n" % (args.name, key.public.hex))
+    print("wrote the administrator's signing key to %s (mode 600; it stays on this machine) and its public "
+          "half to %s:\ncopy %s to every door as its mqtt.trusted_keys_file" % (args.file, public, public))
+    return 0
+
+
+def _door_registry(args):
+    from appliance.keys import TrustedKeys
+
+    config = load_config(args)
+    if not config.mqtt.trusted_keys_file:
+        raise FaceGateError("mqtt.trusted_keys_file is empty in the administrator's config: name the file that "
+                            "keeps the doors' public keys")
+    return TrustedKeys.load(config.mqtt.trusted_keys_file, missing_ok=True)
+
+
+def _add_door(args) -> int:
+    from appliance.keys import PublicKey, Trusted, valid_name
+
+    if not valid_name(args.door):
+        raise FaceGateError("a door name is 1-64 characters without / + # or control characters")
+    registry = _door_registry(args)
+    key = PublicKey.from_hex(args.public_key)
+    for entry in registry.named(args.door):
+        if entry.role == "revoked" and entry.key_id == key.key_id:
+            raise FaceGateError("door %s's key %s was revoked and is never trusted again: run 'facegate keys init' "
+                                "on the door after removing its key file, and add the new key" % (args.door, key.key_id))
+    if any(e.key_id == key.key_id and e.name != args.door for e in registry.entries):
+        raise FaceGateError("key %s already belongs to another name in %s" % (key.key_id, registry.path))
+    registry.with_entry(Trusted("door", args.door, key)).save()
+    print("door %s: trusting key %s (%s)" % (args.door, key.key_id, registry.path))
+    return 0
+
+
+def _revoke_door(args) -> int:
+    from appliance.keys import Trusted
+
+    registry = _door_registry(args)
+    entries = [e for e in registry.named(args.door) if e.role == "door"]
+    if not entries:
+        known = sorted({e.name for e in registry.of_role("door")})
+        raise FaceGateError("no trusted door %r in %s%s" % (args.door, registry.path, did_you_mean(args.door, known)))
+    registry.with_entry(Trusted("revoked", args.door, entries[0].key)).save()
+    print("door %s: key %s revoked. Its replies and sync requests are ignored from now on. Also: run 'facegate "
+          "admin broker-rules' and reload the broker so its account goes, and remove its people's access if the "
+          "door was stolen with its gallery" % (args.door, entries[0].key_id))
+    return 0
+
+
+def _broker_rules(args) -> int:
+    from appliance.admin import broker_rules
+
+    config = load_config(args)
+    doors = sorted(e.name for e in _door_registry(args).of_role("door"))
+    if not doors:
+        raise FaceGateError("no trusted doors yet: add each with 'facegate admin add-door NAME KEY' first")
+    folder = Path(args.out)
+    written = broker_rules.write(folder, config.mqtt.site, doors, config.mqtt.home_assistant_prefix)
+    print("wrote %s, %s and %s for site %s: %d door account%s, %s (everything under the site), %s (read-only)"
+          % (folder / "passwd", folder / "acl", folder / "mosquitto.conf", config.mqtt.site, len(doors),
+             "" if len(doors) == 1 else "s", broker_rules.ADMIN_ACCOUNT, broker_rules.HOME_ASSISTANT_ACCOUNT))
+    for door in doors:
+        account = broker_rules.door_account(door)
+        print("  door %s: username %s, password file %s (copy to the door's mqtt.password_file, mode 600)"
+              % (door, account, written[account]))
+    print("reload the broker to apply (mosquitto: kill -HUP its pid, or systemctl reload mosquitto)")
+    return 0
+
+
+def _doors(args) -> int:
+    registry = _door_registry(args)
+    for entry in sorted(registry.entries, key=lambda e: e.name):
+        if entry.role in ("door", "revoked"):
+            print("%-20s %-8s key %s" % (entry.name, "REVOKED" if entry.role == "revoked" else "trusted", entry.key_id))
+    if not registry.of_role("door") and not registry.of_role("revoked"):
+        print("no doors in %s: add each with 'facegate admin add-door NAME KEY'" % registry.path)
     return 0
 
 
@@ -93,12 +191,13 @@ class AdminSession:
 
     def __init__(self, args) -> None:
         from appliance.admin.client import AdminClient
-        from appliance.mqtt.signing import load_site_key
+        from appliance.keys import TrustedKeys, load_private
 
         self.args = args
         self.config = load_config(args)
         self.site_path = args.site_gallery or self.config.gallery.path
-        self.client = AdminClient(self.config.mqtt, load_site_key(self.config.mqtt.signing_key_file))
+        doors = TrustedKeys.load(self.config.mqtt.trusted_keys_file, missing_ok=True)
+        self.client = AdminClient(self.config.mqtt, load_private(self.config.mqtt.signing_key_file), doors)
         self.client.connect(timeout=min(args.timeout, 10.0))
 
     def site_gallery(self, model_id=None):
@@ -377,7 +476,7 @@ def _sync_door(session, site, device: str, version: int) -> int:
     if version >= site.version:
         print("%s: up to date at site change %d" % (device, version))
         return 0
-    applied, failed = [], []
+    applied, failed, stopped = [], [], None
     while version < site.version:
         changes = site.changes_after(version, max_bytes=session.config.mqtt.max_payload_kb * 512)
         replies = session.client.send(device, "sync", {"changes": changes}, timeout=session.args.timeout)
@@ -386,12 +485,16 @@ def _sync_door(session, site, device: str, version: int) -> int:
         result = replies[0]["result"]
         applied += result.get("applied", [])
         failed += result.get("failed", [])
-        if result.get("site_version", version) <= version:
+        stopped = result.get("stopped")
+        if stopped or result.get("site_version", version) <= version:
+            version = result.get("site_version", version)
             break  # no progress: say where it stopped rather than loop
         version = result["site_version"]
-    print("%s: applied site change%s %s; now at %d of %d%s" % (
+    print("%s: applied site change%s %s; now at %d of %d%s%s" % (
         device, "" if len(applied) == 1 else "s", _ranges(applied) or "none", version, site.version,
-        "".join("; change %s failed: %s" % (f.get("change"), f.get("error")) for f in failed)))
+        "".join("; change %s refused here: %s" % (f.get("change"), f.get("error")) for f in failed),
+        "; STOPPED at change %s: %s (tried again at the next sync)" % (stopped.get("change"), stopped.get("error"))
+        if stopped else ""))
     return EXIT_ERROR_REPLY if failed or version < site.version else 0
 
 

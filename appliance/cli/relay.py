@@ -2,7 +2,9 @@
 
 import time
 
+from appliance import signals
 from appliance.cli.common import add_config_options, load_config
+from appliance.errors import FaceGateError
 
 
 def register(commands) -> None:
@@ -22,14 +24,20 @@ def register(commands) -> None:
 def run(args) -> int:
     from appliance.door.relay import Relay
 
+    if args.relay_action == "test" and not 0 < args.seconds <= 600:
+        raise FaceGateError("--seconds must be more than 0 and at most 600, got %g" % args.seconds)
     config = load_config(args)  # --port is relay.port (config.FLAGS)
+    signals.raise_on_terminating()  # any signal that would end us ends the pulse, and `finally` locks
     relay = Relay.from_config(config.relay)  # opening it drives it locked
+    stopped = None
     try:
         if args.relay_action == "test":
-            print("relay %s: unlocked for %.1f s" % (config.relay.port, args.seconds))
+            print("relay %s: unlocked for %.1f s" % (config.relay.port, args.seconds), flush=True)
             relay.unlock()
             time.sleep(args.seconds)
+    except signals.Stopped as signal_stop:
+        stopped = signal_stop
     finally:
         relay.close()
-    print("relay %s: locked" % config.relay.port)
-    return 0
+    print("relay %s: locked%s" % (config.relay.port, " (stopped early by %s)" % stopped if stopped else ""))
+    return 130 if stopped else 0

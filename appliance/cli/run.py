@@ -4,13 +4,14 @@ import json
 import logging
 import logging.handlers
 import os
-import signal
 import sys
 import time
 
+from appliance import signals
 from appliance.cli.common import (add_config_options, add_door_options, audit_line, known_name, load_config, local_time,
                                   shown_time)
 from appliance.config import validate
+from appliance.instance import InstanceLock
 from appliance.errors import FaceGateError
 
 
@@ -120,11 +121,13 @@ def _serve(args) -> int:
 
     for note in notes(config):
         logging.getLogger("appliance").warning("%s", note)
+    instance = InstanceLock()  # held until this process ends
+    instance.hold(config.gallery.path, "gallery")
+    instance.hold(config.audit.path, "audit trail")
     service = build_service(config, use_relay=not args.no_relay)
     service.controller.listeners.append(_print_event)
-    # SIGTERM and SIGINT end the loop, which locks the relay on its way out
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: service.stop())
+    # any signal that would end the process ends the loop instead, which locks the relay on its way out
+    signals.on_terminating(lambda signum: service.stop())
     logging.getLogger("appliance").info("running: camera %s, relay %s, gallery %s (%d templates)",
                                         config.camera.source,
                                         "none (dry run)" if args.no_relay else config.relay.port,

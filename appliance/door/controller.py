@@ -16,9 +16,11 @@ from appliance.audit import AuditStore, Event
 from appliance.config import DoorConfig
 from appliance.door.schedule import is_open, parse_schedule
 from appliance.door.states import Access, Door, access_machine, door_machine
-from appliance.errors import AuditError, RelayError
+from appliance.errors import AuditError, RelayError, StorageError
 
 log = logging.getLogger(__name__)
+
+STORAGE = "storage"  # the fault source of a record that could not be written
 
 
 class DoorController:
@@ -39,6 +41,7 @@ class DoorController:
         self._release_error: Optional[str] = None
         self._lock_error: Optional[str] = None
         self._lock = threading.RLock()
+        self._storage_since: Optional[str] = None
         self._next_refresh = 0.0
         self._next_reconnect = 0.0
         self._reconnect_wait = 0.5
@@ -82,7 +85,8 @@ class DoorController:
             self.secure()
 
     def healthy(self, *args, **kwargs) -> bool:
-        return not self.faults and bool(self.relay.connected)
+        # a full disk stops what must be recorded first (remote commands), not faces: see storage_failed
+        return not (set(self.faults) - {STORAGE}) and bool(self.relay.connected)
 
     def access_changed(self, *args, **kwargs) -> None:
         log.info("access -> %s", self.access.value)
@@ -105,9 +109,41 @@ class DoorController:
             try:
                 self.audit.record(event)
             except AuditError as err:
-                log.error("%s", err)  # the decision stands; the log keeps what the trail could not
+                # the decision stands; the log keeps what the trail could not
+                log.error("%s", err)
+                self.storage_failed(str(err))
+            else:
+                if STORAGE in self.faults:
+                    self._storage_recovered()
         for listener in self.listeners:
             listener(event)
+
+    def storage_failed(self, message: str) -> None:
+        """A record could not be written (disk full, database locked or corrupt). A fault the
+        status and the log show; it does not lock out faces, but what must be recorded before it
+        is done (a remote command) is refused until a write succeeds again."""
+        with self._lock:
+            if STORAGE not in self.faults:
+                log.error("fault (%s): %s", STORAGE, message)
+                self._storage_since = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+            self.faults[STORAGE] = message
+
+    def _storage_recovered(self) -> None:
+        """Space is back: the trail gets the fault it could not record, then its end."""
+        with self._lock:
+            message = self.faults.pop(STORAGE, None)
+            if message is None:
+                return
+            log.info("storage writable again (fault since %s)", self._storage_since)
+            for event in (Event("fault", detail={"source": STORAGE, "message": message, "since": self._storage_since}),
+                          Event("recovered", detail={"source": STORAGE})):
+                try:
+                    self.audit.record(event)
+                except AuditError as err:
+                    self.faults[STORAGE] = str(err)
+                    return
+                for listener in self.listeners:
+                    listener(event)
 
     def recently_granted(self, person_id: str, now: Optional[float] = None) -> bool:
         now = time.monotonic() if now is None else now
@@ -146,18 +182,29 @@ class DoorController:
                 self.deny()
                 self.emit(event)
 
-    def _release_on_request(self, event: Event) -> bool:
-        """Unlock for a request that needs no face (exit button, remote unlock); False if refused."""
+    def _release_on_request(self, event: Event, record_first: bool = False) -> bool:
+        """Unlock for a request that needs no face (exit button, remote unlock); False if refused.
+        With `record_first` the event must be in the audit trail before the relay moves."""
         with self._lock:
             if not self.may_exit_request():
                 log.info("%s ignored in state %s", event.kind, self.access.value)
                 return False
+            if record_first and self.audit is not None:
+                try:
+                    self.audit.record(event)
+                except AuditError as err:
+                    self.storage_failed(str(err))
+                    raise StorageError("%s: the door stays locked" % err) from err
             self._release_error = None
             if not self.exit_request():
                 self.report_fault("relay", self._release_error or "unlock failed")
                 return False
             self._opened_by = None
-            self.emit(event)
+            if record_first:
+                for listener in self.listeners:
+                    listener(event)
+            else:
+                self.emit(event)
             return True
 
     def exit_pressed(self) -> None:
@@ -169,7 +216,7 @@ class DoorController:
         detail = {"source": "mqtt", "reason": reason}
         if origin:
             detail["origin"] = origin
-        return self._release_on_request(Event("remote_unlock", detail=detail))
+        return self._release_on_request(Event("remote_unlock", detail=detail), record_first=True)
 
     def contact_changed(self, door_open: bool) -> None:
         if door_open:

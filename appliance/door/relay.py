@@ -90,10 +90,15 @@ class Relay:
 
     def _open(self) -> None:
         try:
+            # exclusive: a second process (another door on the same config, a 'relay test') would
+            # drive the relay against this one
             self._port = serial.Serial(self.port_name, self.baudrate, bytesize=8, parity="N",
-                                       stopbits=1, timeout=0, write_timeout=self.write_timeout)
+                                       stopbits=1, timeout=0, write_timeout=self.write_timeout, exclusive=True)
         except (serial.SerialException, OSError, ValueError) as err:
             self._port = None
+            if "exclusively lock" in str(err):
+                raise RelayError("relay port %s is held by another process (a FaceGate door or a 'facegate relay "
+                                 "test'): stop it first ('fuser %s' names it)" % (self.port_name, self.port_name)) from err
             raise RelayError("cannot open relay port %s: %s (check the cable and relay.port)"
                              % (self.port_name, err)) from err
 

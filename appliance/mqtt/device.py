@@ -2,17 +2,18 @@
 signed commands: checked here, then dispatched to the gallery's verbs (mqtt/gallery_verbs.py) or
 the door's own (below). Topics: mqtt/topics.py.
 
-Checks run in this order and a failure is an error reply that changes nothing: retained,
-size and shape (mqtt/payload.py), signature, verb and target against the topic, age,
-repeated request id. Until the signature has been checked the sender is nobody: such a
-request is answered only on this door's own reply topic, whatever response topic it names.
+On the network thread: size, retain flag, and the administrator's signature over the raw bytes
+(mqtt/signing.py), before anything is parsed; a stranger's message stops there, is never
+queued, and draws at most a few replies a second. A signed command waits in a bounded inbox
+for the command thread: shape (mqtt/payload.py), verb and target against the topic, age,
+request id (mqtt/ledger.py: recorded before it is carried out). Replies are signed with this
+door's own key and go where the signed command said, else to this door's own reply topic.
 """
 
 import datetime
-import hashlib
 import json
 import logging
-import queue
+import sqlite3
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
@@ -20,25 +21,28 @@ from typing import Any, Callable, Dict, List, Optional
 from appliance import __version__, threads
 from appliance.audit import AuditStore, Event
 from appliance.config import Config
-from appliance.errors import CommandError, GalleryError
+from appliance.errors import AuditError, CommandError, ConfigError, GalleryError, StorageError
 from appliance.gallery.enrol import Enroller
 from appliance.gallery.store import GalleryStore
+from appliance.keys import TrustedKeys, load_private
 from appliance.mqtt import home_assistant, topics
 from appliance.mqtt.gallery_verbs import GalleryVerbs
+from appliance.mqtt.history_verbs import HistoryVerbs
+from appliance.mqtt.inbox import Inbox
 from appliance.mqtt.ledger import Ledger
 from appliance.mqtt.link import MqttLink
 from appliance.mqtt.outbox import Outbox
-from appliance.mqtt.history_verbs import HistoryVerbs
-from appliance.mqtt.payload import check_age, check_topic, parse_envelope, plain_text, text_field
-from appliance.mqtt.signing import load_site_key, verify
+from appliance.mqtt.payload import (READ_VERBS, check_age, check_size, check_topic, parse_envelope, plain_text,
+                                    text_field)
+from appliance.mqtt.signing import Opened, open_sealed, sign
+from appliance.throttle import Budget, Throttle
 
 log = logging.getLogger(__name__)
 
 GALLERY_VERBS = ("enroll", "add_photos", "remove", "disable", "enable")
 # what changes who may enter or the decision rule: each is an audit event with its origin
 AUDITED_VERBS = GALLERY_VERBS + ("set_threshold",)
-# answers that change nothing: not kept in the ledger (a repeat simply reads again)
-READ_VERBS = ("ping", "status", "list", "get", "events", "snapshot")
+READ_REPLY = {"ok": True, "result": "a read: its answer is not kept"}
 
 
 def _utc_now() -> str:
@@ -63,8 +67,12 @@ class DeviceAgent:
         self.model_id = model_id
         self.set_matching = set_matching
         self.matching_state = matching_state  # the decision rule as the door applies it now
-        self.key = load_site_key(self.mqtt.signing_key_file)
-        self.key_id = hashlib.sha256(self.key).hexdigest()[:12]  # names the key in audit events, never reveals it
+        self.key = load_private(self.mqtt.signing_key_file)  # this door's own: signs what it sends
+        self.trusted = TrustedKeys.load(self.mqtt.trusted_keys_file)
+        if not self.trusted.of_role("admin"):
+            raise ConfigError("%s names no administrator key ('admin NAME KEY'): no command could be "
+                              "accepted" % self.mqtt.trusted_keys_file)
+        self.key_id = self.key.key_id
         self._origin: Dict[str, Any] = {}
         # its own connection: gallery writes here never interleave with the door loop's reads
         self.store = GalleryStore(gallery_path, model_id=model_id,
@@ -80,12 +88,15 @@ class DeviceAgent:
                                      will=will)
         self.link.subscriptions = [topics.commands(self.mqtt.site, self.mqtt.device),
                                    topics.commands(self.mqtt.site, topics.ALL)]
-        self.outbox = Outbox(self.link, audit, self.mqtt.site, self.mqtt.device, self.mqtt.events_in_flight)
+        self.outbox = Outbox(self.link, audit, self.mqtt.site, self.mqtt.device, self.mqtt.events_in_flight,
+                             on_storage_error=controller.storage_failed)
         self.link.on_message = self._received
         self.link.on_published = self.outbox.acknowledged
         self.link.on_connected.append(self._on_connect)
         self.link.on_disconnected.append(self._on_disconnect)
-        self._commands: "queue.Queue" = queue.Queue()
+        self._inbox = Inbox(self.mqtt.queue_max_commands, self.mqtt.queue_max_kb * 1024)
+        self._stranger_replies = Budget(rate=2.0, burst=10)  # what a flood of forgeries can draw
+        self._throttle = Throttle(log)
         self._wake = self.outbox.lock  # an acknowledgement, an event or a stop wakes the outbox loop
         self._next_status = self._next_sync = time.monotonic() + 60  # connecting does both at once
         self._status_lock = threading.Lock()
@@ -114,7 +125,7 @@ class DeviceAgent:
     def stop(self) -> None:
         self._stop.set()
         self.wake()
-        self._commands.put(None)
+        self._inbox.close()
         for thread in self._threads:
             thread.join(timeout=5)
         offline = {"state": "offline", "device": self.mqtt.device, "reason": "stopped", "since": _utc_now()}
@@ -210,54 +221,68 @@ class DeviceAgent:
     # -- commands --------------------------------------------------------------------------
 
     def _received(self, message) -> None:
-        # the network thread only queues; enrolment runs the models and must not stall it
-        self._commands.put(message)
+        """On the network thread: authenticate before anything else, queue only what is signed."""
+        try:
+            check_size(message.payload, self.mqtt.max_payload_kb * 1024)
+            opened = open_sealed(message.payload, lambda key_id: self.trusted.find(key_id, "admin"))
+        except CommandError as err:
+            self._refuse_stranger(message, err)
+            return
+        if not self._inbox.put((message, opened), len(message.payload)):
+            self._throttle.warning("busy", "command inbox full: answered a signed command on %r busy", message.topic)
+            self._reply(message, {}, {"ok": False, "code": "busy", "verb": None, "device": self.mqtt.device,
+                                      "message": "this door has too many commands waiting: send it again shortly"})
+
+    def _refuse_stranger(self, message, err: CommandError) -> None:
+        """A message nobody we trust signed: logged and answered sparingly, never parsed or queued."""
+        self._throttle.warning("refused:" + err.code, "refused a message on %r: %s: %s", message.topic,
+                               err.code, err.message)
+        if self._stranger_replies.take():
+            self._reply(message, {}, {"ok": False, "code": err.code, "message": err.message, "request_id": None,
+                                      "verb": None, "device": self.mqtt.device})
 
     def _command_loop(self) -> None:
         while not self._stop.is_set():
-            message = self._commands.get()
-            if message is None:
+            item = self._inbox.get()
+            if item is None:
                 return
             try:
-                self.handle(message)
+                self.handle(*item)
             except Exception:  # one bad command must not end command handling
-                log.exception("command on %r failed", message.topic)
+                log.exception("command on %r failed", item[0].topic)
 
-    def handle(self, message) -> Optional[Dict[str, Any]]:
+    def handle(self, message, opened: Opened) -> Dict[str, Any]:
         envelope: Dict[str, Any] = {}
-        signed = False  # until the signature checks out, the sender is nobody
         try:
-            envelope = parse_envelope(message.payload, self.mqtt.max_payload_kb * 1024)
-            if message.retain:
+            envelope = parse_envelope(opened.signed)
+            if message.retain:  # checked here so that the refusal names the request
                 raise CommandError("retained", "retained commands are ignored: publish commands without retain")
-            verify(self.key, envelope)
-            signed = True
             check_topic(message.topic, envelope, self.mqtt.site, self.mqtt.device)
-            check_age(envelope, self.mqtt, time.time())
+            check_age(envelope, self.mqtt, time.time(), self.ledger.newest_issued)
             previous = self.ledger.reply_for(envelope["request_id"])
-            if previous is not None:
-                reply = dict(previous, duplicate=True)  # answered again, not applied again
+            if previous is None:
+                reply = self._apply(envelope, opened)
+            elif envelope["verb"] in READ_VERBS:
+                raise CommandError("replayed", "this read was answered before: a read is answered once")
             else:
-                reply = self._apply(envelope)
+                reply = dict(previous, duplicate=True)  # answered again, not applied again
         except CommandError as err:
             reply = {"ok": False, "code": err.code, "message": err.message}
-            if signed and err.code in ("failed", "not_found", "refused"):
-                self.ledger.record(envelope["request_id"], envelope["verb"], reply)
         except Exception as err:  # a bug still gets an answer, and the log says what it was
             log.exception("command %r on %r failed", envelope.get("request_id"), message.topic)
             reply = {"ok": False, "code": "internal", "message": "%s: %s" % (type(err).__name__, err)}
         if not reply.get("ok") and reply.get("code") != "internal":  # that one is logged with its traceback
-            log.warning("refused a command on %r (request %r): %s: %s", message.topic,
-                        envelope.get("request_id"), reply.get("code"), reply.get("message"))
+            self._throttle.warning("refused:" + str(reply.get("code")), "refused a command on %r (request %r): %s: %s",
+                                   message.topic, envelope.get("request_id"), reply.get("code"), reply.get("message"))
         reply.setdefault("request_id", envelope.get("request_id"))
         reply.setdefault("verb", envelope.get("verb"))
         reply["device"] = self.mqtt.device
-        self._reply(message, envelope, reply, signed)
+        self._reply(message, envelope, reply)
         if reply.get("ok") and not reply.get("duplicate"):
             self.publish_status()
         return reply
 
-    def _apply(self, envelope: Dict[str, Any]) -> Dict[str, Any]:
+    def _apply(self, envelope: Dict[str, Any], opened: Opened) -> Dict[str, Any]:
         handler = self.handlers.get(envelope["verb"])
         if handler is None:
             raise CommandError("unknown_verb", "unknown command %r; known: %s"
@@ -274,27 +299,48 @@ class DeviceAgent:
                 self._ask_for_changes(applied)
                 raise CommandError("out_of_order", "change %d arrived after %d; asked for the missing ones"
                                    % (change, applied))
-        self._origin = self._origin_of(envelope)
+        request_id = envelope["request_id"]
+        try:  # record, then act: a command that cannot be recorded is not carried out
+            self.ledger.claim(request_id, envelope["verb"], float(envelope["issued"]))
+        except StorageError as err:
+            self.controller.storage_failed(str(err))
+            raise CommandError("storage", "%s: not carried out" % err) from err
+        self._origin = self._origin_of(envelope, opened)
         try:
             result = handler(body)
+            if envelope["verb"] in GALLERY_VERBS and change is not None:
+                self.store.set_site_version(change)
+            if envelope["verb"] in AUDITED_VERBS:
+                self._record_change(envelope["verb"], result, self._origin)
+        except CommandError as err:
+            self._finish(request_id, {"ok": False, "code": err.code, "message": err.message})
+            raise
+        except StorageError as err:
+            self._finish(request_id, {"ok": False, "code": "storage", "message": str(err)})
+            raise CommandError("storage", str(err)) from err
         except (GalleryError, ValueError, TypeError, KeyError) as err:
+            self._finish(request_id, {"ok": False, "code": "failed", "message": str(err)})
             raise CommandError("failed", str(err)) from err
-        if envelope["verb"] in GALLERY_VERBS and change is not None:
-            self.store.set_site_version(change)
-        if envelope["verb"] in AUDITED_VERBS:
-            self._record_change(envelope["verb"], result, self._origin)
         reply = {"ok": True, "result": result}
-        if envelope["verb"] not in READ_VERBS:
-            self.ledger.record(envelope["request_id"], envelope["verb"], reply)
+        self._finish(request_id, READ_REPLY if envelope["verb"] in READ_VERBS else reply)
         return reply
 
-    def _origin_of(self, envelope: Dict[str, Any]) -> Dict[str, Any]:
-        """Who asked: the signing key (by fingerprint), the operator the administrator's tool names in
-        the signed body, the request id."""
+    def _finish(self, request_id: str, reply: Dict[str, Any]) -> None:
+        """The outcome of a claimed command; if it cannot be written, the claim still stands, so
+        a repeat is refused rather than carried out again."""
+        try:
+            self.ledger.finish(request_id, reply)
+        except StorageError as err:
+            self.controller.storage_failed(str(err))
+
+    def _origin_of(self, envelope: Dict[str, Any], opened: Opened) -> Dict[str, Any]:
+        """Who asked: the signing key (its id and the name this door knows it by), the operator the
+        administrator's tool names in the signed body, the request id."""
         operator = envelope["body"].get("operator")
         if not (plain_text(operator) and 0 < len(operator) <= 64):
             operator = None
-        return {"via": "mqtt", "key": self.key_id, "operator": operator, "request_id": envelope["request_id"]}
+        return {"via": "mqtt", "key": opened.signer.key_id, "signer": opened.signer.name, "operator": operator,
+                "request_id": envelope["request_id"]}
 
     def _record_change(self, verb: str, result: Any, origin: Dict[str, Any]) -> None:
         """Every change to who may enter and to the decision rule goes into the audit trail."""
@@ -303,26 +349,33 @@ class DeviceAgent:
         for key in ("templates", "removed", "enabled", "distance_threshold", "min_margin", "applied", "failed"):
             if key in result:
                 detail[key] = result[key]
-        self.audit.record(Event("change", person_id=result.get("person_id"), person_name=result.get("name"),
-                                detail=detail))
+        try:
+            self.audit.record(Event("change", person_id=result.get("person_id"), person_name=result.get("name"),
+                                    detail=detail))
+        except AuditError as err:
+            self.controller.storage_failed(str(err))
+            raise StorageError(str(err)) from err
         self.wake()
 
     def _ask_for_changes(self, after: int) -> None:
+        """Signed with this door's key: the administrator answers only doors it knows."""
         self.link.publish(topics.sync_request(self.mqtt.site, self.mqtt.device),
-                          json.dumps({"after": after, "device": self.mqtt.device}).encode())
+                          sign(self.key, "sync_request", "admin", {"after": after, "device": self.mqtt.device}))
 
-    def _reply(self, message, envelope: Dict[str, Any], reply: Dict[str, Any], signed: bool) -> None:
-        # ensure_ascii: whatever text a reply echoes, the payload is plain ASCII JSON
-        payload = json.dumps(reply).encode("ascii")
-        properties = getattr(message, "properties", None)
-        response_topic = getattr(properties, "ResponseTopic", None) if properties else None
-        correlation = getattr(properties, "CorrelationData", None) if properties else None
-        if not (signed and topics.response_topic_allowed(self.mqtt.site, response_topic)):
-            # nobody unauthenticated chooses where this door publishes
+    def _reply(self, message, envelope: Dict[str, Any], reply: Dict[str, Any]) -> None:
+        """Signed with this door's key, to the reply topic the signed command named (an
+        administrator's own), else to this door's own: no response topic in the MQTT properties,
+        which nobody signed, chooses where this door publishes."""
+        response_topic = envelope.get("reply_to")
+        if not topics.response_topic_allowed(self.mqtt.site, response_topic):
             response_topic = topics.reply(self.mqtt.site, self.mqtt.device, envelope.get("request_id"))
+        properties = getattr(message, "properties", None)
+        correlation = getattr(properties, "CorrelationData", None) if properties else None
         if not isinstance(correlation, bytes) or len(correlation) > 256:
             correlation = None
-        self.link.publish(response_topic, payload, correlation=correlation)
+        self.link.publish(response_topic, sign(self.key, "reply", "admin", reply,
+                                               request_id=envelope.get("request_id") or None),
+                          correlation=correlation)
 
     # -- handlers: each takes the body and returns the result ------------------------------
 
@@ -354,14 +407,21 @@ class DeviceAgent:
         changes = body.get("changes")
         if not isinstance(changes, list):
             raise CommandError("malformed", "sync needs a list of changes")
-        applied, failed = [], []
         self._syncing = True
         try:
-            return self._apply_changes(changes, applied, failed)
+            return self._apply_changes(changes)
         finally:
             self._syncing = False
 
-    def _apply_changes(self, changes, applied: List[int], failed: List[Dict[str, Any]]) -> Dict[str, Any]:
+    def _apply_changes(self, changes) -> Dict[str, Any]:
+        """Each change in order. One this door refuses for good (a photo its quality gate rejects,
+        someone it never held) is recorded as failed and passed: it would fail the same way every
+        time, and a refusal never lets anyone in. One that fails for a passing reason (the
+        gallery busy or its disk full) stops the sync there: the site version stays before it,
+        so "up to date" means up to date, and the next sync tries it again."""
+        applied: List[int] = []
+        failed: List[Dict[str, Any]] = []
+        stopped = None
         for change in sorted(changes, key=lambda c: c.get("change", 0) if isinstance(c, dict) else 0):
             if not isinstance(change, dict) or change.get("verb") not in GALLERY_VERBS \
                     or not isinstance(change.get("body"), dict) or not isinstance(change.get("change"), int):
@@ -374,12 +434,30 @@ class DeviceAgent:
             try:
                 result = self.handlers[change["verb"]](change["body"])
                 self._record_change(change["verb"], result, dict(self._origin, via="mqtt sync", change=number))
+                self.store.set_site_version(number)
             except (CommandError, GalleryError, ValueError, TypeError, KeyError) as err:
-                failed.append({"change": number, "error": str(err)})  # recorded, not retried forever
-            self.store.set_site_version(number)
+                if _passing(err):
+                    stopped = {"change": number, "error": str(err)}
+                    break
+                failed.append({"change": number, "error": str(err)})
+                self._record_change(change["verb"], {"failed": str(err)},
+                                    dict(self._origin, via="mqtt sync", change=number))
+                self.store.set_site_version(number)
+            except StorageError as err:
+                stopped = {"change": number, "error": str(err)}
+                break
             applied.append(number)
-        if applied:
-            log.info("applied site changes %d-%d (%d failed); now at site change %d", applied[0], applied[-1],
-                     len(failed), self.store.site_version)
+        if applied or failed:
+            log.info("applied site changes up to %d (%d refused here); now at site change %d",
+                     (applied or [0])[-1], len(failed), self.store.site_version)
+        if stopped is not None:
+            log.warning("sync stopped at site change %d: %s; it is tried again at the next sync",
+                        stopped["change"], stopped["error"])
+        elif applied or failed:
             self._ask_for_changes(self.store.site_version)  # a long backlog comes in several parts
-        return {"applied": applied, "failed": failed, "site_version": self.store.site_version}
+        return {"applied": applied, "failed": failed, "stopped": stopped, "site_version": self.store.site_version}
+
+
+def _passing(err: Exception) -> bool:
+    """A gallery error caused by SQLite itself (locked, disk full, I/O), not by the change."""
+    return isinstance(err, GalleryError) and isinstance(err.__cause__, sqlite3.Error)

@@ -1,7 +1,7 @@
 """The broker connection, shared by the door and the administrator's tools.
 
 paho-mqtt 2.x on its own network thread. MQTT 5 with a session that outlives a disconnect;
-with protocol "auto" a broker that refuses version 5 gets 3.1.1 with a persistent session.
+with protocol "auto" a broker that refuses version 5 gets 3.1.1 (with a clean session: see _make_client).
 "Connected" means the broker accepted us (a CONNACK with success), never just a TCP socket.
 """
 
@@ -20,7 +20,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from appliance.config import MqttConfig
 from appliance.errors import ConfigError, LinkError
 from appliance.mqtt import topics
-from appliance.mqtt.signing import read_secret_file
+from appliance.keys import read_secret_file
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,10 @@ class MqttLink:
 
     def _make_client(self) -> mqtt.Client:
         protocol = mqtt.MQTTv5 if self.version5 else mqtt.MQTTv311
-        kwargs = {} if self.version5 else {"clean_session": not self.persistent}
+        # MQTT 3.1.1 hands a door the commands queued in its session without their retain flag,
+        # so a retained command would pass as a live one: on 3.1.1 a door keeps no session, and
+        # what it missed comes through its signed sync request instead
+        kwargs = {} if self.version5 else {"clean_session": True}
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=protocol,
                              **kwargs)
         config = self.config
@@ -171,7 +174,10 @@ class MqttLink:
 
     def _published(self, client, userdata, mid, reason_code, properties) -> None:
         if self.on_published is not None and not reason_code.is_failure:
-            self.on_published(mid)
+            try:
+                self.on_published(mid)
+            except Exception:  # as in _message: a handler bug must not kill the network thread
+                log.exception("handling the acknowledgement of message %d", mid)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
                 correlation: Optional[bytes] = None) -> int:

@@ -10,17 +10,20 @@ import base64
 import json
 import threading
 import time
-from typing import Dict
+from typing import Callable, Dict
 
 from appliance.audit import AuditStore, Event
+from appliance.errors import AuditError
 from appliance.mqtt import topics
 
 EARLY_ACK_SECONDS = 30  # an acknowledgement meets its event within milliseconds; older ones are others'
 
 
 class Outbox:
-    def __init__(self, link, audit: AuditStore, site: str, device: str, in_flight: int) -> None:
+    def __init__(self, link, audit: AuditStore, site: str, device: str, in_flight: int,
+                 on_storage_error: Callable[[str], None] = lambda message: None) -> None:
         self.link = link
+        self.on_storage_error = on_storage_error
         self.audit = audit
         self.site, self.device = site, device
         self.limit = in_flight
@@ -60,8 +63,17 @@ class Outbox:
                 if not acknowledged:
                     self._in_flight[mid] = event.id
             if acknowledged:
-                self.audit.mark_sent([event.id])
+                self._mark_sent(event.id)
         return bool(events)
+
+    def _mark_sent(self, event_id: int) -> None:
+        """A failure here (the trail locked, the disk full) must not escape into paho's network
+        thread, which would die with it: the event stays unsent and goes again after the next
+        reconnect (receivers drop repeats by uid); the door reports a storage fault."""
+        try:
+            self.audit.mark_sent([event_id])
+        except AuditError as err:
+            self.on_storage_error(str(err))
 
     def acknowledged(self, mid: int) -> None:
         """The broker's PUBACK for message `mid` (paho's network thread)."""
@@ -71,7 +83,7 @@ class Outbox:
                 self._early_acks[mid] = time.monotonic()
             self.lock.notify_all()
         if event_id is not None:
-            self.audit.mark_sent([event_id])
+            self._mark_sent(event_id)
 
     def payload(self, event: Event) -> bytes:
         body = event.summary()

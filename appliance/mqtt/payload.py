@@ -77,10 +77,14 @@ def parse_json(payload: bytes) -> Any:
     return value
 
 
-def parse_envelope(payload: bytes, max_bytes: int) -> Dict[str, Any]:
+def check_size(payload: bytes, max_bytes: int) -> None:
     if len(payload) > max_bytes:
-        raise CommandError("too_large", "command of %d bytes exceeds the limit of %d" % (len(payload), max_bytes))
-    envelope = parse_json(payload)
+        raise CommandError("too_large", "message of %d bytes exceeds the limit of %d" % (len(payload), max_bytes))
+
+
+def parse_envelope(signed: bytes) -> Dict[str, Any]:
+    """The fields of a signed envelope (its signature already checked), each of its type."""
+    envelope = parse_json(signed)
     if not isinstance(envelope, dict):
         raise CommandError("malformed", "the command must be a JSON object")
     for key, kind in _TYPES.items():
@@ -90,6 +94,8 @@ def parse_envelope(payload: bytes, max_bytes: int) -> Dict[str, Any]:
         raise CommandError("malformed", "request_id must be 1 to 100 letters, digits or . _ : -")
     if not 0 < envelope["issued"] < MAX_ISSUED:
         raise CommandError("malformed", "issued must be a time in seconds since 1970")
+    if "reply_to" in envelope and not isinstance(envelope["reply_to"], str):
+        raise CommandError("malformed", "reply_to must be a topic")
     return envelope
 
 
@@ -150,12 +156,29 @@ def check_topic(topic: str, envelope: Dict[str, Any], site: str, device: str) ->
     raise CommandError("wrong_target", "signed for %r, arrived on %s" % (target, topic))
 
 
-def check_age(envelope: Dict[str, Any], mqtt, now: float) -> None:
-    """Not from the future beyond the clock skew; an unlock within seconds, a change within hours."""
+# answers that change nothing; still signed, fresh and answered once, but their replies are not kept
+READ_VERBS = ("ping", "status", "list", "get", "events", "snapshot")
+
+
+def max_age(verb: str, mqtt) -> float:
+    if verb == "unlock":
+        return mqtt.unlock_max_age_seconds
+    if verb in READ_VERBS:
+        return mqtt.read_max_age_seconds
+    return mqtt.change_max_age_hours * 3600
+
+
+def check_age(envelope: Dict[str, Any], mqtt, now: float, newest_issued: float = 0.0) -> None:
+    """Not from the future beyond the clock skew; an unlock within seconds, a read within a minute,
+    a change within hours. Also measured against the newest command already applied, which no
+    clock on this door can move: a command that old is refused even if the clock went back."""
     age = now - float(envelope["issued"])
     if age < -mqtt.clock_skew_seconds:
         raise CommandError("from_future", "issued %.0f s in the future: check the clocks" % -age)
-    limit = mqtt.unlock_max_age_seconds if envelope["verb"] == "unlock" else mqtt.change_max_age_hours * 3600
+    limit = max_age(envelope["verb"], mqtt)
     if age > limit:
         raise CommandError("expired", "issued %.1f s ago, the limit for %s is %.0f s" % (age, envelope["verb"], limit))
-
+    behind = newest_issued - float(envelope["issued"])
+    if behind > limit:
+        raise CommandError("expired", "issued %.1f s before a command already applied; the limit for %s is %.0f s"
+                           % (behind, envelope["verb"], limit))

@@ -1,77 +1,76 @@
-"""Signed commands: HMAC-SHA256 with the site key over a canonical JSON envelope.
+"""Signed messages: an Ed25519 signature over the exact bytes of a JSON envelope.
 
-The envelope names its verb and target, so a signed "remove" for one door cannot be replayed
-as another verb or onto another door's topic; `issued` bounds its age; `request_id` makes it
-idempotent. The key file must be readable by its owner only.
+On the wire a message is one JSON object of fixed layout:
+
+    {"v":2,"key":"<key id, 16 hex>","sig":"<signature, 128 hex>","signed":<envelope JSON>}
+
+The signature covers a context string and the envelope's bytes as sent, so the receiver checks
+it before parsing anything: a flood of forged payloads costs one hash each, never a JSON parse.
+The envelope names its verb and target (a signed "remove" for one door cannot be replayed as
+another verb or onto another door's topic), `issued` bounds its age, `request_id` makes it
+idempotent, and `reply_to` says where the answer goes.
 """
 
-import hashlib
-import hmac
 import json
-import os
-import stat
+import re
 import time
 import uuid
-from pathlib import Path
-from typing import Any, Dict, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional
 
-from appliance.errors import CommandError, ConfigError
+from appliance.errors import CommandError
+from appliance.keys import PrivateKey, Trusted
 
-ENVELOPE_KEYS = {"request_id", "verb", "target", "issued", "body", "signature"}
-
-
-def read_secret_file(path: str, what: str) -> bytes:
-    """A secret from a file that only its owner can read; refuses looser permissions."""
-    file = Path(path)
-    try:
-        mode = file.stat().st_mode
-        data = file.read_bytes()
-    except OSError as err:
-        raise ConfigError("cannot read %s %s: %s" % (what, path, err.strerror or err)) from err
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError("%s %s is readable by others (mode %o): chmod 600 %s"
-                          % (what, path, stat.S_IMODE(mode), path))
-    return data.strip()
-
-
-def load_site_key(path: str) -> bytes:
-    if not path:
-        raise ConfigError("mqtt.signing_key_file is empty: every command is signed with the site key "
-                          "(make one with 'facegate admin keygen FILE')")
-    text = read_secret_file(path, "signing key")
-    try:
-        key = bytes.fromhex(text.decode("ascii"))
-    except (UnicodeDecodeError, ValueError) as err:
-        raise ConfigError("signing key %s must be hex (as 'facegate admin keygen' writes it)" % path) from err
-    if len(key) < 16:
-        raise ConfigError("signing key %s is too short: at least 16 bytes (32 hex digits)" % path)
-    return key
-
-
-def write_new_key(path: str) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(os.urandom(32).hex() + "\n")
+VERSION = 2
+CONTEXT = b"FaceGate signed message v2\n"
+_LAYOUT = re.compile(rb'\{"v":2,"key":"([0-9a-f]{16})","sig":"([0-9a-f]{128})","signed":')
+_PREFIX_BYTES = 178  # the length of every match of _LAYOUT
 
 
 def canonical(envelope: Dict[str, Any]) -> bytes:
-    unsigned = {k: v for k, v in envelope.items() if k != "signature"}
-    return json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return json.dumps(envelope, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def sign(key: bytes, verb: str, target: str, body: Dict[str, Any], request_id: Optional[str] = None,
-         issued: Optional[float] = None) -> Dict[str, Any]:
-    envelope = {"request_id": request_id or uuid.uuid4().hex, "verb": verb, "target": target,
-                "issued": round(time.time() if issued is None else issued, 3), "body": body}
-    envelope["signature"] = hmac.new(key, canonical(envelope), hashlib.sha256).hexdigest()
-    return envelope
+def envelope(verb: str, target: str, body: Dict[str, Any], request_id: Optional[str] = None,
+             issued: Optional[float] = None, reply_to: Optional[str] = None) -> Dict[str, Any]:
+    fields = {"request_id": request_id or uuid.uuid4().hex, "verb": verb, "target": target,
+              "issued": round(time.time() if issued is None else issued, 3), "body": body}
+    if reply_to is not None:
+        fields["reply_to"] = reply_to
+    return fields
 
 
-def verify(key: bytes, envelope: Dict[str, Any]) -> None:
-    """Raise CommandError (unsigned, bad_signature) unless the envelope is signed with `key`."""
-    signature = envelope.get("signature")
-    if not isinstance(signature, str) or not signature:
-        raise CommandError("unsigned", "the command carries no signature")
-    expected = hmac.new(key, canonical(envelope), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, signature):
-        raise CommandError("bad_signature", "the signature does not match the site key")
+def seal(key: PrivateKey, fields: Dict[str, Any]) -> bytes:
+    """`fields` signed by `key`, as the bytes to publish."""
+    return seal_bytes(key, canonical(fields))
+
+
+def seal_bytes(key: PrivateKey, signed: bytes) -> bytes:
+    signature = key.sign(CONTEXT + signed)
+    return b'{"v":2,"key":"%s","sig":"%s","signed":%s}' % (key.key_id.encode(), signature.hex().encode(), signed)
+
+
+def sign(key: PrivateKey, verb: str, target: str, body: Dict[str, Any], **fields) -> bytes:
+    return seal(key, envelope(verb, target, body, **fields))
+
+
+@dataclass(frozen=True)
+class Opened:
+    signed: bytes  # the envelope's bytes, not yet parsed
+    signer: Trusted
+
+
+def open_sealed(payload: bytes, lookup: Callable[[str], Optional[Trusted]]) -> Opened:
+    """Check the signature; CommandError (unsigned, unknown_key, bad_signature) unless a key that
+    `lookup` trusts signed exactly these bytes. Parses nothing."""
+    match = _LAYOUT.match(payload)
+    if match is None or not payload.endswith(b"}"):
+        raise CommandError("unsigned", "not a signed FaceGate message (expected {\"v\":2,\"key\",\"sig\",\"signed\"})")
+    key_id = match.group(1).decode("ascii")
+    signer = lookup(key_id)
+    if signer is None:
+        raise CommandError("unknown_key", "signed by key %s, which is not trusted here" % key_id)
+    signed = payload[_PREFIX_BYTES:-1]
+    if not signer.key.verify(bytes.fromhex(match.group(2).decode("ascii")), CONTEXT + signed):
+        raise CommandError("bad_signature", "the signature does not match key %s (%s)" % (key_id, signer.name))
+    return Opened(signed, signer)

@@ -1,0 +1,44 @@
+"""Every signal that would end a FaceGate process and that Python can catch.
+
+Left to their default, SIGHUP, SIGQUIT, SIGUSR1 and the rest end the process at once, with no
+Python code run: a door unlocked at that moment would stay unlocked. Each FaceGate process that
+can drive a relay hands them all to one function that locks first (SIGKILL and power loss are
+covered by the relay's own default and the lock at the next start).
+"""
+
+import logging
+import signal
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+_NAMES = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGVTALRM", "SIGPROF",
+          "SIGXCPU", "SIGXFSZ", "SIGPWR", "SIGIO", "SIGPOLL", "SIGSTKFLT")
+TERMINATING = tuple(sorted({getattr(signal, name) for name in _NAMES if hasattr(signal, name)}))
+
+
+class Stopped(Exception):
+    """Raised in the main thread by `raise_on_terminating`'s handler."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def on_terminating(callback: Callable[[int], None]) -> None:
+    """Call `callback(signum)` for every terminating signal, with a log line naming it."""
+    def handler(signum, frame) -> None:
+        log.warning("stopping on %s: locking the door first", signal.Signals(signum).name)
+        callback(signum)
+
+    for signum in TERMINATING:
+        signal.signal(signum, handler)
+
+
+def raise_on_terminating() -> None:
+    """Turn every terminating signal into `Stopped` in the main thread (so `finally` runs)."""
+    def handler(signum, frame) -> None:
+        raise Stopped(signum)
+
+    for signum in TERMINATING:
+        signal.signal(signum, handler)
