@@ -456,7 +456,7 @@ def _sync(args) -> int:
     site = session.site_gallery()
     status = 0
     try:
-        session.client.refresh(timeout=min(args.timeout, 3.0))
+        answered = session.client.refresh(timeout=min(args.timeout, 3.0))
         doors = [args.door] if args.door else sorted(session.client.statuses)
         for device in doors:
             session.check_door(device)
@@ -465,7 +465,14 @@ def _sync(args) -> int:
                 print("%s: offline; it asks for the changes after its own when it reconnects "
                       "(keep 'facegate admin serve' running)" % device)
                 continue
-            status = max(status, _sync_door(session, site, device, int(state["gallery"]["site_version"])))
+            version = (state.get("gallery") or {}).get("site_version")
+            if device not in answered or version is None:
+                # only a door's signed answer says where it stands; a retained status anyone may write
+                print("%s: did not answer a signed status request: not synced (is it a door this "
+                      "administrator knows? 'facegate admin doors')" % device)
+                status = EXIT_ERROR_REPLY
+                continue
+            status = max(status, _sync_door(session, site, device, version))
         return status
     finally:
         site.close()

@@ -105,18 +105,23 @@ class DoorController:
     # -- what the service and the inputs call ------------------------------------------------
 
     def emit(self, event: Event) -> None:
-        if self.audit is not None:
-            try:
-                self.audit.record(event)
-            except AuditError as err:
-                # the decision stands; the log keeps what the trail could not
-                log.error("%s", err)
-                self.storage_failed(str(err))
-            else:
-                if STORAGE in self.faults:
-                    self._storage_recovered()
+        self._store(event)  # if it fails, the decision stands; the log keeps what the trail could not
         for listener in self.listeners:
             listener(event)
+
+    def _store(self, event: Event) -> bool:
+        """Into the audit trail; False, with a storage fault, when it could not be written."""
+        if self.audit is None:
+            return True
+        if STORAGE in self.faults:
+            self._storage_recovered()  # the fault goes into the trail before what follows it
+        try:
+            self.audit.record(event)
+        except AuditError as err:
+            log.error("%s", err)
+            self.storage_failed(str(err))
+            return False
+        return True
 
     def storage_failed(self, message: str) -> None:
         """A record could not be written (disk full, database locked or corrupt). A fault the
@@ -129,21 +134,21 @@ class DoorController:
             self.faults[STORAGE] = message
 
     def _storage_recovered(self) -> None:
-        """Space is back: the trail gets the fault it could not record, then its end."""
+        """If space is back, the trail gets the fault it could not record, then its end."""
         with self._lock:
-            message = self.faults.pop(STORAGE, None)
-            if message is None:
-                return
-            log.info("storage writable again (fault since %s)", self._storage_since)
-            for event in (Event("fault", detail={"source": STORAGE, "message": message, "since": self._storage_since}),
-                          Event("recovered", detail={"source": STORAGE})):
-                try:
+            message = self.faults.get(STORAGE)
+            events = (Event("fault", detail={"source": STORAGE, "message": message, "since": self._storage_since}),
+                      Event("recovered", detail={"source": STORAGE}))
+            try:
+                for event in events:
                     self.audit.record(event)
-                except AuditError as err:
-                    self.faults[STORAGE] = str(err)
-                    return
-                for listener in self.listeners:
-                    listener(event)
+            except AuditError:
+                return  # still failing: the fault stands
+            self.faults.pop(STORAGE, None)
+            log.info("storage writable again (fault since %s)", self._storage_since)
+        for event in events:
+            for listener in self.listeners:
+                listener(event)
 
     def recently_granted(self, person_id: str, now: Optional[float] = None) -> bool:
         now = time.monotonic() if now is None else now
@@ -189,12 +194,8 @@ class DoorController:
             if not self.may_exit_request():
                 log.info("%s ignored in state %s", event.kind, self.access.value)
                 return False
-            if record_first and self.audit is not None:
-                try:
-                    self.audit.record(event)
-                except AuditError as err:
-                    self.storage_failed(str(err))
-                    raise StorageError("%s: the door stays locked" % err) from err
+            if record_first and not self._store(event):
+                raise StorageError("%s: the door stays locked" % self.faults.get(STORAGE))
             self._release_error = None
             if not self.exit_request():
                 self.report_fault("relay", self._release_error or "unlock failed")

@@ -230,8 +230,14 @@ class DeviceAgent:
             return
         if not self._inbox.put((message, opened), len(message.payload)):
             self._throttle.warning("busy", "command inbox full: answered a signed command on %r busy", message.topic)
-            self._reply(message, {}, {"ok": False, "code": "busy", "verb": None, "device": self.mqtt.device,
-                                      "message": "this door has too many commands waiting: send it again shortly"})
+            try:  # the administrator signed it: worth a parse to answer it by its request id
+                envelope = parse_envelope(opened.signed)
+            except CommandError:
+                envelope = {}
+            self._reply(message, envelope, {"ok": False, "code": "busy", "request_id": envelope.get("request_id"),
+                                            "verb": envelope.get("verb"), "device": self.mqtt.device,
+                                            "message": "this door has too many commands waiting: send it again "
+                                                       "shortly"})
 
     def _refuse_stranger(self, message, err: CommandError) -> None:
         """A message nobody we trust signed: logged and answered sparingly, never parsed or queued."""

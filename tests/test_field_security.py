@@ -1,0 +1,395 @@
+"""Field security (issue 23): a stolen door, a hostile client on a shared broker, a full disk.
+
+Real mosquitto (with the rules `facegate admin broker-rules` writes, over TLS), real doors and
+the real administrator, SQLite files, and a small tmpfs filled to the last byte.
+"""
+
+import json
+import os
+import sqlite3
+import subprocess
+import threading
+import time
+import types
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from broker import Broker, make_certificates
+from conftest import run_cli, wait_until
+from test_hardening import EMBEDDING, TOPIC, publish, replied
+from test_mqtt import SITE, Door, Listener, admin_for, broker, door_settings, key_file, reply_body  # noqa: F401
+
+from appliance.admin.site import SiteGallery
+from appliance.audit import Event
+from appliance.config import from_dict
+from appliance.keys import PrivateKey
+from appliance.mqtt.ledger import Ledger
+from appliance.mqtt.payload import check_age
+from appliance.mqtt.signing import envelope, seal, sign
+from appliance.errors import CommandError
+
+ENROL = {"person_id": "p1", "name": "Ada", "model_id": "mobilefacenet_128d", "embeddings": [EMBEDDING]}
+
+
+def sync_request(key, door, after=0, **fields):
+    return seal(key, dict(envelope("sync_request", "admin", {"after": after, "device": door}), **fields))
+
+
+def admin_config(tmp_path, broker, key_file):
+    path = tmp_path / "admin.toml"
+    path.write_text(key_file.admin_toml(broker))
+    return path
+
+
+# -- 1. the site's gallery goes only to a door the administrator knows, asking in its own name ---
+
+def test_the_admin_sends_site_changes_only_to_known_doors_asking_in_their_own_name(tmp_path, broker, key_file):
+    site = SiteGallery(str(tmp_path / "site.db"))
+    site.record("enroll", dict(ENROL, photos=[]))
+    key_file.door("door1")
+    key_file.door("door2")
+    admin = admin_for(broker, key_file)
+    syncs = Listener(broker.port, "facegate/%s/+/cmd/sync" % SITE)
+    stranger = PrivateKey.generate()
+
+    def request(door, payload):
+        publish(broker, "facegate/%s/%s/sync/request" % (SITE, door), payload)
+
+    try:
+        admin.serve(site)
+        request("door9", b'{"after":0}')  # the 12 unsigned bytes that used to fetch every face
+        request("door9", sync_request(stranger, "door9"))  # a key nobody added
+        request("door2", sync_request(key_file.doors["door1"], "door2"))  # door1 asking as door2
+        request("door1", sync_request(key_file.doors["door1"], "door1", issued=time.time() - 3600))  # stale
+        revoked = run_cli("admin", "revoke-door", "door2", "--config", admin_config(tmp_path, broker, key_file))
+        assert revoked.returncode == 0 and "revoked" in revoked.stdout, revoked.stderr
+        request("door2", sync_request(key_file.doors["door2"], "door2"))  # a stolen door
+        good = sync_request(key_file.doors["door1"], "door1")
+        request("door1", good)
+        request("door1", good)  # the same request again: answered once
+        key_file.door("door3")
+        request("door3", sync_request(key_file.doors["door3"], "door3"))  # added while serve runs
+        assert syncs.wait(lambda m: any("/door3/" in t for t, _, _ in m))
+        assert [t.split("/")[2] for t, _, _ in syncs.messages] == ["door1", "door3"]
+        # what went out is the administrator's signed command for that door alone
+        sent = json.loads(syncs.messages[0][1])
+        assert sent["signed"]["target"] == "door1" and sent["key"] == key_file.admin.key_id
+    finally:
+        syncs.close()
+        admin.close()
+        site.close()
+
+
+# -- 2. a change that fails for a passing reason stops the sync there ---------------------------
+
+def test_a_sync_stops_at_a_change_the_gallery_could_not_take_and_says_so(tmp_path, broker, key_file):
+    door = Door(door_settings(tmp_path, broker, key_file))
+    admin = admin_for(broker, key_file)
+    changes = [{"change": 1, "verb": "enroll", "body": ENROL},
+               {"change": 2, "verb": "remove", "body": {"person_id": "p1"}}]
+    try:
+        assert admin.send("door1", "sync", {"changes": changes[:1]})[0]["ok"]
+        assert [p[0] for p in door.people()] == ["p1"]
+        blocker = sqlite3.connect(door.config.gallery.path, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the gallery past its 5 s wait
+        try:
+            reply = admin.send("door1", "sync", {"changes": changes}, timeout=30)[0]
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        result = reply["result"]
+        assert reply["ok"] and result["applied"] == [] and result["stopped"]["change"] == 2
+        assert "locked" in result["stopped"]["error"]
+        assert result["site_version"] == 1 and door.agent.status()["gallery"]["site_version"] == 1
+        reply = admin.send("door1", "sync", {"changes": changes})[0]  # the next sync applies it
+        assert reply["result"]["applied"] == [2] and door.people() == []
+    finally:
+        admin.close()
+        door.close()
+
+
+# -- 3. a flood from a stranger never queues ------------------------------------------------------
+
+def test_a_stranger_cannot_queue_anything_and_a_full_inbox_answers_busy(tmp_path, broker, key_file, caplog):
+    door = Door(door_settings(tmp_path, broker, key_file, mqtt={"queue_max_commands": 2}))
+    replies = Listener(broker.port, "facegate/%s/door1/reply/#" % SITE)
+    hold, entered = threading.Event(), threading.Event()
+    original = door.agent.handlers["ping"]
+    door.agent.handlers["ping"] = lambda body: (entered.set(), hold.wait(20), original(body))[2]  # a slow one
+    try:
+        with caplog.at_level("WARNING", logger="appliance.mqtt.device"):
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+            client.connect("127.0.0.1", broker.port)
+            client.loop_start()
+            for _ in range(300):  # unsigned: refused on arrival, never queued, answered sparingly
+                info = client.publish(TOPIC + "enroll", b'{"x":"' + b"A" * 100000 + b'"}', qos=1)
+            info.wait_for_publish(20)
+            for number in range(5):  # signed: two are queued behind the slow one, the rest are busy
+                client.publish(TOPIC + "ping", sign(key_file.admin, "ping", "door1", {}, request_id="p%d" % number),
+                               qos=1).wait_for_publish(10)
+                if number == 0:
+                    assert entered.wait(10)
+            assert replies.wait(lambda m: sum((reply_body(p) or {}).get("code") == "busy" for _, p, _ in m) == 2)
+            hold.set()
+            assert replies.wait(lambda m: all(replied(replies, "p%d" % n) for n in range(5)))
+            client.loop_stop()
+            client.disconnect()
+        answered = [replied(replies, "p%d" % n) for n in range(5)]
+        assert sorted(r.get("code", "ok") for r in answered) == ["busy", "busy", "ok", "ok", "ok"]
+        unsigned = [reply_body(p) for _, p, _ in replies.messages if (reply_body(p) or {}).get("code") == "unsigned"]
+        assert 1 <= len(unsigned) <= 20  # a few replies a second at most, not one per forgery
+        refused = [r.getMessage() for r in caplog.records if "unsigned" in r.getMessage()]
+        assert len(refused) == 1  # and one log line, not 300
+    finally:
+        hold.set()
+        replies.close()
+        door.close()
+
+
+# -- 4. a full disk: nothing is carried out unrecorded, and the fault is said ------------------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MB tmpfs: filled to the last byte by the test, as a board's data partition can be."""
+    mount = tmp_path / "data"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root): %s" % result.stderr.decode().strip())
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    filler = folder / "filler"
+    descriptor = os.open(str(filler), os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(descriptor, b"\0" * 4096)
+    except OSError:  # ENOSPC: full to the last block
+        pass
+    finally:
+        os.close(descriptor)
+    return filler
+
+
+def test_a_full_disk_refuses_commands_before_acting_and_the_trail_shows_it_later(tmp_path, broker, key_file,
+                                                                                   small_disk):
+    raw = door_settings(tmp_path, broker, key_file)
+    for section, name in (("gallery", "path"), ("audit", "path"), ("mqtt", "state_path")):
+        raw[section][name] = str(small_disk / Path(raw[section][name]).name)
+    door = Door(raw)
+    replies = Listener(broker.port, "facegate/%s/door1/reply/#" % SITE)
+    opened = []
+    door.controller.listeners.append(lambda event: opened.append(event) if event.kind == "remote_unlock" else None)
+    try:
+        filler = fill(small_disk)
+        unlock = sign(key_file.admin, "unlock", "door1", {}, request_id="u1")
+        publish(broker, TOPIC + "unlock", unlock)
+        publish(broker, TOPIC + "unlock", unlock)  # the exact replay
+        assert replies.wait(lambda m: len(m) >= 2)
+        for _, payload, _ in replies.messages:
+            reply = reply_body(payload)
+            assert reply["ok"] is False and reply["code"] == "storage" and "not carried out" in reply["message"]
+        assert opened == [] and not door.controller.relay.unlocked
+        assert "storage" in door.agent.status()["faults"]
+        filler.unlink()  # space returns
+        publish(broker, TOPIC + "unlock", sign(key_file.admin, "unlock", "door1", {}, request_id="u2"))
+        assert replies.wait(lambda m: replied(replies, "u2") is not None)
+        assert replied(replies, "u2")["ok"] and len(opened) == 1
+        kinds = [(e.kind, e.detail.get("source")) for e in door.audit.events()]
+        assert kinds[:3] == [("fault", "storage"), ("recovered", "storage"), ("remote_unlock", "mqtt")]
+        assert "storage" not in door.agent.status()["faults"]
+    finally:
+        replies.close()
+        door.close()
+
+
+# -- 5. a failed acknowledgement does not silence the door ---------------------------------------
+
+def test_an_acknowledgement_that_cannot_be_recorded_leaves_mqtt_running(tmp_path, key_file):
+    folder = tmp_path / "broker"
+    folder.mkdir()
+    broker = Broker(folder)
+    door = Door(door_settings(tmp_path, broker, key_file))
+    replies = Listener(broker.port, "facegate/%s/door1/reply/#" % SITE)
+    try:
+        broker.stop()
+        assert wait_until(lambda: not door.agent.link.connected.is_set(), timeout=10)
+        door.controller.emit(Event("exit", detail={"source": "exit_button"}))  # stored, not yet sent
+        blocker = sqlite3.connect(door.config.audit.path, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")  # the trail locked while its acknowledgement arrives
+        broker.start()
+        try:
+            assert wait_until(lambda: "storage" in door.controller.faults, timeout=30)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        replies.close()
+        replies = Listener(broker.port, "facegate/%s/door1/reply/#" % SITE)
+        assert wait_until(lambda: door.agent.link.connected.is_set(), timeout=20)
+        publish(broker, TOPIC + "ping", sign(key_file.admin, "ping", "door1", {}, request_id="alive"))
+        assert replies.wait(lambda m: (replied(replies, "alive") or {}).get("ok"), timeout=20)
+    finally:
+        replies.close()
+        door.close()
+        broker.stop()
+
+
+# -- 6. a clock that jumps forward does not empty the record of applied commands -----------------
+
+def test_the_ledger_is_pruned_by_signed_time_not_by_this_clock(tmp_path, monkeypatch):
+    # the system clock cannot be moved by a test: time.time is moved here instead (the one fake)
+    mqtt_config = from_dict({}).mqtt
+    ledger = Ledger(str(tmp_path / "state.db"), keep_seconds=mqtt_config.change_max_age_hours * 3600 + 3600)
+    now = time.time()
+    ledger.record("enable-1", "enable", now - 60, {"ok": True})
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 30 * 86400)  # the door's clock 30 days ahead
+    ledger.claim("ping-1", "ping", now)  # a fresh command, signed at the true time
+    monkeypatch.setattr(time, "time", real_time)
+    assert ledger.reply_for("enable-1") == {"ok": True}  # still known: its replay is a duplicate
+    ledger.record("later", "enable", now + 40 * 86400, {"ok": True})  # 40 days on, by signed time
+    assert ledger.reply_for("enable-1") is None  # now it may go: any replay of it is refused as expired
+    old = {"verb": "enable", "issued": now - 60}
+    # and when this clock is later set back (to 5 days after `old`), the signed time still refuses it
+    with pytest.raises(CommandError, match="before a command already applied"):
+        check_age(old, mqtt_config, now + 5 * 86400, ledger.newest_issued)
+    ledger.close()
+
+
+# -- 7. a captured read is answered once, and only where its signer said -----------------------
+
+def test_a_replayed_read_is_refused(tmp_path, broker, key_file):
+    door = Door(door_settings(tmp_path, broker, key_file))
+    listener = Listener(broker.port, "facegate/%s/#" % SITE)
+    try:
+        read = sign(key_file.admin, "events", "door1", {"limit": 5}, request_id="r1",
+                    reply_to="facegate/%s/admin-x/reply" % SITE)
+        publish(broker, TOPIC + "events", read)
+        publish(broker, TOPIC + "events", read)
+        assert listener.wait(lambda m: sum(t.endswith("/admin-x/reply") for t, _, _ in m) == 2)
+        first, second = [reply_body(p) for t, p, _ in listener.messages if t.endswith("/admin-x/reply")]
+        assert first["ok"] and "events" in first["result"]
+        assert second["ok"] is False and second["code"] == "replayed" and "result" not in second
+        stale = sign(key_file.admin, "status", "door1", {}, request_id="r2", issued=time.time() - 120)
+        publish(broker, TOPIC + "status", stale)
+        assert listener.wait(lambda m: replied(listener, "r2") is not None)
+        assert replied(listener, "r2")["code"] == "expired"
+    finally:
+        listener.close()
+        door.close()
+
+
+# -- 8. what anyone can write on the broker cannot crash the administrator's tools ----------------
+
+def test_hostile_retained_statuses_are_shown_as_what_they_are_not_a_traceback(tmp_path, broker, key_file):
+    door = Door(door_settings(tmp_path, broker, key_file))
+    for name, payload in (("door8", b"{not json"), ("door9", b'{"state": ["online"], "gallery": "x", "faults": 5, '
+                                                              b'"since": {"a": 1}, "last_decision": [1]}'),
+                          ("door7", b'{"state": "online", "gallery": {"site_version": "lots"}}')):
+        publish(broker, "facegate/%s/%s/status" % (SITE, name), payload, retain=True)
+        publish(broker, "facegate/%s/%s/seen" % (SITE, name), b'{"time": 12}', retain=True)
+    config = admin_config(tmp_path, broker, key_file)
+    try:
+        for command in (["admin", "status"], ["admin", "status", "--json"], ["admin", "sync", "--site-gallery",
+                                                                              str(tmp_path / "site.db")]):
+            if command[1] == "sync":
+                SiteGallery(str(tmp_path / "site.db")).close()
+            result = run_cli(*command, "--config", config, "--timeout", "2")
+            assert "Traceback" not in result.stderr, result.stderr
+            assert result.returncode in (0, 1), result.stderr
+            assert "door1" in result.stdout
+    finally:
+        door.close()
+
+
+# -- the broker's own rules: each account where it belongs, nobody anonymous ---------------------
+
+def mqtt_client(port, certs, account=None, password_file=None):
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.tls_set(ca_certs=certs["ca.crt"], certfile=certs["door.crt"], keyfile=certs["door.key"])
+    if account:
+        client.username_pw_set(account, Path(password_file).read_text().strip())
+    answer = {}
+    connected = threading.Event()
+
+    def on_connect(c, userdata, flags, reason_code, properties):
+        answer["code"] = reason_code
+        connected.set()
+
+    client.on_connect = on_connect
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    assert connected.wait(10)
+    return client, answer["code"]
+
+
+def test_the_broker_holds_each_account_to_its_rules_over_tls(tmp_path, key_file):
+    key_file.door("door1")
+    key_file.door("door2")
+    config = tmp_path / "admin-rules.toml"
+    config.write_text(key_file.admin_toml(types.SimpleNamespace(port=8883)))
+    rules = tmp_path / "rules"
+    made = run_cli("admin", "broker-rules", "--out", rules, "--config", config)
+    assert made.returncode == 0, made.stderr
+    assert "door-door1" in made.stdout and oct((rules / "passwd").stat().st_mode)[-3:] == "600"
+    certs_dir = tmp_path / "certs"
+    certs_dir.mkdir()
+    certs = make_certificates(certs_dir)
+    folder = tmp_path / "broker"
+    folder.mkdir()
+    broker = Broker(folder, tls=certs, rules=rules)
+    tls = {"tls": True, "ca_file": certs["ca.crt"], "cert_file": certs["door.crt"], "key_file": certs["door.key"]}
+    door = Door(door_settings(tmp_path, broker, key_file, mqtt=dict(tls, username="door-door1",
+                                                                    password_file=str(rules / "door-door1.password"))))
+    clients = []
+    try:
+        anonymous, code = mqtt_client(broker.port, certs)
+        clients.append(anonymous)
+        assert code.is_failure and "authori" in str(code).lower()
+        wrong, code = mqtt_client(broker.port, certs, "door-door1", rules / "door-door2.password")
+        clients.append(wrong)
+        assert code.is_failure
+        # the administrator's account, over TLS, reaches the door and gets its signed reply
+        admin_raw = {"mqtt": dict(tls, host="127.0.0.1", port=broker.port, site=SITE, username="facegate-admin",
+                                  password_file=str(rules / "facegate-admin.password"))}
+        from appliance.admin.client import AdminClient
+
+        admin = AdminClient(from_dict(admin_raw).mqtt, key_file.admin, key_file.trusted_by_admin())
+        admin.connect()
+        try:
+            assert admin.send("door1", "ping", {})[0]["ok"]
+        finally:
+            admin.close()
+        # door1's credentials: nothing it publishes under door2 arrives, nothing of door2's reaches it
+        spy, code = mqtt_client(broker.port, certs, "facegate-admin", rules / "facegate-admin.password")
+        clients.append(spy)
+        seen = []
+        spy.on_message = lambda c, u, message: seen.append((message.topic, message.payload))
+        spy.subscribe("facegate/%s/#" % SITE, qos=1)
+        thief, code = mqtt_client(broker.port, certs, "door-door1", rules / "door-door1.password")
+        clients.append(thief)
+        stolen = []
+        thief.on_message = lambda c, u, message: stolen.append(message.topic)
+        thief.subscribe("facegate/%s/door2/cmd/+" % SITE, qos=1)
+        ha, code = mqtt_client(broker.port, certs, "homeassistant", rules / "homeassistant.password")
+        clients.append(ha)
+        assert not code.is_failure
+        time.sleep(0.5)  # the subscriptions' acknowledgements; a marker below proves delivery order
+        for client, topic in ((thief, "facegate/%s/door2/cmd/unlock" % SITE),
+                              (thief, "facegate/%s/door2/status" % SITE),
+                              (ha, "facegate/%s/door1/cmd/unlock" % SITE)):
+            client.publish(topic, b"forged", qos=1).wait_for_publish(10)
+        spy.publish("facegate/%s/door2/cmd/ping" % SITE, b"marker", qos=1).wait_for_publish(10)
+        assert wait_until(lambda: any(p == b"marker" for _, p in seen), timeout=10)
+        assert not [t for t, p in seen if p == b"forged"]
+        assert stolen == []  # door2's commands (the marker) never reach door1's account
+    finally:
+        for client in clients:
+            client.loop_stop()
+            client.disconnect()
+        door.close()
+        broker.stop()
