@@ -8,6 +8,7 @@ else; every exit path locks it again.
 
 import logging
 import os
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from appliance.recognition.attempt import attempt_event
 from appliance.recognition.verification import DENY, GRANT, LOST, NOTHING, Outcome, Verifier
 from appliance.door.watchdog import Watchdog
 from appliance.gallery.index import GalleryIndex
+from appliance.errors import GalleryError
 from appliance.gallery.store import GalleryStore
 
 log = logging.getLogger(__name__)
@@ -119,7 +121,7 @@ class Service:
                     self.watchdog.feed(now)
                 if now >= self._next_refresh:
                     self._next_refresh = now + 1.0
-                    self.verifier.refresh()  # enrolments and removals apply without a restart
+                    self._refresh_gallery()
                 if frame is None:
                     if self.reader.ended:
                         break
@@ -132,6 +134,17 @@ class Service:
         finally:
             self.close()
         return self.counters
+
+    def _refresh_gallery(self) -> None:
+        """Enrolments and removals apply without a restart. A gallery that cannot be read (corrupt
+        on disk, its disk failing) is a fault that locks the door, cleared once it reads again."""
+        try:
+            self.verifier.refresh()
+        except (sqlite3.Error, GalleryError) as err:
+            self.controller.report_fault("gallery", "cannot read the gallery %s: %s (restore it: 'facegate gallery "
+                                                    "import BACKUP', or re-enrol)" % (self.config.gallery.path, err))
+            return
+        self.controller.clear_fault("gallery")
 
     def process(self, frame: Frame) -> Outcome:
         self._last_detection = frame.captured

@@ -50,8 +50,11 @@ class _Clock(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         local = time.localtime(record.created)
-        return "%s.%03d%s %s" % (time.strftime("%H:%M:%S", local), record.msecs, time.strftime("%z", local),
+        line = "%s.%03d%s %s" % (time.strftime("%H:%M:%S", local), record.msecs, time.strftime("%z", local),
                                  record.getMessage())
+        if record.exc_info:  # an internal error's traceback, once, under its line
+            line += "\n" + self.formatException(record.exc_info)
+        return line
 
 
 def _print_event(event) -> None:
