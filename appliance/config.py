@@ -481,8 +481,30 @@ def validate(config: Config, source: str = "<config>", relay: bool = True) -> No
             named = getattr(mqtt, key)
             if named and not Path(named).is_file():
                 problems.append("mqtt.%s %s does not exist" % (key, named))
+        problems.extend(_key_problems(mqtt))
     if problems:
         raise ConfigError("%s: %s" % (source, "; ".join(problems)))
+
+
+def _key_problems(mqtt: "MqttConfig") -> list:
+    """What `run` would refuse in a door's keys: an old shared site key, loose permissions, a
+    trusted keys file without the administrator's."""
+    from appliance.keys import TrustedKeys, load_private
+
+    problems = []
+    if mqtt.signing_key_file and Path(mqtt.signing_key_file).is_file():
+        try:
+            load_private(mqtt.signing_key_file)
+        except ConfigError as err:
+            problems.append(str(err))
+    if mqtt.trusted_keys_file and Path(mqtt.trusted_keys_file).is_file():
+        try:
+            if not TrustedKeys.load(mqtt.trusted_keys_file).of_role("admin"):
+                problems.append("mqtt.trusted_keys_file %s names no administrator key ('admin NAME KEY', from "
+                                "'facegate admin keygen'): no command could be accepted" % mqtt.trusted_keys_file)
+        except ConfigError as err:
+            problems.append(str(err))
+    return problems
 
 
 def _missing_models(config: Config) -> list:

@@ -146,3 +146,33 @@ def test_command_line_options_override_the_same_settings_in_every_command():
                 assert getattr(getattr(config, section), key) == given, (argv, option)
             else:
                 assert getattr(getattr(config, section), key) == getattr(getattr(config_module.Config(), section), key)
+
+
+def test_config_check_refuses_an_old_shared_site_key_and_keys_init_replaces_it(tmp_path):
+    """Moving a door to its own key: the old shared HMAC key (which signs for every door) is
+    refused with the way forward, and `facegate keys init` replaces it in place."""
+    import os
+
+    from conftest import run_cli
+
+    old = tmp_path / "site.key"
+    old.write_text(os.urandom(32).hex() + "\n")
+    old.chmod(0o600)
+    trusted = tmp_path / "trusted.keys"
+    trusted.write_text("admin admin %s\n" % ("ab" * 32))
+    path = tmp_path / "door.toml"
+    path.write_text('[mqtt]\nenabled = true\ntls = false\ndevice = "front"\nsigning_key_file = "%s"\n'
+                    'trusted_keys_file = "%s"\n' % (old, trusted))
+    check = run_cli("config", "--check", path)
+    assert check.returncode == 2 and "old shared site key" in check.stderr and "keys init" in check.stderr
+    made = run_cli("keys", "init", "--config", path)
+    assert made.returncode == 0 and "replaced the old shared site key" in made.stdout, made.stderr
+    line = made.stdout.strip().splitlines()[-1].split()
+    assert line[:2] == ["door", "front"] and len(line[2]) == 64
+    assert old.read_text().startswith("-----BEGIN PRIVATE KEY-----") and oct(old.stat().st_mode)[-3:] == "600"
+    again = run_cli("keys", "init", "--config", path)
+    assert again.returncode == 0 and "nothing changed" in again.stdout and line[2] in again.stdout
+    assert run_cli("config", "--check", path).returncode == 0
+    trusted.write_text("door other %s\n" % ("cd" * 32))  # no administrator: nothing could be accepted
+    refused = run_cli("config", "--check", path)
+    assert refused.returncode == 2 and "names no administrator key" in refused.stderr
