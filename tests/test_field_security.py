@@ -630,3 +630,32 @@ def test_a_30_second_flood_at_full_rate_leaves_the_door_bounded_and_granting(tmp
         door.wait(timeout=30)
         emulator.close()
         broker.stop()
+
+
+# -- the administrator's key commands, as an installer types them --------------------------------
+
+def test_keygen_add_door_revoke_door_as_typed(tmp_path):
+    config = tmp_path / "admin.toml"
+    config.write_text('[mqtt]\nsite = "hq"\nsigning_key_file = "%s"\ntrusted_keys_file = "%s"\n'
+                      % (tmp_path / "admin.key", tmp_path / "doors.keys"))
+    made = run_cli("admin", "keygen", tmp_path / "admin.key")
+    assert made.returncode == 0 and "admin.key.pub" in made.stdout
+    assert oct((tmp_path / "admin.key").stat().st_mode)[-3:] == "600"
+    role, name, public = (tmp_path / "admin.key.pub").read_text().split()
+    assert (role, name, len(public)) == ("admin", "admin", 64)
+    again = run_cli("admin", "keygen", tmp_path / "admin.key")
+    assert again.returncode == 2 and "never overwritten" in again.stderr
+    door_key = PrivateKey.generate().public.hex
+    added = run_cli("admin", "add-door", "front", door_key, "--config", config)
+    assert added.returncode == 0 and "trusting key" in added.stdout, added.stderr
+    assert run_cli("admin", "add-door", "back", door_key, "--config", config).returncode == 2  # one key, one door
+    bad = run_cli("admin", "add-door", "back", "not-a-key", "--config", config)
+    assert bad.returncode == 2 and "not a public key" in bad.stderr and "Traceback" not in bad.stderr
+    assert "front" in run_cli("admin", "doors", "--config", config).stdout
+    typo = run_cli("admin", "revoke-door", "frnt", "--config", config)
+    assert typo.returncode == 2 and "did you mean front" in typo.stderr
+    assert run_cli("admin", "revoke-door", "front", "--config", config).returncode == 0
+    listed = run_cli("admin", "doors", "--config", config).stdout
+    assert "front" in listed and "REVOKED" in listed
+    back = run_cli("admin", "add-door", "front", door_key, "--config", config)  # a stolen door's key, again
+    assert back.returncode == 2 and "never trusted again" in back.stderr
