@@ -99,6 +99,9 @@ class MatchingConfig:
     distance_threshold: float = setting(0.0, "an explicit threshold instead (accept when cosine distance "
                                              "<= this); 0: from false_accept_target", 0, 2)
     min_margin: float = setting(0.05, "and the next person is at least this much farther", 0, 2)
+    allow_looser_than_target: bool = setting(False, "accept a distance_threshold looser than "
+                                                    "false_accept_target allows (it lets more strangers in); "
+                                                    "refused otherwise")
 
 
 @dataclass(frozen=True)
@@ -462,6 +465,7 @@ def validate(config: Config, source: str = "<config>", relay: bool = True) -> No
         problems.append("door.watchdog_device %s does not exist (empty turns the watchdog off)"
                         % config.door.watchdog_device)
     problems.extend(_missing_models(config))
+    check(lambda: _refuse_loose_threshold(config))
     mqtt = config.mqtt
     if mqtt.enabled:
         if mqtt.tls and not mqtt.ca_file:
@@ -484,6 +488,38 @@ def validate(config: Config, source: str = "<config>", relay: bool = True) -> No
         problems.extend(_key_problems(mqtt))
     if problems:
         raise ConfigError("%s: %s" % (source, "; ".join(problems)))
+
+
+def _refuse_loose_threshold(config: Config) -> None:
+    """A hand-set threshold that admits more strangers than the target allows, for the gallery
+    as it is now (one person when there is none yet), is refused unless the site says so."""
+    matching = config.matching
+    if matching.distance_threshold <= 0 or matching.allow_looser_than_target:
+        return
+    from appliance.recognition.decision import looseness
+
+    danger = looseness(config, config.models.embedder, gallery_template_counts(config.gallery.path),
+                       matching.distance_threshold)
+    if danger:
+        raise ConfigError("matching.distance_threshold: %s; lower it (or 0 for the target's), or set "
+                          "matching.allow_looser_than_target = true to accept that" % danger)
+
+
+def gallery_template_counts(path: str) -> list:
+    """Templates per person in the gallery at `path`, read without creating it; [1] if absent."""
+    import sqlite3
+
+    if not Path(path).is_file():
+        return [1]
+    try:
+        connection = sqlite3.connect("file:%s?mode=ro" % Path(path).resolve(), uri=True)
+        try:
+            rows = connection.execute("SELECT COUNT(*) FROM templates GROUP BY person_id").fetchall()
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        return [1]  # not a gallery we can read: the run itself says why
+    return [row[0] for row in rows] or [1]
 
 
 def _key_problems(mqtt: "MqttConfig") -> list:

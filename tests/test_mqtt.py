@@ -502,7 +502,7 @@ def test_tune_apply_sends_the_threshold_to_a_remote_door(tmp_path, broker, key_f
 
     applied = []
     door = Door(door_settings(tmp_path, broker, key_file))
-    door.agent.set_matching = lambda threshold, margin: applied.append((threshold, margin))
+    door.agent.set_matching = lambda threshold, margin, force: applied.append((threshold, margin))
     admin_config = tmp_path / "admin.toml"
     admin_config.write_text(key_file.admin_toml(broker))
     try:

@@ -1,5 +1,7 @@
 """Threshold tuning: the numbers on hand-made distances, apply, report and replay on a real door run."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -34,11 +36,28 @@ def test_apply_writes_atomically_and_keeps_a_backup(tmp_path):
     assert result.returncode == 0, result.stderr
     assert load(config).matching.distance_threshold == pytest.approx(0.4123)
     assert load(config).door.unlock_seconds == 2.0
-    assert "distance_threshold = 0.55" in (tmp_path / "door.toml.bak").read_text()
-    typo = tmp_path / "doro.toml"  # a mistyped path: refused, nothing written, no .bak claimed
+    assert "distance_threshold = 0.55" in (tmp_path / "door.toml.bak.1").read_text()
+    typo = tmp_path / "doro.toml"  # a mistyped path: refused, nothing written, no backup claimed
     refused = run_cli("tune", "apply", "0.5", "--config", typo)
     assert refused.returncode == 2 and "does not exist" in refused.stderr
-    assert not typo.exists() and not (tmp_path / "doro.toml.bak").exists()
+    assert not typo.exists() and not list(tmp_path.glob("doro.toml*"))
+
+
+def test_every_apply_keeps_the_version_before_and_undo_walks_back(tmp_path):
+    config = tmp_path / "door.toml"
+    config.write_text("# front door\n[matching]\ndistance_threshold = 0.35\n")
+    for value in ("0.33", "0.31"):  # twice: the original must survive the second
+        assert run_cli("tune", "apply", value, "--config", config).returncode == 0
+    assert load(config).matching.distance_threshold == pytest.approx(0.31)
+    assert "0.35" in (tmp_path / "door.toml.bak.1").read_text() and "0.33" in (tmp_path / "door.toml.bak.2").read_text()
+    first = run_cli("tune", "undo", "--config", config)
+    assert first.returncode == 0 and "was 0.3100" in first.stdout
+    assert load(config).matching.distance_threshold == pytest.approx(0.33)
+    assert run_cli("tune", "undo", "--config", config).returncode == 0
+    assert load(config).matching.distance_threshold == pytest.approx(0.35)
+    assert config.read_text().startswith("# front door")  # the original, comments and all
+    none = run_cli("tune", "undo", "--config", config)
+    assert none.returncode == 2 and "no earlier version" in none.stderr
 
 
 def test_report_says_what_is_missing(tmp_path, models_dir):
@@ -109,3 +128,71 @@ def test_capture_records_labelled_attempts_from_a_video(tmp_path, models_dir):
     captures = AuditStore(tmp_path / "a.db").events(kind="capture")
     assert len(captures) == 2
     assert all(c.label and c.embedding is not None and c.detail["decided"] == "grant" for c in captures)
+
+
+def test_capture_refuses_someone_else_and_the_report_flags_a_wrong_label(tmp_path, models_dir):
+    """`tune capture obama` with 刘德华 at the door used to store four attempts labelled obama."""
+    from test_service import PROBES, make_clip
+    from appliance.audit import AuditStore
+
+    gallery = tmp_path / "g.db"
+    assert run_cli("enroll", "--from-dir", SEED / "gallery", "--gallery", gallery).returncode == 0
+    common = ["--gallery", gallery, "--audit", tmp_path / "a.db"]
+    other = make_clip(tmp_path / "ldh.mp4", [PROBES / "ldh.jpg"] * 4, seconds=1.5)
+    refused = run_cli("tune", "capture", "obama", "--count", "4", "--camera", other, *common)
+    assert refused.returncode == 2 and "not recorded: this face is nearest to 刘德华" in refused.stdout
+    assert "is obama the person in front of the camera?" in refused.stderr
+    assert not Path(tmp_path / "a.db").exists() or AuditStore(tmp_path / "a.db").events(kind="capture") == []
+    clip = make_clip(tmp_path / "obama.mp4", [PROBES / "obama.jpg"] * 2, seconds=2.0)
+    assert run_cli("tune", "capture", "obama", "--count", "2", "--camera", clip, *common).returncode == 0
+    first = AuditStore(tmp_path / "a.db").events(kind="capture")[0]
+    assert run_cli("tune", "label", str(first.id), "--person", "刘德华", *common).returncode == 0  # a wrong label
+    report = run_cli("tune", "report", *common)
+    assert "WARNING: event %d is labelled 刘德华, but the door accepts that face as obama" % first.id in report.stdout
+    assert "1 of 2 labelled attempts contradict their labels" in report.stdout
+
+
+def test_a_threshold_that_admits_strangers_is_refused_unless_forced(tmp_path, models_dir):
+    door = tmp_path / "door.toml"
+    door.write_text("# the site's door\n[matching]\ndistance_threshold = 1.7\n")
+    check = run_cli("config", "--check", door)
+    assert check.returncode == 2
+    assert "threshold 1.700 is looser than the" in check.stderr and "strangers' attempts" in check.stderr
+    assert "allow_looser_than_target" in check.stderr
+    door.write_text("# the site's door\n[matching]\ndistance_threshold = 0.3\n")
+    assert run_cli("config", "--check", door).returncode == 0
+    refused = run_cli("tune", "apply", "1.7", "--config", door)
+    assert refused.returncode == 2 and "not applied" in refused.stderr and "--force" in refused.stderr
+    assert "distance_threshold = 0.3" in door.read_text()
+    forced = run_cli("tune", "apply", "1.7", "--config", door, "--force")
+    assert forced.returncode == 0 and "WARNING: threshold 1.700 is looser" in forced.stdout
+    assert load(door).matching.allow_looser_than_target and load(door).matching.distance_threshold == 1.7
+    assert run_cli("config", "--check", door).returncode == 0  # the file says the risk was chosen
+
+
+def test_a_remote_threshold_that_admits_strangers_is_refused_unless_forced(tmp_path, pipeline):
+    from test_mqtt import Door, admin_for, door_settings, SiteKeys
+    from broker import Broker
+
+    from appliance.gallery.index import GalleryIndex
+    from appliance.recognition.verification import Verifier
+
+    folder = tmp_path / "broker"
+    folder.mkdir()
+    broker = Broker(folder)
+    keys = SiteKeys(tmp_path)
+    door = Door(door_settings(tmp_path, broker, keys), pipeline)
+    verifier = Verifier(door.config, pipeline, GalleryIndex(door.agent.store))
+    door.agent.set_matching = verifier.set_matching
+    admin = admin_for(broker, keys)
+    try:
+        refused = admin.send("door1", "set_threshold", {"distance_threshold": 1.9})[0]
+        assert refused["ok"] is False and refused["code"] == "refused"
+        assert "looser than the" in refused["message"] and "--force" in refused["message"]
+        assert verifier.threshold.source == "target"
+        forced = admin.send("door1", "set_threshold", {"distance_threshold": 1.9, "force": True})[0]
+        assert forced["ok"] and verifier.threshold.value == 1.9
+    finally:
+        admin.close()
+        door.close()
+        broker.stop()

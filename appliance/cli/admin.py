@@ -91,6 +91,8 @@ def register(commands) -> None:
     sub = verb("set-threshold", "set the distance threshold at run time")
     sub.add_argument("threshold", type=float)
     sub.add_argument("--margin", type=float)
+    sub.add_argument("--force", action="store_true",
+                     help="apply a threshold looser than the false-accept target allows (it lets more strangers in)")
     sub.set_defaults(handler=_simple, verb="set_threshold")
     verb("serve", "answer doors' requests for site changes they missed", door=False).set_defaults(handler=_serve)
 
@@ -595,6 +597,7 @@ def _simple(args) -> int:
     body = {}
     if args.verb == "set_threshold":
         body["distance_threshold"] = args.threshold
+        body["force"] = args.force
         if args.margin is not None:
             body["min_margin"] = args.margin
     if args.verb == "unlock":

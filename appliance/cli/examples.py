@@ -39,6 +39,7 @@ EXAMPLES = {
     "tune report": ["facegate tune report --config door.toml --plot tuning.png"],
     "tune replay": ["facegate tune replay --threshold 0.38 --config door.toml   # what a threshold would have done"],
     "eval-threshold": ["facegate eval-threshold --fit-folds 1-3 --test-folds 4-5"],
+    "tune undo": ["facegate tune undo --config door.toml   # back to the file before the last apply"],
     "tune apply": ["facegate tune apply 0.42 --config door.toml",
                    "facegate tune apply 0.42 --config admin.toml --door front"],
     "admin keygen": ["facegate admin keygen admin.key   # also admin.key.pub, for every door's trusted keys"],

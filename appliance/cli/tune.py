@@ -8,7 +8,7 @@ import numpy as np
 
 from appliance.cli.common import add_config_options, load_config, pad
 from appliance.errors import FaceGateError
-from appliance.recognition.decision import threshold_for
+from appliance.recognition.decision import looseness, threshold_for
 
 STRANGER = "stranger"
 ATTEMPT_KINDS = ("grant", "deny", "capture")  # audit events that carry a probe embedding
@@ -51,7 +51,12 @@ def register(commands) -> None:
                      help="the config file to change (with --door: the admin config with [mqtt])")
     sub.add_argument("--door", help="send it to this remote door over MQTT instead (live, not persisted)")
     sub.add_argument("--timeout", type=float, default=10.0)
+    sub.add_argument("--force", action="store_true",
+                     help="apply a threshold looser than the false-accept target allows (it lets more strangers in)")
     sub.set_defaults(handler=_apply)
+    sub = actions.add_parser("undo", help="put back the config file as it was before the last 'tune apply'")
+    sub.add_argument("--config", required=True, help="the config file 'tune apply' changed")
+    sub.set_defaults(handler=_undo)
 
 
 def _paths(args, config):
@@ -115,6 +120,20 @@ def _report(args) -> int:
     counts = np.unique(np.asarray(ids), return_counts=True)[1].tolist()
     current = threshold_for(config, model_id, counts)
     print("the door now: %s" % current.describe())
+    if labelled:
+        flagged = analysis.contradictions(probes, [e.label for e in labelled], matrix, ids, current.value)
+        for flag in flagged:
+            event = labelled[flag.index]
+            named = people[flag.nearest].name if flag.nearest in people else flag.nearest
+            print("WARNING: event %d is labelled %s, but the door accepts that face as %s (distance %.3f): a wrong "
+                  "label? check its snapshot ('facegate audit --snapshot %d --out e.jpg'), then 'facegate tune "
+                  "label %d --person NAME' or '--stranger'"
+                  % (event.id, "a stranger" if event.label == STRANGER else
+                     (people[event.label].name if event.label in people else event.label), named, flag.distance,
+                     event.id, event.id))
+        if flagged:
+            print("WARNING: %d of %d labelled attempts contradict their labels; the figures below include them"
+                  % (len(flagged), len(labelled)))
     print("\nthreshold  false accepts/comparison  false rejects")
     # the rows, with the door's own threshold among them where it falls, marked
     rows = sorted(set(np.round(np.arange(0.30, 0.81, 0.05), 2).tolist()) | {round(current.value, 3)})
@@ -225,7 +244,7 @@ def _capture(args) -> int:
         person = store.find(args.person)
         verifier = Verifier(config, pipeline, GalleryIndex(store))
         reader = LatestFrameReader(config.camera.source, config.camera.realtime)
-        recorded = 0
+        recorded = refused = 0
         print("recording %d attempts of %s: stand in front of the camera, step away and back between "
               "attempts" % (args.count, person.name))
         while recorded < args.count:
@@ -235,11 +254,23 @@ def _capture(args) -> int:
             outcome = verifier.step(frame.image, frame.captured, frame.number)
             if outcome.kind not in (GRANT, DENY):
                 continue
+            nearest = outcome.decision.match.person
+            if nearest is None or nearest.id != person.id:
+                # the label is the evidence: a face nearer to someone else is not recorded as this person
+                refused += 1
+                print("  not recorded: this face is nearest to %s (distance %.3f), not %s"
+                      % (nearest.name if nearest else "nobody", outcome.decision.match.distance, person.name))
+                if refused >= 3:
+                    raise FaceGateError("three attempts in a row were nearer to someone else than to %s: is %s "
+                                        "the person in front of the camera? (%d recorded)"
+                                        % (person.name, person.name, recorded))
+                continue
+            refused = 0
             # recorded as the door records an attempt, labelled with who it really was
             audit.record(attempt_event("capture", outcome, frame.image, verifier.model_id, label=person.id))
             recorded += 1  # one per appearance: the next attempt starts when they step away and back
-            print("  attempt %d: %s, distance %.3f" % (recorded, "grant" if outcome.kind == GRANT else "deny",
-                                                     outcome.decision.match.distance))
+            print("  attempt %d: %s, nearest %s at distance %.3f" % (
+                recorded, "grant" if outcome.kind == GRANT else "deny", person.name, outcome.decision.match.distance))
         print("recorded %d attempts labelled %s in %s" % (recorded, person.name, audit_path))
         return 0 if recorded == args.count else 1
     finally:
@@ -304,23 +335,80 @@ def _apply(args) -> int:
         args.site_gallery = None
         session = AdminSession(args)
         try:
-            return session.send("set_threshold", {"distance_threshold": args.threshold})
+            return session.send("set_threshold", {"distance_threshold": args.threshold, "force": args.force})
         finally:
             session.close()
     path = Path(args.config)
     if not path.is_file():  # a typo must not write a new file the door never reads
         raise FaceGateError("config file %s does not exist: give the door's own config file" % path)
+    current = config_module.load(path)
+    danger = looseness(current, current.models.embedder, config_module.gallery_template_counts(current.gallery.path),
+                       args.threshold)
+    if danger and not args.force:
+        raise FaceGateError("not applied: %s (--force applies it all the same)" % danger)
     updated = config_module.set_in_file(path, "matching.distance_threshold", round(args.threshold, 4))
+    if danger:  # forced: the file says that this risk was chosen, so the door runs with it
+        print("WARNING: %s" % danger)
+        updated = config_module.set_in_text(updated, "matching.allow_looser_than_target", True, str(path))
+    previous = current.matching.distance_threshold
+    backup = _replace_config(path, updated)
+    from appliance.cli.common import record_change
+
+    record_change(config_module.load(path), "set_threshold", distance_threshold=args.threshold,
+                  previous_threshold=previous, config_file=str(path), backup=str(backup))
+    print("%s: matching.distance_threshold = %.4f, was %.4f (previous file kept as %s; 'facegate tune undo' "
+          "restores it); restart the door, or send it live with 'facegate admin set-threshold'"
+          % (path, args.threshold, previous, backup.name))
+    return 0
+
+
+def _backups(path: Path):
+    """The numbered copies tune apply kept of `path`, oldest first."""
+    numbered = []
+    for candidate in path.parent.glob(path.name + ".bak.*"):
+        suffix = candidate.name[len(path.name) + len(".bak."):]
+        if suffix.isdigit():
+            numbered.append((int(suffix), candidate))
+    return [candidate for _, candidate in sorted(numbered)]
+
+
+def _replace_config(path: Path, text: str) -> Path:
+    """Install `text` as `path` atomically, keeping the old file as the next numbered backup."""
+    from appliance import config as config_module
+
     temporary = path.with_name(path.name + ".new")
-    temporary.write_text(updated)
+    temporary.write_text(text)
     config_module.load(temporary)  # never install a file that does not load
-    shutil.copy2(path, path.with_name(path.name + ".bak"))
+    existing = _backups(path)
+    number = int(existing[-1].name.rsplit(".", 1)[1]) + 1 if existing else 1
+    backup = path.with_name("%s.bak.%d" % (path.name, number))
+    shutil.copy2(path, backup)
     with open(temporary, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(temporary, path)
+    return backup
+
+
+def _undo(args) -> int:
+    from appliance import config as config_module
     from appliance.cli.common import record_change
 
-    record_change(config_module.load(path), "set_threshold", distance_threshold=args.threshold, config_file=str(path))
-    print("%s: matching.distance_threshold = %.4f (previous file kept as %s.bak); restart the door, or "
-          "send it live with 'facegate admin set-threshold'" % (path, args.threshold, path.name))
+    path = Path(args.config)
+    if not path.is_file():
+        raise FaceGateError("config file %s does not exist: give the door's own config file" % path)
+    backups = _backups(path)
+    if not backups:
+        raise FaceGateError("no earlier version of %s to go back to ('tune apply' keeps one per change as "
+                            "%s.bak.N)" % (path, path.name))
+    newest = backups[-1]
+    was = config_module.load(path).matching.distance_threshold
+    restored = config_module.load(newest)  # refuses a backup that no longer loads
+    undone = path.with_name(path.name + ".undone")
+    shutil.copy2(path, undone)
+    os.replace(newest, path)
+    record_change(restored, "set_threshold", distance_threshold=restored.matching.distance_threshold,
+                  previous_threshold=was, config_file=str(path), undo=True)
+    print("%s: back to %s (matching.distance_threshold = %.4f, was %.4f); the undone file is kept as %s; %d "
+          "earlier version%s left" % (path, newest.name, restored.matching.distance_threshold, was, undone.name,
+                                      len(backups) - 1, "" if len(backups) == 2 else "s"))
     return 0

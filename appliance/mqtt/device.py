@@ -398,7 +398,14 @@ class DeviceAgent:
                 raise CommandError("malformed", "%s must be a number from 0 to 2" % name)
         if self.set_matching is None:
             raise CommandError("refused", "this door cannot change its threshold")
-        self.set_matching(float(threshold), float(margin))  # 0 returns to the false-accept target
+        force = body.get("force", False)
+        if not isinstance(force, bool):
+            raise CommandError("malformed", "force must be true or false")
+        try:
+            self.set_matching(float(threshold), float(margin), force=force)  # 0 returns to the false-accept target
+        except ConfigError as err:
+            raise CommandError("refused", "%s; send it with force ('facegate admin set-threshold T --force') to "
+                                          "apply it all the same" % err) from err
         return dict(self.matching_state() if self.matching_state else {"distance_threshold": threshold},
                     min_margin=margin, persisted=False,
                     note="applies until this door restarts; 'facegate tune apply' on its config keeps it")

@@ -94,6 +94,24 @@ def threshold_for(config: Config, model_id: str, template_counts: Sequence[int])
     return Threshold(from_target, from_target, people, templates, "target")
 
 
+def looseness(config: Config, model_id: str, template_counts: Sequence[int], value: float) -> Optional[str]:
+    """Why `value` is looser than the false-accept target allows for this gallery, with what it
+    would let in; None when it is not (or no calibration can say)."""
+    template_counts = [k for k in template_counts if k > 0] or [1]  # an empty gallery: its first person
+    looks = looks_per_attempt(config)
+    target = config.matching.false_accept_target
+    from_target = _from_target(model_id, target, looks, tuple(sorted(template_counts)))
+    if from_target is None or value <= from_target + 1e-9:
+        return None
+    rate = _calibration(model_id).false_accept(value, list(template_counts), looks)
+    people = len(template_counts)
+    return ("threshold %.3f is looser than the %.3f that the false-accept target (%.0e per attempt) allows for %d "
+            "%s: it would accept about %s of strangers' attempts as somebody (%s)"
+            % (value, from_target, target, people, "person" if people == 1 else "people",
+               "1 in %.0f" % (1 / rate) if rate < 0.5 else "%.0f%%" % (100 * rate),
+               "everyone" if rate >= 0.999 else "%.1e per attempt" % rate))
+
+
 def decide(match: Match, threshold: float, rules: MatchingConfig,
            when: Optional[datetime.datetime] = None) -> Decision:
     if match.person is None:

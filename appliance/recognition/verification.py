@@ -16,7 +16,8 @@ from typing import Optional
 import numpy as np
 
 from appliance.config import Config
-from appliance.recognition.decision import Decision, Threshold, decide, threshold_for
+from appliance.errors import ConfigError
+from appliance.recognition.decision import Decision, Threshold, decide, looseness, threshold_for
 from appliance.gallery.index import GalleryIndex
 from appliance.vision.embedder import normalise
 from appliance.vision.pipeline import FacePipeline, FaceResult
@@ -76,9 +77,15 @@ class Verifier:
                 log.info("%s", self._threshold.describe())
         return self._threshold
 
-    def set_matching(self, distance_threshold: float, min_margin: float) -> None:
+    def set_matching(self, distance_threshold: float, min_margin: float, force: bool = False) -> None:
         """Change the decision rule at run time (a remote set_threshold; 0 returns to the target);
-        the next frame uses it."""
+        the next frame uses it. A threshold looser than the false-accept target allows for this
+        gallery is refused (ConfigError, saying what it would let in) unless `force`."""
+        if distance_threshold > 0 and not force:
+            danger = looseness(self.config, self.pipeline.embedder.model_id, self.index.template_counts(),
+                               distance_threshold)
+            if danger:
+                raise ConfigError(danger)
         matching = replace(self.config.matching, distance_threshold=distance_threshold, min_margin=min_margin)
         self.config = replace(self.config, matching=matching)
         self._threshold = None

@@ -43,6 +43,33 @@ def probe_distances(probes: np.ndarray, probe_labels: Sequence, gallery: np.ndar
     return Evidence(distances[same].astype(np.float64), distances[~same].astype(np.float64))
 
 
+@dataclass(frozen=True)
+class Contradiction:
+    index: int  # which probe
+    nearest: object  # the gallery label nearest to it
+    distance: float
+
+
+def nearest_people(probes: np.ndarray, gallery: np.ndarray, gallery_labels: Sequence) -> List[Tuple[object, float]]:
+    """(nearest person's label, distance) for each probe."""
+    distances = 1.0 - np.asarray(probes, np.float32) @ np.asarray(gallery, np.float32).T
+    best = np.argmin(distances, axis=1)
+    labels = list(gallery_labels)
+    return [(labels[j], float(distances[i, j])) for i, j in enumerate(best)]
+
+
+def contradictions(probes: np.ndarray, probe_labels: Sequence, gallery: np.ndarray, gallery_labels: Sequence,
+                   threshold: float) -> List[Contradiction]:
+    """Labelled attempts whose face says otherwise: labelled one person but accepted as another,
+    or labelled a stranger but accepted as someone. Wrong labels make wrong recommendations."""
+    found = []
+    for index, ((nearest, distance), label) in enumerate(zip(nearest_people(probes, gallery, gallery_labels),
+                                                             probe_labels)):
+        if distance <= threshold and nearest != label:
+            found.append(Contradiction(index, nearest, distance))
+    return found
+
+
 def rates(evidence: Evidence, thresholds: Sequence[float]) -> List[Tuple[float, float, float]]:
     """(threshold, false-accept rate per comparison, false-reject rate) for each threshold."""
     genuine, impostor = np.sort(evidence.genuine), np.sort(evidence.impostor)
