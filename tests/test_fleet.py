@@ -26,9 +26,10 @@ def admin_config(tmp_path, broker, key_file):
     return path
 
 
-def status_json(config, *extra):
+def status_json(config, *extra, code=0):
+    """`admin status --json`: exit 0 only when every door is online and answered."""
     result = run_cli("admin", "status", "--json", "--config", config, *extra)
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.returncode == code, result.stdout + result.stderr
     return {door["door"]: door for door in json.loads(result.stdout)["doors"]}
 
 
@@ -78,11 +79,13 @@ def test_status_shows_threshold_last_seen_and_offline_since_within_two_seconds(t
 
         door2.close()
         stopped = time.time()
-        doors = status_json(config)
+        doors = status_json(config, code=1)
         assert doors["door2"]["state"] == "offline" and doors["door2"]["offline_reason"] == "stopped"
         assert abs(utc(doors["door2"]["offline_since"]) - stopped) < 2
         assert abs(utc(doors["door2"]["last_seen"]) - stopped) < 62  # its last status, kept past the will
-        text = run_cli("admin", "status", "--config", config).stdout
+        result = run_cli("admin", "status", "--config", config)
+        text = result.stdout
+        assert result.returncode == 1  # README: 1 when a door is offline or did not answer
         assert re.search(r"door2: OFFLINE since .* last seen", text), text
         assert re.search(r"door1: online since .*\n  door closed, access idle; threshold 0\.300 \(set by hand\)",
                          text), text
@@ -125,7 +128,7 @@ def test_site_wide_enrolment_with_a_door_offline_is_queued_then_applied(tmp_path
         assert re.search(r"door1: ok", result.stdout), result.stdout
         assert re.search(r"door2: offline since .*, queued: it applies site change 1 when it reconnects",
                          result.stdout), result.stdout
-        doors = status_json(config, "--site-gallery", site)
+        doors = status_json(config, "--site-gallery", site, code=1)  # a door is offline
         assert doors["door1"]["site_changes_queued"] == 0 and doors["door2"]["state"] == "offline"
 
         door2 = Door(door_settings(tmp_path, broker, key_file, "door2"), pipeline)  # back online
@@ -246,3 +249,35 @@ def test_home_assistant_discovery_describes_the_door_and_follows_it(tmp_path, br
         discovery.close()
         statuses.close()
         decisions.close()
+
+
+def test_status_names_a_hung_door_at_once_and_a_door_that_differs_from_the_site(tmp_path, broker, key_file):
+    config = admin_config(tmp_path, broker, key_file)
+    site = SiteGallery(str(tmp_path / "site.db"))
+    site.record("enroll", {"person_id": "p1", "name": "Ada", "model_id": "mobilefacenet_128d",
+                           "embeddings": [[1.0] + [0.0] * 127]})
+    site.close()
+    door = Door(door_settings(tmp_path, broker, key_file, "door1"))
+    raw = door_settings(tmp_path, broker, key_file, "door3", mqtt={"keepalive": 30})
+    config_path = tmp_path / "door3.json"
+    config_path.write_text(json.dumps(raw))
+    hung = run_door_process(config_path)
+    try:
+        common = ["--config", config, "--site-gallery", tmp_path / "site.db"]
+        assert run_cli("admin", "sync", "--door", "door1", *common).returncode == 0
+        removed = run_cli("admin", "remove", "Ada", "--door", "door1", *common)
+        assert removed.returncode == 0, removed.stdout + removed.stderr
+        os.kill(hung.pid, signal.SIGSTOP)  # hung: its connection stays open, it answers nothing
+        started = time.monotonic()
+        result = run_cli("admin", "status", *common)
+        assert time.monotonic() - started < 15  # not the broker's 45 s keep-alive
+        assert result.returncode == 1, result.stdout
+        assert re.search(r"door3: NOT ANSWERING \(its last status says online since", result.stdout), result.stdout
+        assert "up to date" not in result.stdout
+        assert "1 change made at this door only" in result.stdout and "differs from the site gallery" in result.stdout
+        synced = run_cli("admin", "sync", "--door", "door1", *common)
+        assert "differs from the site gallery" in synced.stdout and "up to date" not in synced.stdout
+    finally:
+        hung.kill()  # SIGKILL works on a stopped process
+        hung.wait(timeout=20)
+        door.close()

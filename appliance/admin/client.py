@@ -266,7 +266,7 @@ def _clean_status(payload: Dict[str, Any]) -> Dict[str, Any]:
             status[key] = _text(payload.get(key))
     gallery = payload.get("gallery")
     if isinstance(gallery, dict):
-        status["gallery"] = {k: v for k, v in gallery.items() if k in ("version", "site_version", "people", "templates")
+        status["gallery"] = {k: v for k, v in gallery.items() if k in ("version", "site_version", "door_only_changes", "people", "templates")
                              and isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2 ** 53}
     if isinstance(payload.get("unsent_events"), int):
         status["unsent_events"] = payload["unsent_events"]

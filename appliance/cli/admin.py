@@ -405,15 +405,18 @@ def _status(args) -> int:
         answered = session.client.refresh(timeout=min(args.timeout, 3.0))
         site_version = _site_version(session)
         reports = [door_report(session.client, device, site_version) for device in sorted(session.client.statuses)]
+        for report in reports:
+            report["answered"] = report["door"] in answered
         if args.json:
             print(json.dumps({"site": session.config.mqtt.site, "site_version": site_version, "doors": reports},
                              ensure_ascii=False, indent=1))
-            return 0
+            return 0 if all(r["answered"] for r in reports) else EXIT_ERROR_REPLY
         if not reports:
             print("no door has published a status on site %s" % session.config.mqtt.site)
         for report in reports:
             _print_door(report, report["door"] in answered, site_version)
-        return 0
+        silent = [r["door"] for r in reports if r["state"] == "online" and r["door"] not in answered]
+        return EXIT_ERROR_REPLY if silent or any(r["state"] != "online" for r in reports) else 0
     finally:
         session.close()
 
@@ -422,12 +425,18 @@ def _print_door(report: dict, answered: bool, site_version) -> None:
     device = report["door"]
     if report["state"] != "online":
         since = report["offline_since"]
-        when = ("since %s" % _ago(since)) if since else "(connection lost some time after it was last seen)"
+        when = ("since %s" % _ago(since)) if since else \
+            "since some time after it was last seen (its connection was lost: the broker notices within 1.5 x its keepalive)"
         print("%s: OFFLINE %s; last seen %s" % (device, when, _ago(report["last_seen"])))
         return
-    print("%s: online since %s; last seen %s%s" % (device, shown_time(report["online_since"]),
-                                                  _ago(report["last_seen"]),
-                                                  "" if answered else " (did not answer just now)"))
+    if not answered:
+        # its retained status says online, but it did not answer a signed request: hung, or cut off
+        # and the broker has not noticed yet (it does within 1.5 x the door's keepalive)
+        print("%s: NOT ANSWERING (its last status says online since %s); last seen %s"
+              % (device, shown_time(report["online_since"]), _ago(report["last_seen"])))
+        return
+    print("%s: online since %s; last seen %s" % (device, shown_time(report["online_since"]),
+                                                _ago(report["last_seen"])))
     matching = report["matching"] or {}
     threshold = "no threshold reported"
     if matching.get("distance_threshold") is not None:
@@ -438,7 +447,12 @@ def _print_door(report: dict, answered: bool, site_version) -> None:
     sync = ""
     if site_version is not None and gallery:
         queued = report.get("site_changes_queued", 0)
-        sync = ", up to date" if not queued else ", %s queued for it" % plural(queued, "change")
+        own = gallery.get("door_only_changes") or 0
+        sync = ", up to date" if not queued and not own else ", %s queued for it" % plural(queued, "change") \
+            if queued else ""
+        if own:
+            sync += ", and %s made at this door only (admin ... --door, or its console): it differs from the site " \
+                    "gallery" % plural(own, "change")
     print("  gallery: site change %s of %s%s; %s, %s" % (
         gallery.get("site_version", "?"), site_version if site_version is not None else "?", sync,
         plural(gallery.get("people", 0), "person", "people"), plural(gallery.get("templates", 0), "template")))
@@ -482,7 +496,12 @@ def _sync(args) -> int:
 
 
 def _sync_door(session, site, device: str, version: int) -> int:
+    own = (session.client.statuses.get(device, {}).get("gallery") or {}).get("door_only_changes") or 0
     if version >= site.version:
+        if own:
+            print("%s: has every site change (%d), and %s made at this door only: it differs from the site gallery "
+                  "(a site change for those people brings it back in line)" % (device, version, plural(own, "change")))
+            return 0
         print("%s: up to date at site change %d" % (device, version))
         return 0
     applied, failed, stopped = [], [], None

@@ -212,6 +212,8 @@ class GalleryStore:
     def set_site_version(self, version: int) -> None:
         with self.transaction():
             self._set_meta("site_version", str(version))
+            # what the gallery was when it last matched the site: changes after it are this door's own
+            self._set_meta("version_at_site", str(self.version))
 
     @_serialised
     def close(self) -> None:
@@ -383,8 +385,12 @@ class GalleryStore:
     def counts(self) -> dict:
         people = self.db.execute("SELECT COUNT(*), SUM(enabled) FROM people").fetchone()
         templates = self.db.execute("SELECT COUNT(*) FROM templates").fetchone()[0]
+        version = self.version
         return {"people": people[0], "enabled": int(people[1] or 0), "templates": templates,
-                "version": self.version, "site_version": self.site_version, "model_id": self.model_id}
+                "version": version, "site_version": self.site_version, "model_id": self.model_id,
+                # changes made here and not through the site's numbered ones ('admin ... --door', the
+                # door's console): a door with any differs from the site gallery
+                "door_only_changes": version - int(self._get_meta("version_at_site") or 0)}
 
     # site changes -----------------------------------------------------------------------
     @property

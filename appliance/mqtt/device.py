@@ -167,6 +167,7 @@ class DeviceAgent:
                 "version": __version__, "models": {"detector": self.config.models.detector,
                                                    "embedder": self.model_id},
                 "gallery": {"version": counts["version"], "site_version": counts["site_version"],
+                            "door_only_changes": counts["door_only_changes"],
                             "people": counts["people"], "templates": counts["templates"]},
                 "door": self.controller.door.value, "access": self.controller.access.value,
                 "matching": self.matching_state() if self.matching_state else None,
