@@ -101,6 +101,7 @@ def test_cli_enrol_identify_people_export_import(tmp_path):
     assert "obama (distance" in identified.stdout and (tmp_path / "out.jpg").is_file()
     again = run_cli("enroll", "obama", SEED / "probes" / "obama.jpg", "--gallery", gallery)
     assert again.returncode == 1 and "already enrolled" in again.stdout
+    assert "--add" in again.stdout and "--force" not in again.stdout  # the one option that does it
     missing = run_cli("people", "remove", "Nobody", "--gallery", gallery)
     assert missing.returncode == 2 and "no person 'Nobody'" in missing.stderr
     assert "Traceback" not in missing.stderr
@@ -258,3 +259,44 @@ def test_names_in_any_script_are_drawn_not_replaced_by_ids(tmp_path):
         overlap[text] = (drawn & wanted).sum() / max(1, (drawn | wanted).sum())
     # the strokes drawn are the name's (up to JPEG noise), not those of the id or of "unknown"
     assert overlap["刘德华"] > 0.5 and max(overlap["unknown"], overlap[person_id(gallery, "刘德华")]) < 0.3, overlap
+
+
+def test_an_interrupted_folder_enrolment_says_what_it_kept_and_a_rerun_goes_on(tmp_path):
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+
+    from conftest import LFW, ROOT, wait_until
+
+    folder = tmp_path / "people"
+    for person in sorted((LFW / "images").iterdir())[:40]:
+        (folder / person.name).mkdir(parents=True)
+        shutil.copy(sorted(person.iterdir())[0], folder / person.name)
+    gallery = tmp_path / "g.db"
+
+    def enrolled():
+        if not gallery.exists():
+            return 0
+        try:
+            with sqlite3.connect("file:%s?mode=ro" % gallery, uri=True) as db:
+                return db.execute("SELECT COUNT(*) FROM people").fetchone()[0]
+        except sqlite3.Error:
+            return 0
+
+    process = subprocess.Popen([sys.executable, "-m", "appliance", "enroll", "--from-dir", str(folder),
+                                "--gallery", str(gallery)], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert wait_until(lambda: enrolled() >= 3, timeout=120)
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    out, err = process.communicate(timeout=60)
+    kept = enrolled()
+    assert process.returncode == 130 and "Traceback" not in err
+    assert "interrupted: the %d people enrolled above are kept" % kept in err
+    assert out.count("enrolled ") >= kept and kept < 40
+    rerun = run_cli("enroll", "--from-dir", folder, "--gallery", gallery)
+    assert rerun.returncode in (0, 1), rerun.stderr  # 1 only if some photo had no usable face
+    assert "%d people were already enrolled, left as they are" % kept in rerun.stdout
+    assert "--force" not in rerun.stdout
+    total = enrolled()
+    assert total > kept and "%d people enrolled" % (total - kept) in rerun.stdout

@@ -286,6 +286,9 @@ def _enroll(args) -> int:
                                                                               note=args.note)
                 for photo, reason in report.skipped:
                     print("skipped %s: %s" % (photo, reason))
+                if report.already:
+                    raise FaceGateError("%s is already in the site gallery: nothing sent (remove them first to "
+                                        "enrol them afresh)" % args.name)
                 if not report.enrolled:
                     raise FaceGateError("%s was not enrolled in the site gallery (reasons above)" % args.name)
                 person = report.enrolled[0][0]

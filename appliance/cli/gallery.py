@@ -37,19 +37,25 @@ def register(commands) -> None:
     gallery.set_defaults(handler=run_gallery)
 
 
-def _print_report(report) -> int:
+def _print_report(report, folder: bool = False) -> int:
     for person, count in report.enrolled:
         print("enrolled %s (%s): %s" % (person.name, person.id, plural(count, "photo")))
     for item, reason in report.skipped:
         print("skipped %s: %s" % (item, reason))
+    if report.already and folder:
+        print("%s already enrolled, left as they are (a second run goes on where the first stopped; --add "
+              "adds these photos to them)" % plural(len(report.already), "person was", "people were"))
+    elif report.already:
+        print("%s is already enrolled: nothing changed ('facegate enroll %s PHOTO... --add' adds photos to them; "
+              "'facegate people remove' first to start them afresh)" % (report.already[0], report.already[0]))
     photos = sum(count for _, count in report.enrolled)
     print("%s enrolled from %s, %d skipped"
           % (plural(len(report.enrolled), "person", "people"), plural(photos, "photo"), len(report.skipped)))
-    return 0 if report.enrolled else 1
+    return 0 if report.enrolled or (folder and report.already and not report.skipped) else 1
 
 
 def run_enroll(args) -> int:
-    from appliance.gallery.enrol import Enroller, group_photos
+    from appliance.gallery.enrol import EnrolReport, Enroller, group_photos
     from appliance.vision.pipeline import FacePipeline
 
     if bool(args.from_dir) == bool(args.name):
@@ -59,21 +65,31 @@ def run_enroll(args) -> int:
     config = load_config(args)
     pipeline = FacePipeline.from_config(config)
     store = open_gallery(args, config, pipeline.embedder.model_id, create=True)
+    report = EnrolReport()
+    interrupted = False
     try:
         enroller = Enroller(config, pipeline, store)
         if args.from_dir:
             total = sum(len(p) for p in group_photos(Path(args.from_dir)).values())
             progress = Progress(total, "enrolling")
-            report = enroller.enrol_folder(Path(args.from_dir), args.force, args.add, progress.step)
+            enroller.enrol_folder(Path(args.from_dir), args.force, args.add, progress.step, report=report)
         else:
-            report = enroller.enrol(args.name, [Path(p) for p in args.photos], args.force,
-                                    args.add, args.note)
+            report = enroller.enrol(args.name, [Path(p) for p in args.photos], args.force, args.add, args.note)
+    except KeyboardInterrupt:  # each person is one transaction: who was enrolled stays enrolled
+        interrupted = True
+        print()
     finally:
         store.close()
         pipeline.close()
     for person, count in report.enrolled:
         record_change(config, "add_photos" if args.add else "enroll", person, templates=count)
-    return _print_report(report)
+    status = _print_report(report, folder=bool(args.from_dir))
+    if interrupted:
+        print("interrupted: the %s enrolled above %s kept; run the same command again to go on (it skips who is "
+              "enrolled)" % (plural(len(report.enrolled), "person", "people"),
+                             "is" if len(report.enrolled) == 1 else "are"), file=sys.stderr)
+        return 130
+    return status
 
 
 def run_people(args) -> int:

@@ -27,6 +27,7 @@ class EnrolmentRefused(FaceGateError):
 class EnrolReport:
     enrolled: List[Tuple[Person, int]] = field(default_factory=list)  # person, templates added
     skipped: List[Tuple[str, str]] = field(default_factory=list)  # photo or name, reason
+    already: List[str] = field(default_factory=list)  # names enrolled before (a rerun skips them)
 
 
 def enrolment_limits(config: Config) -> QualityConfig:
@@ -99,6 +100,14 @@ class Enroller:
         extends those who exist and enrols the others."""
         report_missing = report is None
         report = report or EnrolReport()
+        if not add and self._existing(name) is not None:
+            # before reading any photo: a second run of a folder goes on where the first stopped,
+            # and re-enrolling someone says the one option that does it
+            report.already.append(name)
+            for _ in photos:
+                if on_photo:
+                    on_photo()
+            return report
         templates = []
         for photo in photos:
             try:
@@ -143,8 +152,10 @@ class Enroller:
             return None
 
     def enrol_folder(self, folder: Path, force: bool = False, add: bool = False,
-                     on_photo: Optional[Callable[[], None]] = None) -> EnrolReport:
-        report = EnrolReport()
+                     on_photo: Optional[Callable[[], None]] = None,
+                     report: Optional[EnrolReport] = None) -> EnrolReport:
+        """Every person of `folder`; `report` (if given) holds what was done even when interrupted."""
+        report = report if report is not None else EnrolReport()
         for name, photos in group_photos(folder).items():
             self.enrol(name, photos, force=force, add=add, report=report, on_photo=on_photo)
         return report
