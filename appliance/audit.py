@@ -224,6 +224,13 @@ class AuditStore:
                       embedding=None if r[13] is None else np.frombuffer(r[13], np.float32),
                       model_id=r[14], label=r[15]) for r in rows]
 
+    def people(self) -> List[str]:
+        """Every person id and name the trail names."""
+        with self._lock:
+            rows = self._db.execute("SELECT DISTINCT person_id, person_name FROM events "
+                                    "WHERE person_id IS NOT NULL").fetchall()
+        return sorted({value for row in rows for value in row if value})
+
     def set_label(self, event_id: int, label: Optional[str]) -> None:
         with self._lock:
             changed = self._db.execute("UPDATE events SET label = ? WHERE id = ?", (label, event_id)).rowcount

@@ -298,27 +298,40 @@ def _check_value(section: str, spec, value: Any, source: str) -> Any:
 
 
 def from_dict(raw: Dict[str, Any], source: str = "<config>", base: Optional[Config] = None) -> Config:
-    return _merged(base or Config(), raw, source, "")
+    problems: list = []
+    merged = _merged(base or Config(), raw, source, "", problems)
+    if problems:  # every mistake of the file at once, not one per try
+        raise ConfigError("; ".join(problems) if len(problems) == 1 else
+                          "%s: %d problems: %s" % (source, len(problems),
+                                                   "; ".join(p.replace(source + ": ", "", 1) for p in problems)))
+    return merged
 
 
-def _merged(current: Any, values: Dict[str, Any], source: str, prefix: str) -> Any:
+def _merged(current: Any, values: Dict[str, Any], source: str, prefix: str, problems: list) -> Any:
     """`current` (a config dataclass) with `values` (a TOML table) applied, each checked against
-    its declaration; a nested dataclass is a sub-table ([enrolment.quality])."""
+    its declaration; a nested dataclass is a sub-table ([enrolment.quality]). Each mistake goes
+    into `problems`."""
     declared = {f.name: f for f in fields(current)}
     updates = {}
     for key, value in values.items():
         name = prefix + key
         if key not in declared:
             if not prefix:
-                raise ConfigError("%s: unknown section [%s]; known sections: %s" % (source, key, ", ".join(declared)))
-            raise ConfigError("%s: unknown key '%s' in [%s]; known keys: %s%s"
-                              % (source, key, prefix.rstrip("."), ", ".join(declared), _moved(prefix, key)))
+                problems.append("%s: unknown section [%s]; known sections: %s" % (source, key, ", ".join(declared)))
+            else:
+                problems.append("%s: unknown key '%s' in [%s]; known keys: %s%s"
+                                % (source, key, prefix.rstrip("."), ", ".join(declared), _moved(prefix, key)))
+            continue
         if is_dataclass(getattr(current, key)):
             if not isinstance(value, dict):
-                raise ConfigError("%s: [%s] must be a table" % (source, name))
-            updates[key] = _merged(getattr(current, key), value, source, name + ".")
+                problems.append("%s: [%s] must be a table" % (source, name))
+                continue
+            updates[key] = _merged(getattr(current, key), value, source, name + ".", problems)
         else:
-            updates[key] = _check_value(prefix.rstrip("."), declared[key], value, source)
+            try:
+                updates[key] = _check_value(prefix.rstrip("."), declared[key], value, source)
+            except ConfigError as err:
+                problems.append(str(err))
     return replace(current, **updates)
 
 
@@ -466,6 +479,11 @@ def validate(config: Config, source: str = "<config>", relay: bool = True) -> No
                         % config.door.watchdog_device)
     problems.extend(_missing_models(config))
     check(lambda: _refuse_loose_threshold(config))
+    from appliance.camera import source_kind
+
+    if config.camera.source and source_kind(config.camera.source) == "file" and not Path(config.camera.source).exists():
+        problems.append("camera.source %s does not exist (a video file; a camera is /dev/videoN, a stream "
+                        "rtsp://...)" % config.camera.source)
     mqtt = config.mqtt
     if mqtt.enabled:
         if mqtt.tls and not mqtt.ca_file:

@@ -176,3 +176,17 @@ def test_config_check_refuses_an_old_shared_site_key_and_keys_init_replaces_it(t
     trusted.write_text("door other %s\n" % ("cd" * 32))  # no administrator: nothing could be accepted
     refused = run_cli("config", "--check", path)
     assert refused.returncode == 2 and "names no administrator key" in refused.stderr
+
+
+def test_config_check_shows_every_mistake_at_once_and_a_missing_camera_file(tmp_path):
+    from conftest import run_cli
+
+    path = tmp_path / "door.toml"
+    path.write_text('[door]\nunlock_secs = 3\nunlock_seconds = "x"\n[camera]\nsource = "%s"\n'
+                    % (tmp_path / "entrance.mp4"))
+    check = run_cli("config", "--check", path)
+    assert check.returncode == 2 and "2 problems" in check.stderr
+    assert "unknown key 'unlock_secs'" in check.stderr and "door.unlock_seconds must be float" in check.stderr
+    path.write_text('[camera]\nsource = "%s"\n' % (tmp_path / "entrance.mp4"))
+    missing = run_cli("config", "--check", path)
+    assert missing.returncode == 2 and "camera.source %s does not exist" % (tmp_path / "entrance.mp4") in missing.stderr

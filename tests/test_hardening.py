@@ -564,3 +564,27 @@ def test_the_audit_trail_filters_by_time_person_and_kind_and_exports_csv(tmp_pat
     assert len(run_cli(*common, "--until", tomorrow).stdout.splitlines()) == 3
     bad = run_cli(*common, "--since", "yesterday")
     assert bad.returncode == 2 and "not a date or time" in bad.stderr
+
+
+def test_audit_for_a_person_it_never_saw_says_so_with_close_names(tmp_path):
+    from appliance.audit import Event
+
+    audit = AuditStore(tmp_path / "a.db")
+    audit.record(Event("grant", person_id="p1", person_name="Ada Lovelace", distance=0.2, margin=0.3))
+    audit.close()
+    typo = run_cli("audit", "--audit", tmp_path / "a.db", "--person", "Ada Lovelac")
+    assert typo.returncode == 2 and "no events of 'Ada Lovelac'" in typo.stderr and "Ada Lovelace" in typo.stderr
+    found = run_cli("audit", "--audit", tmp_path / "a.db", "--person", "Ada Lovelace")
+    assert found.returncode == 0 and "Ada Lovelace" in found.stdout
+
+
+def test_a_relay_test_says_what_it_cannot_know(tmp_path):
+    emulator = RelayEmulator(link=str(tmp_path / "relay"))
+    try:
+        result = run_cli("relay", "test", "--seconds", "0.2", "--port", emulator.path)
+        assert result.returncode == 0 and "unlocked" not in result.stdout
+        assert "sent the unlock command" in result.stdout and "listen for the strike" in result.stdout
+        no_port = run_cli("relay", "test", "--seconds", "0.2")
+        assert no_port.returncode == 2 and "relay.port is empty" in no_port.stderr and "--relay-port" in no_port.stderr
+    finally:
+        emulator.close()

@@ -185,7 +185,8 @@ def test_a_relay_test_ended_by_sigterm_locks_the_relay(tmp_path, emulator):
         if test.poll() is None:
             test.kill()
     assert emulator.wait_for(lambda e: not e.is_on(), timeout=2)
-    assert "locked (stopped early by SIGTERM)" in test.stdout.read()
+    out = test.stdout.read()
+    assert "sent the lock command (stopped early by SIGTERM)" in out and "listen for the strike" in out
     bad = run_cli("relay", "test", "--seconds", "-1", "--port", emulator.path)
     assert bad.returncode == 2 and "--seconds must be more than 0" in bad.stderr and "Traceback" not in bad.stderr
 

@@ -7,7 +7,7 @@ import argparse
 
 EXAMPLES = {
     "": ["facegate enroll Ada photos/ada1.jpg photos/ada2.jpg",
-         "facegate run --config /etc/facegate/door.toml",
+         "facegate run --config /etc/facegate/config.toml",
          "facegate admin status --config admin.toml"],
     "models install": ["facegate models install", "facegate models install --mirror /srv/models"],
     "models list": ["facegate models list"],

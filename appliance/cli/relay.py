@@ -32,12 +32,16 @@ def run(args) -> int:
     stopped = None
     try:
         if args.relay_action == "test":
-            print("relay %s: unlocked for %.1f s" % (config.relay.port, args.seconds), flush=True)
+            # the relay takes the bytes without answering: only the strike itself can say it moved
+            print("relay %s: sent the unlock command; holding %.1f s (this relay does not answer: listen for the "
+                  "strike; silence means a wrong port, wiring or relay.protocol)" % (config.relay.port, args.seconds),
+                  flush=True)
             relay.unlock()
             time.sleep(args.seconds)
     except signals.Stopped as signal_stop:
         stopped = signal_stop
     finally:
         relay.close()
-    print("relay %s: locked%s" % (config.relay.port, " (stopped early by %s)" % stopped if stopped else ""))
+    print("relay %s: sent the lock command%s" % (config.relay.port,
+                                                 " (stopped early by %s)" % stopped if stopped else ""))
     return 130 if stopped else 0

@@ -12,7 +12,7 @@ from appliance.cli.common import (add_config_options, add_door_options, audit_li
                                   shown_time)
 from appliance.config import validate
 from appliance.instance import InstanceLock
-from appliance.errors import FaceGateError
+from appliance.errors import FaceGateError, did_you_mean
 
 
 def register(commands) -> None:
@@ -165,6 +165,8 @@ def show_audit(args) -> int:
             return _write_snapshot(store, args)
         events = store.events(limit=args.limit, kind=args.kind, newest=True, person=args.person,
                               after=local_time(args.since, "--since"), before=local_time(args.until, "--until"))
+        if not events and args.person and args.person not in store.people():
+            raise FaceGateError("no events of %r in %s%s" % (args.person, path, did_you_mean(args.person, store.people())))
         if args.csv:
             return _write_csv(events)
         for event in events:

@@ -77,8 +77,8 @@ class Relay:
     @classmethod
     def from_config(cls, config: RelayConfig) -> "Relay":
         if not config.port:
-            raise ConfigError("relay.port is empty: set it to the relay's serial port "
-                              "(or run with --no-relay for a dry run without a door)")
+            raise ConfigError("relay.port is empty: set it to the relay's serial port (relay.port in the config, or "
+                              "--relay-port; 'facegate run --no-relay' is a dry run without a door)")
         if config.wiring == "normally_closed":
             log.warning("relay wiring is normally_closed: a crash or power cut leaves the door unlocked")
         return cls(config.port, protocol_from_config(config), config.baudrate,
