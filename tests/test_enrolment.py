@@ -232,6 +232,9 @@ def test_names_in_any_script_are_drawn_not_replaced_by_ids(tmp_path):
         draw_label(canvas, text, (2, 30), (255, 255, 255), fallback="?")
         return canvas
 
+    white = np.full((40, 160, 3), 255, np.uint8)
+    draw_label(white, "Ada", (10, 30), (255, 255, 255), fallback="?")  # white on a white wall
+    assert (white[12:30, 10:40] < 100).mean() > 0.5  # reads all the same: a dark box behind it
     glyphs = [drawn(char) for char in "刘德华"]
     assert all(g.any() for g in glyphs)  # ink, and three different glyphs, not three "no glyph" boxes
     assert not np.array_equal(glyphs[0], glyphs[1]) and not np.array_equal(glyphs[1], glyphs[2])
@@ -245,8 +248,11 @@ def test_names_in_any_script_are_drawn_not_replaced_by_ids(tmp_path):
     # the label above the face is the name itself: the same pixels as drawing it here, not the id
     line = next(l for l in result.stdout.splitlines() if "刘德华" in l)
     x1, y1 = (int(v) for v in line.split("(")[1].split(")")[0].split(", "))
+    x2 = int(line.split("(")[2].split(",")[0])
+    distance = " %.2f" % float(line.split("distance ")[1].split(",")[0].split(")")[0])
+    size = max(18, min(40, (x2 - x1) // 6))  # as identify draws it: larger on a larger face
     plain = cv2.imread(str(SEED / "probes" / "ldh.jpg"))
-    label = (slice(max(0, y1 - 30), y1 - 3), slice(x1, x1 + 60))
+    label = (slice(max(0, y1 - 5 - size), y1 - 3), slice(x1, x1 + 3 * size))
     def ink(picture):  # the label's green strokes
         region = picture[label].astype(int)
         return (region[..., 1] > 120) & (region[..., 0] < 90) & (region[..., 2] < 90)
@@ -254,7 +260,7 @@ def test_names_in_any_script_are_drawn_not_replaced_by_ids(tmp_path):
     overlap = {}
     for text in ("刘德华", "unknown", person_id(gallery, "刘德华")):
         expected = plain.copy()
-        draw_label(expected, text, (x1, max(18, y1 - 5)), (0, 200, 0), fallback=text)
+        draw_label(expected, text + distance, (x1, max(size, y1 - 5)), (0, 200, 0), fallback=text, size=size)
         drawn, wanted = ink(image), ink(expected)
         overlap[text] = (drawn & wanted).sum() / max(1, (drawn | wanted).sum())
     # the strokes drawn are the name's (up to JPEG noise), not those of the id or of "unknown"

@@ -64,7 +64,10 @@ def run(args) -> int:
                 colour = (0, 200, 0) if decision.accepted else (0, 0, 230)
                 cv2.rectangle(image, (x1, y1), (x2, y2), colour, 2)
                 name = decision.match.person.name if decision.accepted else "unknown"
-                draw_label(image, name, (x1, max(18, y1 - 5)), colour, fallback=_ascii_name(decision))
+                distance = " %.2f" % decision.match.distance if decision.match.person is not None else ""
+                size = max(18, min(40, (x2 - x1) // 6))  # readable on a large group photo
+                draw_label(image, name + distance, (x1, max(size, y1 - 5)), colour,
+                           fallback=_ascii_name(decision) + distance, size=size)
             write_image(args.out, image)
         return 0
     finally:

@@ -156,6 +156,11 @@ def plot(evidence: Evidence, path: str, threshold: Optional[float] = None) -> No
         cv2.line(canvas, (x, top + height), (x, top + height + 5), (0, 0, 0), 1)
         cv2.putText(canvas, "%.1f" % value, (x - 10, top + height + 18), **small)
     cv2.putText(canvas, "cosine distance", (left + width // 2 - 45, top + height + 34), **small)
+    for share in (0.0, 0.5, 1.0):  # each curve is scaled to the highest peak: the y axis is relative
+        y = int(top + height - share * height)
+        cv2.line(canvas, (left - 5, y), (left, y), (0, 0, 0), 1)
+        cv2.putText(canvas, "%.1f" % share, (left - 30, y + 4), **small)
+    cv2.putText(canvas, "share of peak", (4, top - 8), **small)
     if threshold is not None:
         cv2.line(canvas, (to_x(threshold), top), (to_x(threshold), top + height), (0, 140, 255), 1)
         cv2.putText(canvas, "threshold %.3f" % threshold, (to_x(threshold) + 4, top + 14), **small)

@@ -59,7 +59,10 @@ def draw_label(image: np.ndarray, text: str, origin: Tuple[int, int], colour: Tu
     (ASCII) with OpenCV's font when no installed font can draw `text`."""
     path = font_for(text, size)
     if path is None:
-        cv2.putText(image, fallback, origin, cv2.FONT_HERSHEY_SIMPLEX, size / 30.0, colour, 2, cv2.LINE_AA)
+        scale = size / 30.0
+        (width, height), baseline = cv2.getTextSize(fallback, cv2.FONT_HERSHEY_SIMPLEX, scale, 2)
+        _backdrop(image, origin[0] - 3, origin[1] - height - 3, width + 6, height + baseline + 6)
+        cv2.putText(image, fallback, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, 2, cv2.LINE_AA)
         return
     from PIL import Image, ImageDraw
 
@@ -71,6 +74,15 @@ def draw_label(image: np.ndarray, text: str, origin: Tuple[int, int], colour: Tu
     x, y = origin[0], origin[1] - alpha.shape[0]
     # clip to the image: a face at the top edge still gets its name, shifted inside
     x, y = max(0, min(x, image.shape[1] - alpha.shape[1])), max(0, min(y, image.shape[0] - alpha.shape[0]))
+    _backdrop(image, x - 3, y - 3, alpha.shape[1] + 6, alpha.shape[0] + 6)
     region = image[y:y + alpha.shape[0], x:x + alpha.shape[1]]
     alpha = alpha[:region.shape[0], :region.shape[1]]
     region[:] = (region * (1 - alpha) + np.asarray(colour, np.float32) * alpha).astype(image.dtype)
+
+
+def _backdrop(image: np.ndarray, x: int, y: int, width: int, height: int) -> None:
+    """A dark box under a label, so it reads on a light wall as on a dark coat."""
+    x0, y0 = max(0, x), max(0, y)
+    x1, y1 = min(image.shape[1], x + width), min(image.shape[0], y + height)
+    if x1 > x0 and y1 > y0:
+        image[y0:y1, x0:x1] = (image[y0:y1, x0:x1] * 0.25).astype(image.dtype)
