@@ -281,3 +281,27 @@ def test_a_recording_replayed_frame_by_frame_reaches_a_slow_door_whole_and_on_it
         assert live_like.latest(timeout=5) is not None and live_like.dropped > 0
     finally:
         live_like.close()
+
+
+def test_a_face_too_small_to_decide_on_is_said_in_the_log(tmp_path, gallery_path, pipeline, emulator, caplog):
+    import cv2
+    import numpy as np
+
+    from appliance.recognition.tracker import face_width
+
+    photo = cv2.imread(str(PROBES / "obama.jpg"))
+    small = cv2.resize(photo, None, fx=0.25, fy=0.25)
+    canvas = np.full((photo.shape[0], photo.shape[1], 3), 90, np.uint8)
+    canvas[:small.shape[0], :small.shape[1]] = small  # the same face, far from the camera
+    folder = tmp_path / "far"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "1.jpg"), canvas)
+    config = door_config(tmp_path, gallery_path, folder, emulator.path, camera={"folder_fps": 10.0, "loop": False})
+    widest = max(face_width(f) for f in pipeline.detect(canvas))
+    assert widest < config.verification.min_face_pixels  # the case: seen, but too small
+    service = build_service(config, pipeline=pipeline)
+    with caplog.at_level("INFO", logger="appliance.recognition.verification"):
+        service.run()
+    said = [r.getMessage() for r in caplog.records if "too small to decide on" in r.getMessage()]
+    assert len(said) == 1 and "%.0f px wide" % widest in said[0] and "min_face_pixels is" in said[0]
+    assert not emulator.is_on() and service.counters.decisions == {"grant": 0, "deny": 0}

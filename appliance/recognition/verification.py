@@ -21,7 +21,7 @@ from appliance.recognition.decision import Decision, Threshold, decide, loosenes
 from appliance.gallery.index import GalleryIndex
 from appliance.vision.embedder import normalise
 from appliance.vision.pipeline import FacePipeline, FaceResult
-from appliance.recognition.tracker import Track, Tracker, choose_face
+from appliance.recognition.tracker import Track, Tracker, choose_face, face_width
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class Verifier:
         self.tracker = Tracker(self.rules.track_iou, self.rules.lost_after_seconds)
         self._threshold: Optional[Threshold] = None
         self._threshold_version = -1
+        self._next_small_note = float("-inf")  # when "a face is in view but too small" may be said again
 
     @property
     def model_id(self) -> str:
@@ -77,6 +78,16 @@ class Verifier:
                 log.info("%s", self._threshold.describe())
         return self._threshold
 
+    def _too_small(self, faces, captured: float) -> None:
+        """Someone in view whom the door will not decide on: said, at most every few seconds, so an
+        installer knows why nothing happens (the camera too far, or min_face_pixels too high)."""
+        if captured < self._next_small_note:
+            return
+        self._next_small_note = captured + 5.0
+        widest = max(face_width(f) for f in faces)
+        log.info("a face is in view but too small to decide on: %.0f px wide, verification.min_face_pixels is %d "
+                 "(the visitor must come closer, or the camera be aimed nearer)", widest, self.rules.min_face_pixels)
+
     def set_matching(self, distance_threshold: float, min_margin: float, force: bool = False) -> None:
         """Change the decision rule at run time (a remote set_threshold; 0 returns to the target);
         the next frame uses it. A threshold looser than the false-accept target allows for this
@@ -96,6 +107,8 @@ class Verifier:
         """Process one frame. With `verify` False (the door is busy) faces are only tracked."""
         faces = self.pipeline.detect(image)
         face = choose_face(faces, image.shape, self.rules.min_face_pixels, self.rules.choose)
+        if faces and face is None:
+            self._too_small(faces, captured)
         previous = self.tracker.track
         track = self.tracker.update(face, captured, frame_number)
         if track is None:
