@@ -241,6 +241,9 @@ class MqttConfig:
     home_assistant: bool = setting(False, "publish Home Assistant discovery: the door as a device with "
                                           "read-only sensors and a decision event")
     home_assistant_prefix: str = setting("homeassistant", "Home Assistant's discovery prefix")
+    home_assistant_area: str = setting("", "the area Home Assistant suggests for this door (empty: the door's name)")
+    home_assistant_snapshots: bool = setting(False, "also show the last decision's picture (a face) as an image "
+                                                    "entity: opt-in")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from conftest import SEED, run_cli, wait_until
 from test_mqtt import SITE, Door, Listener, admin_for, broker, door_settings, key_file, run_door_process  # noqa: F401
 
 from appliance.admin.site import SiteGallery
+from appliance.door.states import Door as DoorState
 from appliance.audit import Event
 
 
@@ -195,8 +196,8 @@ def test_history_fetches_a_doors_past_events_and_snapshots(tmp_path, broker, key
 # -- Home Assistant --------------------------------------------------------------------------
 
 # what Home Assistant's MQTT discovery requires of each component, beyond a unique id and device
-REQUIRED = {"sensor": ("state_topic",), "binary_sensor": ("state_topic",),
-            "event": ("state_topic", "event_types")}
+REQUIRED = {"sensor": ("state_topic",), "binary_sensor": ("state_topic", "device_class"),
+            "event": ("state_topic", "event_types"), "image": ("image_topic", "content_type")}
 
 
 def test_home_assistant_discovery_describes_the_door_and_follows_it(tmp_path, broker, key_file):
@@ -205,12 +206,16 @@ def test_home_assistant_discovery_describes_the_door_and_follows_it(tmp_path, br
     statuses = Listener(broker.port, "facegate/%s/+/status" % SITE)
     decisions = Listener(broker.port, "facegate/%s/+/decision" % SITE)
     try:
-        assert discovery.wait(lambda m: len(m) >= 7)
+        assert discovery.wait(lambda m: len(m) >= 11)
         assert statuses.wait(lambda m: m)
         status = statuses.payloads()[-1]
         status_topic = "facegate/%s/front door/status" % SITE
         configs = {}
+        removed = [t for t, p, _ in discovery.messages if not p]
+        assert removed == ["homeassistant/image/facegate_testsite_front_door/snapshot/config"]  # opt-in: a face
         for topic, payload, retained in discovery.messages:
+            if not payload:
+                continue
             prefix, component, node, object_id, last = topic.split("/")
             assert (prefix, last) == ("homeassistant", "config") and component in REQUIRED
             assert re.fullmatch(r"[A-Za-z0-9_-]+", node) and re.fullmatch(r"[A-Za-z0-9_-]+", object_id)
@@ -224,10 +229,19 @@ def test_home_assistant_discovery_describes_the_door_and_follows_it(tmp_path, br
             for name in re.findall(r"value_json\.(\w+)", config.get("value_template", "")):
                 assert name in status, (topic, name)  # every field a template reads is in the status
             configs[object_id] = config
-        assert set(configs) == {"access", "door", "last_person", "last_decision", "unsent_events", "fault",
-                                "decision"}
-        assert len({c["unique_id"] for c in configs.values()}) == 7
+        assert set(configs) == {"lock", "door", "door_state", "access", "last_person", "last_decision",
+                                "last_decision_time", "unsent_events", "fault", "decision"}
+        assert len({c["unique_id"] for c in configs.values()}) == 10
         assert configs["decision"]["state_topic"] == "facegate/%s/front door/decision" % SITE
+        # the door as Home Assistant's own kinds of entity, not text
+        assert (configs["lock"]["device_class"], configs["door"]["device_class"]) == ("lock", "door")
+        assert configs["door_state"]["options"] == [d.value for d in DoorState]
+        assert configs["access"]["device_class"] == "enum" and configs["access"]["options"] == ["ready", "granted",
+                                                                                                "fault"]
+        assert "detecting" not in configs["access"]["value_template"]  # transient states make no history
+        assert configs["last_decision_time"]["device_class"] == "timestamp"
+        assert {configs[k].get("entity_category") for k in ("fault", "unsent_events")} == {"diagnostic"}
+        assert configs["access"]["device"]["suggested_area"] == "front door"  # the door's own name
 
         # the state topics follow the door
         assert door.controller.remote_unlock("courier", {"via": "test"})
@@ -280,4 +294,26 @@ def test_status_names_a_hung_door_at_once_and_a_door_that_differs_from_the_site(
     finally:
         hung.kill()  # SIGKILL works on a stopped process
         hung.wait(timeout=20)
+        door.close()
+
+
+def test_home_assistant_snapshots_are_opt_in_and_the_area_is_the_sites_choice(tmp_path, broker, key_file):
+    discovery = Listener(broker.port, "homeassistant/image/#")
+    pictures = Listener(broker.port, "facegate/%s/+/snapshot" % SITE)
+    door = Door(door_settings(tmp_path, broker, key_file, "door1",
+                              mqtt={"home_assistant": True, "home_assistant_snapshots": True,
+                                    "home_assistant_area": "Lobby"}))
+    try:
+        assert discovery.wait(lambda m: any(p for _, p, _ in m))
+        image = json.loads(next(p for _, p, _ in discovery.messages if p))
+        assert image["image_topic"] == "facegate/%s/door1/snapshot" % SITE and image["content_type"] == "image/jpeg"
+        assert image["device"]["suggested_area"] == "Lobby" and "command_topic" not in image
+        jpeg = (SEED / "gallery" / "obama" / sorted(os.listdir(SEED / "gallery" / "obama"))[0]).read_bytes()
+        door.controller.emit(Event("grant", person_id="p1", person_name="obama", snapshot=jpeg))
+        assert pictures.wait(lambda m: m)
+        topic, payload, _ = pictures.messages[0]
+        assert payload == jpeg  # raw JPEG bytes, as the image entity reads them
+    finally:
+        pictures.close()
+        discovery.close()
         door.close()

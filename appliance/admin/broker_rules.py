@@ -43,6 +43,7 @@ def door_rules(site: str, door: str, ha_prefix: str) -> List[str]:
             "topic write %s/seen" % base,
             "topic write %s/decision" % base,
             "topic write %s/events" % base,
+            "topic write %s/snapshot" % base,
             "topic write %s/reply/+" % base,
             "topic write %s/sync/request" % base,
             # an administrator's reply topic (its name is chosen per run); replies are signed
@@ -60,6 +61,8 @@ def acl(site: str, doors: List[str], ha_prefix: str = home_assistant.DEFAULT_PRE
              "no events (their snapshots are faces)",
              "user %s" % HOME_ASSISTANT_ACCOUNT,
              "topic read %s/+/status" % root, "topic read %s/+/seen" % root, "topic read %s/+/decision" % root,
+             "# the last decision's picture, for doors that opt in (mqtt.home_assistant_snapshots)",
+             "topic read %s/+/snapshot" % root,
              "topic read %s/#" % ha_prefix, "topic readwrite %s/status" % ha_prefix, ""]
     for door in doors:
         lines += ["# door %s: its own topics only" % door] + door_rules(site, door, ha_prefix) + [""]

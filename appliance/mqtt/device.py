@@ -144,6 +144,9 @@ class DeviceAgent:
             if self.mqtt.home_assistant and self.link.connected.is_set():
                 self.link.publish(topics.decision(self.mqtt.site, self.mqtt.device),
                                   home_assistant.decision_payload(event))
+                if self.mqtt.home_assistant_snapshots and event.snapshot:
+                    self.link.publish(home_assistant.snapshot_topic(self.mqtt.site, self.mqtt.device), event.snapshot,
+                                      retain=True)
         self.wake()
 
     def _on_connect(self) -> None:
@@ -151,7 +154,9 @@ class DeviceAgent:
         self._online_since = _utc_now()
         if self.mqtt.home_assistant:
             for topic, payload in home_assistant.discovery(self.mqtt.site, self.mqtt.device, __version__,
-                                                           self.mqtt.home_assistant_prefix):
+                                                           self.mqtt.home_assistant_prefix,
+                                                           self.mqtt.home_assistant_area,
+                                                           self.mqtt.home_assistant_snapshots):
                 self.link.publish(topic, payload, retain=True)
         self.publish_status()
         self._ask_for_changes(self.store.site_version)
