@@ -164,6 +164,8 @@ class DoorConfig:
     always_open: str = setting("", "door schedule: periods the door stays unlocked, "
                                    "e.g. \"mon-fri 08:00-09:00; sat 10:00-12:00\" (local time)")
     watchdog_device: str = setting("", "hardware watchdog to feed while healthy, e.g. /dev/watchdog (empty: off)")
+    time_zone: str = setting("", "the site's time zone for always_open, schedules and access groups, e.g. "
+                                 "Europe/Berlin (empty: this machine's)")
 
 
 @dataclass(frozen=True)
@@ -465,6 +467,10 @@ def validate(config: Config, source: str = "<config>", relay: bool = True) -> No
             problems.append(str(err))
 
     check(lambda: parse_schedule(config.door.always_open))
+    if config.door.time_zone:
+        from appliance.door.access_rules import zone
+
+        check(lambda: zone(config.door.time_zone))
     check(lambda: protocol_from_config(config.relay))
     manifest = load_manifest()
     for key, model_id in (("models.detector", config.models.detector), ("models.embedder", config.models.embedder)):

@@ -67,6 +67,26 @@ def register(commands) -> None:
         sub = verb(name, help_text)
         sub.add_argument("who", help="name or person id")
         sub.set_defaults(handler=_person_change, verb=name)
+    sub = verb("schedule-set", "add or change a named schedule, site-wide")
+    sub.add_argument("name")
+    sub.add_argument("periods", help="e.g. 'mon-fri 08:00-18:00; sat 09:00-12:00' (each door's door.time_zone)")
+    sub.add_argument("--holidays", default="", help="dates it is closed, e.g. 2026-12-25,2026-12-26")
+    sub.set_defaults(handler=_access_change, verb="schedule_set")
+    sub = verb("schedule-remove", "remove a schedule no group uses")
+    sub.add_argument("name")
+    sub.set_defaults(handler=_access_change, verb="schedule_remove")
+    sub = verb("group-set", "add or change an access group: doors and a schedule")
+    sub.add_argument("name")
+    sub.add_argument("--doors", required=True, help="door names separated by commas, or '*' for every door")
+    sub.add_argument("--schedule", required=True, help="a schedule's name, or 'always'")
+    sub.set_defaults(handler=_access_change, verb="group_set")
+    sub = verb("group-remove", "remove an access group (its members leave it)")
+    sub.add_argument("name")
+    sub.set_defaults(handler=_access_change, verb="group_remove")
+    sub = verb("person-groups", "put a person in access groups (none: every door, any time)")
+    sub.add_argument("who", help="name or person id")
+    sub.add_argument("groups", nargs="*")
+    sub.set_defaults(handler=_access_change, verb="person_groups")
     verb("list", "list people: the site gallery, or what one --door holds").set_defaults(handler=_list)
     sub = verb("status", "each door: online or offline since when, last seen, threshold, gallery", door=False)
     sub.add_argument("--json", action="store_true")
@@ -324,6 +344,34 @@ def _person_change(args) -> int:
                                      lambda: commands.set_enabled(site.store, person.id, args.verb == "enable"))
             print("site change %d: %s %s (%s)" % (number, args.verb, person.name, person.id))
             return session.send(args.verb, {"person_id": person.id, "change": number})
+        finally:
+            site.close()
+    finally:
+        session.close()
+
+
+def _access_change(args) -> int:
+    """A schedule, group or membership change: to one --door, or site-wide as a numbered change
+    the site gallery applies first (so a mistake is refused here, before any door sees it)."""
+    from appliance.cli.access import fields_of
+    from appliance.gallery import commands
+
+    if args.verb == "person_groups":
+        fields = {"person_id": args.who, "groups": args.groups}
+    else:
+        fields = fields_of(args)
+    session = AdminSession(args)
+    try:
+        if args.door:
+            return session.send(args.verb, fields)
+        site = session.site_gallery()
+        try:
+            if args.verb == "person_groups":
+                fields["person_id"] = commands.get(site.store, args.who).id
+            number = site.record(args.verb, fields, lambda: commands.access_change(site.store, args.verb, fields))
+            print("site change %d: %s %s" % (number, args.verb.replace("_", " "),
+                                             json.dumps(fields, ensure_ascii=False)))
+            return session.send(args.verb, dict(fields, change=number))
         finally:
             site.close()
     finally:

@@ -22,8 +22,10 @@ def register(commands) -> None:
     enroll.set_defaults(handler=run_enroll)
 
     people = commands.add_parser("people", help="list, show, remove, disable or enable people")
-    people.add_argument("action", choices=["list", "show", "remove", "disable", "enable"])
+    people.add_argument("action", choices=["list", "show", "remove", "disable", "enable", "groups"])
     people.add_argument("person", nargs="?", help="name or id (all but list)")
+    people.add_argument("groups", nargs="*", help="with groups: every access group the person is in (none: every "
+                                                  "door, any time)")
     people.add_argument("--yes", action="store_true", help="remove without asking (asked only at a terminal)")
     add_config_options(people)
     add_gallery_option(people)
@@ -118,6 +120,13 @@ def run_people(args) -> int:
             for key in ("id", "name", "note", "enabled", "valid_from", "valid_until", "created",
                         "templates"):
                 print("%-12s %s" % (key, getattr(person, key)))
+            print("%-12s %s" % ("groups", ", ".join(person.groups) or "none: every door, any time"))
+        elif args.action == "groups":
+            result = commands.access_change(store, "person_groups", {"person_id": args.person, "groups": args.groups})
+            person = commands.get(store, result["person_id"])
+            record_change(config, "person_groups", person, groups=list(person.groups))
+            print("%s: %s" % (person.name, "groups " + ", ".join(person.groups) if person.groups
+                              else "in no group: every door, any time"))
         elif args.action == "remove":
             found = commands.get(store, args.person)
             if not confirmed("remove %s (%s) and their %s?" % (found.name, found.id, plural(found.templates, "template")),

@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Optional
 
 from appliance.audit import AuditStore, Event
 from appliance.config import DoorConfig
+from appliance.door.access_rules import local_now
 from appliance.door.schedule import is_open, parse_schedule
 from appliance.door.states import Access, Door, access_machine, door_machine
 from appliance.errors import AuditError, RelayError, StorageError
@@ -261,7 +262,7 @@ class DoorController:
                 except RelayError as err:
                     self.report_fault("relay", str(err))
             if self.schedule and "relay" not in self.faults:
-                self._apply_schedule(wall or datetime.datetime.now())
+                self._apply_schedule(wall or local_now(self.config.time_zone))
 
     def _try_reconnect(self, now: float) -> None:
         if now < self._next_reconnect:

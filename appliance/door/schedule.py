@@ -1,4 +1,5 @@
-"""Door schedule: weekly periods in local time when the door stays unlocked (always-open).
+"""Weekly periods in local time: when the door stays unlocked (always-open), and the access
+groups' schedules (door/access_rules.py).
 
 Written as "mon-fri 08:00-09:00; sat 10:00-12:00"; a period may name one day, a range of days
 (wrapping over the week end, e.g. "sat-sun") or "daily". A period ends before its end minute.
@@ -18,29 +19,29 @@ class Period(NamedTuple):
     end: int
 
 
-def _minutes(text: str, entry: str) -> int:
+def _minutes(text: str, entry: str, what: str) -> int:
     try:
         hours, minutes = text.split(":")
         value = int(hours) * 60 + int(minutes)
     except ValueError:
-        raise ConfigError("door.always_open: bad time %r in %r (use HH:MM)" % (text, entry)) from None
+        raise ConfigError("%s: bad time %r in %r (use HH:MM)" % (what, text, entry)) from None
     if not 0 <= value <= 24 * 60 or int(minutes) >= 60:
-        raise ConfigError("door.always_open: time %r out of range in %r" % (text, entry))
+        raise ConfigError("%s: time %r out of range in %r" % (what, text, entry))
     return value
 
 
-def _days(text: str, entry: str) -> frozenset:
+def _days(text: str, entry: str, what: str) -> frozenset:
     if text == "daily":
         return frozenset(range(7))
     first, _, last = text.partition("-")
     if first not in DAYS or (last and last not in DAYS):
-        raise ConfigError("door.always_open: bad days %r in %r (use mon..sun, a range such as "
-                          "mon-fri, or daily)" % (text, entry))
+        raise ConfigError("%s: bad days %r in %r (use mon..sun, a range such as "
+                          "mon-fri, or daily)" % (what, text, entry))
     start, stop = DAYS.index(first), DAYS.index(last or first)
     return frozenset((start + i) % 7 for i in range((stop - start) % 7 + 1))
 
 
-def parse_schedule(text: str) -> List[Period]:
+def parse_schedule(text: str, what: str = "door.always_open") -> List[Period]:
     periods = []
     for entry in (part.strip().lower() for part in text.split(";")):
         if not entry:
@@ -49,11 +50,11 @@ def parse_schedule(text: str) -> List[Period]:
             days, hours = entry.split()
             start, end = hours.split("-")
         except ValueError:
-            raise ConfigError("door.always_open: cannot read %r (expected e.g. 'mon-fri 08:00-09:00')"
-                              % entry) from None
-        period = Period(_days(days, entry), _minutes(start, entry), _minutes(end, entry))
+            raise ConfigError("%s: cannot read %r (expected e.g. 'mon-fri 08:00-09:00')"
+                              % (what, entry)) from None
+        period = Period(_days(days, entry, what), _minutes(start, entry, what), _minutes(end, entry, what))
         if period.end <= period.start:
-            raise ConfigError("door.always_open: %r ends before it starts" % entry)
+            raise ConfigError("%s: %r ends before it starts" % (what, entry))
         periods.append(period)
     return periods
 

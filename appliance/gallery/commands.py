@@ -16,11 +16,43 @@ class NotEnrolled(GalleryError):
     """No such person in this gallery."""
 
 
+# who may use which door when: each a change like an enrolment (numbered site-wide, synced, audited)
+ACCESS_VERBS = ("schedule_set", "schedule_remove", "group_set", "group_remove", "person_groups")
+
+
 def summary(person: Person) -> Dict[str, Any]:
     """A person as the MQTT replies and `--json` outputs show them."""
     return {"person_id": person.id, "name": person.name, "enabled": person.enabled,
             "templates": person.templates, "valid_from": person.valid_from,
-            "valid_until": person.valid_until, "note": person.note}
+            "valid_until": person.valid_until, "note": person.note, "groups": list(person.groups)}
+
+
+def access_change(store: GalleryStore, verb: str, fields: Dict[str, Any], missing_ok: bool = False) -> Dict[str, Any]:
+    """One change to the access rules, from checked fields: name, periods, holidays (schedule_set);
+    name (schedule_remove, group_remove); name, doors, schedule (group_set); person_id and groups
+    (person_groups). With `missing_ok` (a numbered site change) a person this gallery does not
+    hold is no error."""
+    if verb == "schedule_set":
+        store.set_schedule(fields["name"], fields["periods"], fields.get("holidays") or "")
+        return {"schedule": fields["name"]}
+    if verb == "schedule_remove":
+        store.remove_schedule(fields["name"])
+        return {"schedule": fields["name"], "removed": True}
+    if verb == "group_set":
+        store.set_group(fields["name"], fields["doors"], fields["schedule"])
+        return {"group": fields["name"]}
+    if verb == "group_remove":
+        store.remove_group(fields["name"])
+        return {"group": fields["name"], "removed": True}
+    if verb == "person_groups":
+        try:
+            person = get(store, fields["person_id"])
+        except NotEnrolled:
+            if missing_ok:
+                return {"person_id": fields["person_id"], "note": "not enrolled here"}
+            raise
+        return summary(store.set_person_groups(person.id, fields["groups"]))
+    raise GalleryError("unknown access change %r" % verb)
 
 
 def get(store: GalleryStore, key: str) -> Person:

@@ -10,6 +10,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from appliance.door.access_rules import AccessRules
 from appliance.gallery.store import GalleryStore, Person
 
 
@@ -27,17 +28,19 @@ class _Snapshot:
     people: List[Person]  # one per group of rows, in row order
     starts: np.ndarray  # first row of each person's group
     matrix: np.ndarray  # (templates, dims) float32, rows grouped by person
+    access: AccessRules  # schedules and access groups, as of the same version
 
 
 def _build(store: GalleryStore) -> _Snapshot:
     person_ids, matrix, version = store.matrix()
     by_id: Dict[str, Person] = {p.id: p for p in store.people()}
+    access = store.access_rules()
     if not person_ids:
-        return _Snapshot(version, [], np.zeros(0, np.int64), matrix)
+        return _Snapshot(version, [], np.zeros(0, np.int64), matrix, access)
     ids = np.asarray(person_ids)
     starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
     people = [by_id[person_ids[i]] for i in starts]
-    return _Snapshot(version, people, starts, np.ascontiguousarray(matrix))
+    return _Snapshot(version, people, starts, np.ascontiguousarray(matrix), access)
 
 
 class GalleryIndex:
@@ -49,6 +52,10 @@ class GalleryIndex:
     @property
     def version(self) -> int:
         return self._snapshot.version
+
+    @property
+    def access(self) -> AccessRules:
+        return self._snapshot.access
 
     def __len__(self) -> int:
         return int(self._snapshot.matrix.shape[0])

@@ -22,11 +22,11 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from appliance.errors import GalleryError, did_you_mean
+from appliance.errors import FaceGateError, GalleryError, did_you_mean
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _serialised(method):
@@ -62,6 +62,14 @@ def _migrate_to_2(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE IF NOT EXISTS changes (change INTEGER PRIMARY KEY, verb TEXT, body TEXT, created TEXT)")
 
 
+def _migrate_to_3(db: sqlite3.Connection) -> None:
+    # who may use which door when (door/access_rules.py): schedules, access groups, memberships
+    db.execute("CREATE TABLE schedules (name TEXT PRIMARY KEY, periods TEXT NOT NULL, holidays TEXT NOT NULL)")
+    db.execute("CREATE TABLE access_groups (name TEXT PRIMARY KEY, doors TEXT NOT NULL, schedule TEXT NOT NULL)")
+    db.execute("CREATE TABLE person_groups (person_id TEXT NOT NULL, group_name TEXT NOT NULL,"
+               " PRIMARY KEY (person_id, group_name))")
+
+
 def _insert(db: sqlite3.Connection, table: str, row: dict) -> None:
     db.execute("INSERT INTO %s (%s) VALUES (%s)" % (table, ", ".join(row), ", ".join("?" * len(row))),
                list(row.values()))
@@ -73,7 +81,7 @@ def _dicts(cursor: sqlite3.Cursor) -> List[dict]:
 
 
 # Migration N takes a database at version N-1 to version N; each runs in one transaction.
-MIGRATIONS = {1: _migrate_to_1, 2: _migrate_to_2}
+MIGRATIONS = {1: _migrate_to_1, 2: _migrate_to_2, 3: _migrate_to_3}
 
 
 @dataclass
@@ -86,6 +94,7 @@ class Person:
     valid_until: Optional[str]
     created: str
     templates: int = 0
+    groups: Tuple[str, ...] = ()  # access groups; none: every door, any time
 
     def valid_at(self, when: datetime.datetime) -> bool:
         stamp = when.isoformat()
@@ -227,10 +236,12 @@ class GalleryStore:
 
     # people -----------------------------------------------------------------------------
     def _row_to_person(self, row) -> Person:
+        groups = tuple(r[0] for r in self.db.execute(
+            "SELECT group_name FROM person_groups WHERE person_id = ? ORDER BY group_name", [row["id"]]))
         return Person(id=row["id"], name=row["name"], note=row["note"] or "",
                       enabled=bool(row["enabled"]), valid_from=row["valid_from"],
                       valid_until=row["valid_until"], created=row["created"],
-                      templates=int(row.get("templates") or 0))
+                      templates=int(row.get("templates") or 0), groups=groups)
 
     @_serialised
     def people(self) -> List[Person]:
@@ -341,10 +352,93 @@ class GalleryStore:
     def remove(self, key: str) -> Person:
         with self.transaction():
             person = self.find(key)
+            self.db.execute("DELETE FROM person_groups WHERE person_id = ?", [person.id])
             self.db.execute("DELETE FROM templates WHERE person_id = ?", [person.id])
             self.db.execute("DELETE FROM people WHERE id = ?", [person.id])
             self._bump()
         return person
+
+    # access rules ------------------------------------------------------------------------
+    def set_schedule(self, name: str, periods: str, holidays: str = "") -> None:
+        from appliance.door.access_rules import schedule_from_text
+
+        try:
+            schedule_from_text(name, periods, holidays)  # refuse what would not read back
+        except FaceGateError as err:
+            raise GalleryError(str(err)) from err
+        with self.transaction():
+            self.db.execute("INSERT OR REPLACE INTO schedules VALUES (?, ?, ?)", [name, periods, holidays])
+            self._bump()
+
+    def remove_schedule(self, name: str) -> None:
+        with self.transaction():
+            self._known_row("schedules", name, "schedule")
+            users = [r[0] for r in self.db.execute("SELECT name FROM access_groups WHERE schedule = ?", [name])]
+            if users:
+                raise GalleryError("schedule %r is used by access group%s %s: change or remove %s first"
+                                   % (name, "" if len(users) == 1 else "s", ", ".join(users),
+                                      "it" if len(users) == 1 else "them"))
+            self.db.execute("DELETE FROM schedules WHERE name = ?", [name])
+            self._bump()
+
+    def set_group(self, name: str, doors: str, schedule: str) -> None:
+        from appliance.door.access_rules import ALWAYS, doors_from_text
+
+        try:
+            doors_from_text(doors)
+        except FaceGateError as err:
+            raise GalleryError(str(err)) from err
+        with self.transaction():
+            if not name.strip():
+                raise GalleryError("an access group needs a name")
+            if schedule != ALWAYS:
+                self._known_row("schedules", schedule, "schedule")
+            self.db.execute("INSERT OR REPLACE INTO access_groups VALUES (?, ?, ?)", [name, doors, schedule])
+            self._bump()
+
+    def remove_group(self, name: str) -> None:
+        with self.transaction():
+            self._known_row("access_groups", name, "access group")
+            self.db.execute("DELETE FROM person_groups WHERE group_name = ?", [name])
+            self.db.execute("DELETE FROM access_groups WHERE name = ?", [name])
+            self._bump()
+
+    def set_person_groups(self, key: str, groups: Sequence[str]) -> Person:
+        """The person's access groups, all of them at once (an empty list: every door, any time)."""
+        with self.transaction():
+            person = self.find(key)
+            for group in groups:
+                self._known_row("access_groups", group, "access group")
+            self.db.execute("DELETE FROM person_groups WHERE person_id = ?", [person.id])
+            for group in sorted(set(groups)):
+                self.db.execute("INSERT INTO person_groups VALUES (?, ?)", [person.id, group])
+            self._bump()
+            return self.find(person.id)
+
+    def _known_row(self, table: str, name: str, what: str) -> None:
+        if self.db.execute("SELECT 1 FROM %s WHERE name = ?" % table, [name]).fetchone():
+            return
+        names = [r[0] for r in self.db.execute("SELECT name FROM %s" % table)]
+        raise GalleryError("no %s %r%s; known: %s" % (what, name, did_you_mean(name, names, quoted=True),
+                                                       ", ".join(names) or "none yet"))
+
+    @_serialised
+    def access_rules(self):
+        from appliance.door.access_rules import AccessRules, Group, doors_from_text, schedule_from_text
+
+        schedules = {row[0]: schedule_from_text(row[0], row[1], row[2])
+                     for row in self.db.execute("SELECT name, periods, holidays FROM schedules")}
+        groups = {row[0]: Group(row[0], doors_from_text(row[1]), row[2])
+                  for row in self.db.execute("SELECT name, doors, schedule FROM access_groups")}
+        return AccessRules(schedules, groups)
+
+    @_serialised
+    def schedule_rows(self) -> List[Tuple[str, str, str]]:
+        return [tuple(r) for r in self.db.execute("SELECT name, periods, holidays FROM schedules ORDER BY name")]
+
+    @_serialised
+    def group_rows(self) -> List[Tuple[str, str, str]]:
+        return [tuple(r) for r in self.db.execute("SELECT name, doors, schedule FROM access_groups ORDER BY name")]
 
     def set_enabled(self, key: str, enabled: bool) -> Person:
         with self.transaction():

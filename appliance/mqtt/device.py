@@ -22,6 +22,7 @@ from appliance import __version__, threads
 from appliance.audit import AuditStore, Event
 from appliance.config import Config
 from appliance.errors import AuditError, CommandError, ConfigError, GalleryError, StorageError
+from appliance.gallery.commands import ACCESS_VERBS
 from appliance.gallery.enrol import Enroller
 from appliance.gallery.store import GalleryStore
 from appliance.keys import TrustedKeys, load_private
@@ -39,7 +40,7 @@ from appliance.throttle import Budget, Throttle
 
 log = logging.getLogger(__name__)
 
-GALLERY_VERBS = ("enroll", "add_photos", "remove", "disable", "enable")
+GALLERY_VERBS = ("enroll", "add_photos", "remove", "disable", "enable") + ACCESS_VERBS
 # what changes who may enter or the decision rule: each is an audit event with its origin
 AUDITED_VERBS = GALLERY_VERBS + ("set_threshold",)
 READ_REPLY = {"ok": True, "result": "a read: its answer is not kept"}
@@ -358,7 +359,8 @@ class DeviceAgent:
         """Every change to who may enter and to the decision rule goes into the audit trail."""
         result = result if isinstance(result, dict) else {}
         detail = {"action": verb, "origin": origin}
-        for key in ("templates", "removed", "enabled", "distance_threshold", "min_margin", "applied", "failed"):
+        for key in ("templates", "removed", "enabled", "distance_threshold", "min_margin", "applied", "failed",
+                    "schedule", "group", "groups"):
             if key in result:
                 detail[key] = result[key]
         try:

@@ -31,7 +31,27 @@ class GalleryVerbs:
                 "remove": lambda body: self.remove(body, missing_ok(body)),
                 "disable": lambda body: self.set_enabled(body, False),
                 "enable": lambda body: self.set_enabled(body, True),
-                "list": self.list, "get": self.get}
+                "list": self.list, "get": self.get,
+                **{verb: (lambda body, verb=verb: self.access(verb, body, missing_ok(body)))
+                   for verb in commands.ACCESS_VERBS}}
+
+    def access(self, verb: str, body, missing_ok: bool) -> Dict[str, Any]:
+        fields: Dict[str, Any] = {}
+        if verb == "person_groups":
+            fields["person_id"] = text_field(body, "person_id")
+            groups = body.get("groups")
+            if not isinstance(groups, list) or len(groups) > 50:
+                raise CommandError("malformed", "groups must be a list of at most 50 group names")
+            fields["groups"] = [text_field({"group": g}, "group") for g in groups]
+        else:
+            fields["name"] = text_field(body, "name")
+            for key in {"schedule_set": ("periods", "holidays"), "group_set": ("doors", "schedule")}.get(verb, ()):
+                # no holidays is an empty text
+                fields[key] = text_field(body, key) if key != "holidays" or body.get(key) else ""
+        try:
+            return commands.access_change(self.store, verb, fields, missing_ok)
+        except commands.NotEnrolled as err:
+            raise CommandError("not_found", str(err)) from err
 
     def enroll(self, body) -> Dict[str, Any]:
         person_id, name = text_field(body, "person_id"), text_field(body, "name")

@@ -13,7 +13,7 @@ import functools
 import logging
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from appliance.config import Config, MatchingConfig
 from appliance.errors import ConfigError
@@ -113,7 +113,9 @@ def looseness(config: Config, model_id: str, template_counts: Sequence[int], val
 
 
 def decide(match: Match, threshold: float, rules: MatchingConfig,
-           when: Optional[datetime.datetime] = None) -> Decision:
+           when: Optional[datetime.datetime] = None,
+           access: Optional[Callable[[Match], Optional[str]]] = None) -> Decision:
+    """`access(match)` says why the matched person may not use this door now (None: they may)."""
     if match.person is None:
         return Decision(False, "gallery is empty", match)
     if match.distance > threshold:
@@ -127,4 +129,7 @@ def decide(match: Match, threshold: float, rules: MatchingConfig,
     when = when or datetime.datetime.now(datetime.timezone.utc)
     if not match.person.valid_at(when):
         return Decision(False, "%s is outside their validity dates" % match.person.name, match)
+    refusal = access(match) if access is not None else None
+    if refusal:
+        return Decision(False, "%s: %s" % (match.person.name, refusal), match)
     return Decision(True, "match", match)

@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 
 from appliance.config import Config
+from appliance.door.access_rules import local_now
 from appliance.errors import ConfigError
 from appliance.recognition.decision import Decision, Threshold, decide, looseness, threshold_for
 from appliance.gallery.index import GalleryIndex
@@ -78,6 +79,13 @@ class Verifier:
                 log.info("%s", self._threshold.describe())
         return self._threshold
 
+    def _access(self, match) -> Optional[str]:
+        """Why the matched person may not use this door now: their access groups and schedules."""
+        if not match.person.groups:
+            return None
+        local = local_now(self.config.door.time_zone)
+        return self.index.access.refusal(match.person.groups, self.config.mqtt.device, local)
+
     def _too_small(self, faces, captured: float) -> None:
         """Someone in view whom the door will not decide on: said, at most every few seconds, so an
         installer knows why nothing happens (the camera too far, or min_face_pixels too high)."""
@@ -135,7 +143,8 @@ class Verifier:
         track.best_quality = max(track.best_quality, result.quality.sharpness)
         fused = normalise(np.mean(track.embeddings[-self.rules.fuse_frames:], axis=0)[None, :])[0]
         track.identity = fused
-        decision = decide(self.index.search(fused), self.threshold.value, self.config.matching)
+        decision = decide(self.index.search(fused), self.threshold.value, self.config.matching,
+                          access=self._access)
         outcome = Outcome(APPEARED if new_track else TRACKING, track, decision, result, new_track, fused)
         if decision.accepted:
             person_id = decision.match.person.id
