@@ -486,8 +486,9 @@ def validate(config: Config, source: str = "<config>", relay: bool = True) -> No
     if config.door.watchdog_device and not Path(config.door.watchdog_device).exists():
         problems.append("door.watchdog_device %s does not exist (empty turns the watchdog off)"
                         % config.door.watchdog_device)
-    problems.extend(_missing_models(config))
-    check(lambda: _refuse_loose_threshold(config))
+    if all(model_id in manifest for model_id in (config.models.detector, config.models.embedder)):
+        problems.extend(_missing_models(config))  # an unknown model is said once, above
+        check(lambda: _refuse_loose_threshold(config))
     from appliance.camera import source_kind
 
     if config.camera.source and source_kind(config.camera.source) == "file" and not Path(config.camera.source).exists():

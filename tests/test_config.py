@@ -190,3 +190,12 @@ def test_config_check_shows_every_mistake_at_once_and_a_missing_camera_file(tmp_
     path.write_text('[camera]\nsource = "%s"\n' % (tmp_path / "entrance.mp4"))
     missing = run_cli("config", "--check", path)
     assert missing.returncode == 2 and "camera.source %s does not exist" % (tmp_path / "entrance.mp4") in missing.stderr
+
+
+def test_an_unknown_model_is_said_once(tmp_path):
+    from conftest import run_cli
+
+    path = tmp_path / "door.toml"
+    path.write_text('[models]\nembedder = "nope"\n')
+    check = run_cli("config", "--check", path)
+    assert check.returncode == 2 and check.stderr.count("'nope'") == 1, check.stderr
