@@ -111,6 +111,12 @@ def test_a_door_that_dies_is_offline_since_its_will_arrived(tmp_path, broker, ke
         since = utc(admin.offline_since("door3"))
         assert killed < since + 1 < killed + 12
         assert utc(admin.seen["door3"]) <= killed + 1
+        # an administrator who starts later, after the will was stored, still bounds it from both sides
+        later = run_cli("admin", "status", "--config", admin_config(tmp_path, broker, key_file))
+        found = re.search(r"door3: OFFLINE since between (\S+) and (\S+) \(lost", later.stdout)
+        assert found and later.returncode == 1, later.stdout
+        lost_before = utc(datetime.datetime.fromisoformat(found.group(2)).isoformat())
+        assert killed <= lost_before <= killed + raw["mqtt"].get("status_seconds", 60) + 1.5 * 5 + 2
     finally:
         admin.close()
 

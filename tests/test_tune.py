@@ -113,6 +113,10 @@ def test_report_plot_and_replay_on_a_door_run(tmp_path, pipeline):
     green = np.count_nonzero((picture[:, :, 1] > 120) & (picture[:, :, 2] < 90) & (picture[:, :, 0] < 90))
     red = np.count_nonzero((picture[:, :, 2] > 150) & (picture[:, :, 1] < 90) & (picture[:, :, 0] < 90))
     assert green > 50 and red > 50  # both distributions are drawn
+    orange = np.count_nonzero((picture[:, :, 2] > 200) & (picture[:, :, 1] > 100) & (picture[:, :, 1] < 180)
+                              & (picture[:, :, 0] < 60))
+    assert orange > 100  # the threshold's line, always (the door's own when there is no recommendation)
+    assert picture.shape[1] >= 940  # the DET's last tick label fits
 
 
 def test_capture_records_labelled_attempts_from_a_video(tmp_path, models_dir):

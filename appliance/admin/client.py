@@ -56,6 +56,7 @@ class AdminClient:
         self.link = link or MqttLink(config, "facegate-%s-%s" % (self.site, self.name), persistent=False)
         self.statuses: Dict[str, Dict[str, Any]] = {}
         self.seen: Dict[str, str] = {}  # door -> UTC time of its last status, kept past its last will
+        self.seen_within: Dict[str, int] = {}  # door -> seconds within which its next status was due
         self._status_arrived: Dict[str, float] = {}  # door -> when a live (not stored) status came
         self._live = False  # past the burst of stored (retained) messages that follows subscribing
         self.on_event: Optional[Callable[[Dict[str, Any]], None]] = None
@@ -134,6 +135,9 @@ class AdminClient:
         elif kind == "seen":
             with self._condition:
                 self.seen[door] = _text(payload.get("time"))
+                within = payload.get("within")
+                if isinstance(within, int) and not isinstance(within, bool) and 0 < within < 10 ** 6:
+                    self.seen_within[door] = within
         elif self.on_event:
             self.on_event(payload)
 

@@ -435,6 +435,16 @@ def _site_version(session):
         site.close()
 
 
+def _lost_before(seen, within):
+    """The latest a door whose status stopped can have been lost: its last status plus the time
+    its next one was due (UTC ISO), or None."""
+    try:
+        last = datetime.datetime.fromisoformat(seen)
+    except (TypeError, ValueError):
+        return None
+    return (last + datetime.timedelta(seconds=within)).isoformat(timespec="seconds") if within else None
+
+
 def door_report(client, device: str, site_version) -> dict:
     """One door as `admin status` shows it (and --json prints it)."""
     status = client.statuses.get(device) or {}
@@ -442,6 +452,7 @@ def door_report(client, device: str, site_version) -> dict:
     report = {"door": device, "state": status.get("state", "unknown"), "last_seen": client.seen.get(device),
               "online_since": status.get("since") if status.get("state") == "online" else None,
               "offline_since": client.offline_since(device), "offline_reason": status.get("reason"),
+              "lost_before": _lost_before(client.seen.get(device), client.seen_within.get(device)),
               "door_state": status.get("door"), "access": status.get("access"), "matching": status.get("matching"),
               "gallery": gallery or None, "unsent_events": status.get("unsent_events"),
               "faults": status.get("faults") or {}, "last_decision": status.get("last_decision")}
@@ -476,8 +487,14 @@ def _print_door(report: dict, answered: bool, site_version) -> None:
     device = report["door"]
     if report["state"] != "online":
         since = report["offline_since"]
-        when = ("since %s" % _ago(since)) if since else \
-            "since some time after it was last seen (its connection was lost: the broker notices within 1.5 x its keepalive)"
+        if since:
+            when = "since %s" % _ago(since)
+        elif report.get("lost_before"):
+            # killed or cut off while nobody watched: its last status, and the time the next was due
+            when = "since between %s and %s (lost: it stopped sending)" % (shown_time(report["last_seen"]),
+                                                                          shown_time(report["lost_before"]))
+        else:
+            when = "since some time after it was last seen (its connection was lost)"
         print("%s: OFFLINE %s; last seen %s" % (device, when, _ago(report["last_seen"])))
         return
     if not answered:

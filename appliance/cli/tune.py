@@ -144,7 +144,8 @@ def _report(args) -> int:
     print()
     print(analysis.text_histogram(evidence, threshold=advice.threshold))
     if args.plot:
-        analysis.plot(evidence, args.plot, advice.threshold)
+        # the recommendation when there is one, else the threshold the door applies now
+        analysis.plot(evidence, args.plot, advice.threshold if advice.threshold is not None else current.value)
         print("\nwrote %s" % args.plot)
     print()
     prior = _calibrated(config, model_id, counts, args.target_far)

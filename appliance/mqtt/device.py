@@ -201,8 +201,12 @@ class DeviceAgent:
             self._next_status = time.monotonic() + self.mqtt.status_seconds
             site, device = self.mqtt.site, self.mqtt.device
             self.link.publish(topics.status(site, device), json.dumps(status).encode(), retain=True)
+            # `within`: the next status comes within this many seconds, or the broker notices the
+            # door is gone (1.5 keep-alives): an offline door was lost before time + within
+            within = round(self.mqtt.status_seconds + 1.5 * self.mqtt.keepalive)
             self.link.publish(topics.seen(site, device),
-                              json.dumps({"device": device, "time": status["time"]}).encode(), retain=True)
+                              json.dumps({"device": device, "time": status["time"], "within": within}).encode(),
+                              retain=True)
 
     # -- the audit outbox ------------------------------------------------------------------
 

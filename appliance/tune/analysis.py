@@ -134,7 +134,7 @@ def plot(evidence: Evidence, path: str, threshold: Optional[float] = None) -> No
     """Both distributions and the DET curve (FRR against FAR, log scale) as a PNG, with OpenCV."""
     import cv2
 
-    canvas = np.full((420, 920, 3), 255, np.uint8)
+    canvas = np.full((420, 940, 3), 255, np.uint8)  # room right of the DET box for its last tick label
     edges = np.linspace(0.0, 1.4, 71)
     genuine, _ = np.histogram(evidence.genuine, edges, density=True)
     impostor, _ = np.histogram(evidence.impostor, edges, density=True)
@@ -160,11 +160,11 @@ def plot(evidence: Evidence, path: str, threshold: Optional[float] = None) -> No
         y = int(top + height - share * height)
         cv2.line(canvas, (left - 5, y), (left, y), (0, 0, 0), 1)
         cv2.putText(canvas, "%.1f" % share, (left - 30, y + 4), **small)
-    cv2.putText(canvas, "share of peak", (4, top - 8), **small)
+    cv2.putText(canvas, "share of peak", (4, top - 6), **small)
     if threshold is not None:
         cv2.line(canvas, (to_x(threshold), top), (to_x(threshold), top + height), (0, 140, 255), 1)
         cv2.putText(canvas, "threshold %.3f" % threshold, (to_x(threshold) + 4, top + 14), **small)
-    cv2.putText(canvas, "distance: genuine (green), impostor (red)", (left, 25), cv2.FONT_HERSHEY_SIMPLEX,
+    cv2.putText(canvas, "distance: genuine (green), impostor (red)", (left, 18), cv2.FONT_HERSHEY_SIMPLEX,
                 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     # DET: x = log10 FAR from -6 to 0, y = FRR from 0 to 1
     left2 = 500
@@ -188,7 +188,7 @@ def plot(evidence: Evidence, path: str, threshold: Optional[float] = None) -> No
         _, far, frr = rates(evidence, [threshold])[0]
         cv2.circle(canvas, (det_x(far), int(top + height - frr * height)), 5, (0, 140, 255), -1, cv2.LINE_AA)
     cv2.putText(canvas, "false accepts per comparison", (left2 + width // 2 - 80, top + height + 34), **small)
-    cv2.putText(canvas, "DET: false rejects against false accepts", (left2, 25),
+    cv2.putText(canvas, "DET: false rejects against false accepts", (left2, 18),
                 cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     if not cv2.imwrite(path, canvas):
         raise OSError("cannot write %s" % path)
