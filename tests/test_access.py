@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
+from test_mqtt import key_file  # noqa: F401  (the site's keys)
+from test_service import gallery_path  # noqa: F401  (the seed gallery, enrolled once)
 
 from appliance.door.access_rules import AccessRules, Group, local_now, schedule_from_text, zone
 from appliance.errors import ConfigError, GalleryError
@@ -139,18 +141,3 @@ def test_the_administrator_sets_groups_site_wide_and_doors_apply_them(tmp_path, 
         door.close()
         broker.stop()
 
-
-@pytest.fixture(scope="module")
-def gallery_path(tmp_path_factory, pipeline):
-    from conftest import SEED
-
-    from appliance.gallery.enrol import Enroller
-
-    path = tmp_path_factory.mktemp("access") / "gallery.db"
-    store = GalleryStore(path, model_id=pipeline.embedder.model_id)
-    Enroller(pipeline.config, pipeline, store).enrol_folder(SEED / "gallery")
-    store.close()
-    return path
-
-
-from test_mqtt import key_file  # noqa: E402,F401  (the site's keys fixture)
