@@ -26,7 +26,8 @@ from pathlib import Path
 from facegate_host.bundle import board_config_text, build_wheelhouse, read_meta
 from facegate_host.emulated import ROOT, Mounted, build_root, fresh_copy, in_root
 
-PACKAGES = ("python3", "python3-numpy", "python3-opencv", "python3-cryptography", "python3-pip")
+# debootstrap does not resolve virtual packages: cryptography needs cffi's backend named
+PACKAGES = ("python3", "python3-numpy", "python3-opencv", "python3-cryptography", "python3-cffi-backend", "python3-pip")
 CROSS_CC = "arm-linux-gnueabihf-gcc"
 CPU = "cortex-a7"  # the RV1126's cores
 
@@ -55,6 +56,12 @@ image[..., 0], image[..., 1], image[..., 2] = 10, 20, 200
 (out,) = runner.run(image)
 found.update(context_bytes=ctypes.sizeof(runner._context_type), shape=list(out.shape), first=out[0, :3].tolist())
 runner.close()
+# signed commands on this root's own cryptography (Debian's): a door's key signs, the check opens it
+from appliance.keys import PrivateKey, Trusted
+from appliance.mqtt.signing import open_sealed, sign
+key = PrivateKey.generate()
+opened = open_sealed(sign(key, "ping", "door", {}), {key.key_id: Trusted("admin", "admin", key.public)}.get)
+found["signed"] = json.loads(opened.signed)["verb"]
 print(json.dumps(found))
 '''
 
@@ -89,6 +96,7 @@ def main() -> int:
     assert found["machine_bits"] == 32 and found["context_bytes"] == 4, found
     assert "needs Rockchip's NPU runtime librknn_api.so or librknnrt.so" in found.get("missing", ""), found
     assert found["shape"] == [1, 128] and found["first"] == [10.0, 20.0, 200.0], found
+    assert found["signed"] == "ping", found  # Ed25519 on the root's own cryptography
     print("test-emulated (RV1126, armhf): the RKNPU1 runner passed in %.0f s" % (time.monotonic() - started))
     return 0
 

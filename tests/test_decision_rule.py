@@ -45,8 +45,11 @@ def test_an_override_looser_than_the_target_is_said_and_zero_returns_to_the_targ
     store.enrol("only", random_templates(np.random.default_rng(2), 3), model_id)
     verifier = Verifier(pipeline.config, pipeline, GalleryIndex(store))
     target = verifier.threshold.value
-    with caplog.at_level(logging.WARNING, logger="appliance.recognition.verification"):
+    with pytest.raises(ConfigError, match="looser than the"):  # refused unless forced (it lets strangers in)
         verifier.set_matching(target + 0.1, 0.05)
+    assert verifier.threshold.source == "target"
+    with caplog.at_level(logging.WARNING, logger="appliance.recognition.verification"):
+        verifier.set_matching(target + 0.1, 0.05, force=True)
     loose = verifier.threshold
     assert loose.source == "override" and loose.looser_than_target and loose.as_dict()["looser_than_target"]
     assert any("LOOSER than" in r.getMessage() for r in caplog.records)
