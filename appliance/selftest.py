@@ -34,6 +34,7 @@ class Check:
     name: str
     ok: bool
     detail: str
+    warning: bool = False  # worth an installer's attention, but the door can run
 
 
 def reference_dir(config: Config) -> Path:
@@ -55,7 +56,23 @@ def run_checks(config: Config, reference: Optional[Path] = None, relay: bool = T
         _attempt(checks, "relay", lambda: _relay(config))
     if camera:
         _attempt(checks, "camera", lambda: _camera(config))
+    checks.append(_clock())
     return checks
+
+
+def _clock() -> Check:
+    """A board may start in 1970: the door still runs (commands are judged against the newest
+    signed time it has seen), but schedules, validity dates and certificates need the time."""
+    from appliance.clock import synchronised
+
+    state = synchronised()
+    if state:
+        return Check("clock", True, "synchronised (the kernel says an NTP daemon keeps it)")
+    if state is None:
+        return Check("clock", True, "this system cannot say whether its clock is synchronised", warning=True)
+    return Check("clock", True, "NOT synchronised: schedules, validity dates and TLS need the time; set up NTP "
+                                "(board/README.md); signed commands are judged against the newest signed time this "
+                                "door has seen", warning=True)
 
 
 def _attempt(checks: List[Check], name: str, step: Callable[[], str]) -> bool:

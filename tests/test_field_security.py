@@ -659,3 +659,29 @@ def test_keygen_add_door_revoke_door_as_typed(tmp_path):
     assert "front" in listed and "REVOKED" in listed
     back = run_cli("admin", "add-door", "front", door_key, "--config", config)  # a stolen door's key, again
     assert back.returncode == 2 and "never trusted again" in back.stderr
+
+
+# -- an unsynchronised clock: judged against signed time, the administrator not locked out ---------
+
+def test_an_unsynchronised_clock_neither_locks_the_administrator_out_nor_takes_old_commands(monkeypatch):
+    from appliance import clock
+
+    mqtt_config = from_dict({}).mqtt
+    now = time.time()
+    fresh = {"verb": "enable", "issued": now}
+    # a board back in 1970: with a synchronised clock this is "from the future"...
+    with pytest.raises(CommandError, match="from_future"):
+        check_age(fresh, mqtt_config, 86400.0)
+    # ...but the kernel says the clock is not kept, so the door's clock is the one that is wrong
+    check_age(fresh, mqtt_config, 86400.0, synchronised=False)
+    stale_unlock = {"verb": "unlock", "issued": now - 60}
+    with pytest.raises(CommandError, match="expired"):  # older than a command already applied
+        check_age(stale_unlock, mqtt_config, 86400.0, newest_issued=now, synchronised=False)
+    # the kernel's own answer cannot be changed by a test; TrustedTime is shown both ways
+    monkeypatch.setattr(clock, "synchronised", lambda: False)
+    trusted = clock.TrustedTime(lambda: now + 3600)  # the newest signed time is ahead of this clock
+    assert trusted.now() >= now + 3600 and trusted.synchronised() is False
+    monkeypatch.setattr(clock, "synchronised", lambda: True)
+    assert abs(trusted.now() - time.time()) < 1  # synchronised: the wall clock
+    monkeypatch.undo()  # and the real one answers on this machine
+    assert clock.synchronised() in (True, False)

@@ -272,6 +272,9 @@ def _clean_status(payload: Dict[str, Any]) -> Dict[str, Any]:
     if isinstance(gallery, dict):
         status["gallery"] = {k: v for k, v in gallery.items() if k in ("version", "site_version", "door_only_changes", "people", "templates")
                              and isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2 ** 53}
+    clock = payload.get("clock")
+    if isinstance(clock, dict) and clock.get("synchronised") in (True, False, None):
+        status["clock"] = {"synchronised": clock.get("synchronised")}
     if isinstance(payload.get("unsent_events"), int):
         status["unsent_events"] = payload["unsent_events"]
     faults = payload.get("faults")

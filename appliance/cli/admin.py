@@ -455,7 +455,8 @@ def door_report(client, device: str, site_version) -> dict:
               "lost_before": _lost_before(client.seen.get(device), client.seen_within.get(device)),
               "door_state": status.get("door"), "access": status.get("access"), "matching": status.get("matching"),
               "gallery": gallery or None, "unsent_events": status.get("unsent_events"),
-              "faults": status.get("faults") or {}, "last_decision": status.get("last_decision")}
+              "faults": status.get("faults") or {}, "last_decision": status.get("last_decision"),
+              "clock_synchronised": (status.get("clock") or {}).get("synchronised")}
     if site_version is not None and "site_version" in gallery:
         report["site_changes_queued"] = max(0, site_version - int(gallery["site_version"]))
     return report
@@ -510,7 +511,8 @@ def _print_door(report: dict, answered: bool, site_version) -> None:
     if matching.get("distance_threshold") is not None:
         threshold = "threshold %.3f (%s)" % (matching["distance_threshold"], "set by hand" if matching.get("source")
                                             == "override" else "from the false-accept target")
-    print("  door %s, access %s; %s" % (report["door_state"], report["access"], threshold))
+    clock = "; clock NOT synchronised (set up NTP on it)" if report.get("clock_synchronised") is False else ""
+    print("  door %s, access %s; %s%s" % (report["door_state"], report["access"], threshold, clock))
     gallery = report["gallery"] or {}
     sync = ""
     if site_version is not None and gallery:

@@ -22,7 +22,8 @@ def run(args) -> int:
     checks = run_checks(config, Path(args.reference) if args.reference else None,
                         relay=not args.no_relay, camera=not args.no_camera)
     for check in checks:
-        print("%-15s %s%s" % (check.name, "ok" if check.ok else "FAIL", ": " + check.detail if check.detail else ""))
+        word = "FAIL" if not check.ok else "WARN" if check.warning else "ok"
+        print("%-15s %s%s" % (check.name, word, ": " + check.detail if check.detail else ""))
     failed = [c.name for c in checks if not c.ok]
     if failed:
         print("selftest failed: %s" % ", ".join(failed))

@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from appliance import __version__, threads
 from appliance.audit import AuditStore, Event
+from appliance.clock import TrustedTime
 from appliance.config import Config
 from appliance.errors import AuditError, CommandError, ConfigError, GalleryError, StorageError
 from appliance.gallery.commands import ACCESS_VERBS
@@ -82,6 +83,7 @@ class DeviceAgent:
         template_maker = Enroller(config, pipeline, self.store).template_from_image if pipeline else None
         self.gallery = GalleryVerbs(self.store, model_id, self.mqtt, template_maker)
         self.ledger = Ledger(self.mqtt.state_path, self.mqtt.change_max_age_hours * 3600 + 3600)
+        self.clock = TrustedTime(lambda: self.ledger.newest_issued)
         # the broker publishes this when it loses us; it cannot know when, so `seen` keeps that
         will = (topics.status(self.mqtt.site, self.mqtt.device),
                 json.dumps({"state": "offline", "device": self.mqtt.device, "reason": "connection lost"}).encode())
@@ -178,6 +180,7 @@ class DeviceAgent:
                 "door": self.controller.door.value, "access": self.controller.access.value,
                 "matching": self.matching_state() if self.matching_state else None,
                 "faults": dict(self.controller.faults), "unsent_events": self.audit.unsent_count(),
+                "clock": {"synchronised": self.clock.synchronised()},
                 "last_decision": self.last_decision, "since": self._online_since, "time": _utc_now()}
 
     @staticmethod
@@ -275,7 +278,8 @@ class DeviceAgent:
             if message.retain:  # checked here so that the refusal names the request
                 raise CommandError("retained", "retained commands are ignored: publish commands without retain")
             check_topic(message.topic, envelope, self.mqtt.site, self.mqtt.device)
-            check_age(envelope, self.mqtt, time.time(), self.ledger.newest_issued)
+            check_age(envelope, self.mqtt, self.clock.now(), self.ledger.newest_issued,
+                      synchronised=self.clock.synchronised() is not False)
             previous = self.ledger.reply_for(envelope["request_id"])
             if previous is None:
                 reply = self._apply(envelope, opened)
