@@ -84,7 +84,31 @@ def test_runtime_errors_are_named(runtimes, tmp_path, monkeypatch):
         RknnCRunner(spec, broken, library=str(runtimes / "librknn_api.so"))
     monkeypatch.setenv("RKNN_STUB_NO_DEVICE", "1")
     with pytest.raises(BackendError, match=r"-3: the NPU device is unavailable"):
+        RknnCRunner(spec, _model(tmp_path, spec), library=str(runtimes / "librknnrt.so"))
+    # RKNPU1's wrapper: the error names what it loads and this system lacks, not only the driver
+    with pytest.raises(BackendError) as caught:
         RknnCRunner(spec, _model(tmp_path, spec), library=str(runtimes / "librknn_api.so"))
+    message = str(caught.value)
+    assert "librknn_runtime.so (" in message and "libGAL.so" in message and "linux-armhf-puma" in message
+    assert "/dev/galcore" in message and "\n" not in message
+
+
+def test_the_api_generation_is_read_from_the_exports_not_the_file_name(runtimes, tmp_path):
+    from appliance.inference.rknn_c_runner import api_generation
+
+    # some RKNPU2 images link librknn_api.so to librknnrt.so: RKNPU1 calls would corrupt memory
+    disguised = tmp_path / "librknn_api.so"
+    shutil.copy(runtimes / "librknnrt.so", disguised)
+    assert api_generation(open_library(str(disguised))) == 2
+    assert api_generation(open_library(str(runtimes / "librknn_api.so"))) == 1
+    spec = get_spec("mobilefacenet_ms1m")
+    runner = RknnCRunner(spec, _model(tmp_path, spec), library=str(disguised))
+    try:  # RKNPU2's structs: the pixels still cross intact
+        image = np.zeros((1, 112, 112, 3), np.uint8)
+        image[..., 0], image[..., 1], image[..., 2] = 10, 20, 200
+        assert runner.run(image)[0][0, :3].tolist() == [10, 20, 200]
+    finally:
+        runner.close()
 
 
 def test_a_system_without_the_runtime_gets_one_line_that_says_what_to_do():

@@ -5,7 +5,13 @@ The first RV1126 has no Python runtime FaceGate can use: rknnlite v1 exists only
 its API is six calls: rknn_init, rknn_query, rknn_inputs_set, rknn_run, rknn_outputs_get (with
 rknn_outputs_release) and rknn_destroy. RKNPU2's `librknnrt.so` (RV1126B) has the same calls;
 its tensor attribute is longer and its rknn_init takes a fifth argument, so one runner serves
-both and the library's name says which layout applies.
+both. Which layout applies is read from what the library exports (RKNPU2 alone has
+rknn_create_mem), never from its file name: some RKNPU2 images link librknn_api.so to
+librknnrt.so, and RKNPU1 calls into RKNPU2 corrupt memory.
+
+RKNPU1's librknn_api.so is a small wrapper: rknn_init loads librknn_runtime.so and the Vivante
+driver's user-space libraries, and needs the galcore kernel driver's /dev/galcore. When
+rknn_init fails, the error names whichever of those is missing.
 
 As with rknnlite, the .rknn file has the colour order, mean and std folded in: the camera's
 uint8 BGR pixels go in as they are (NHWC), and the runtime returns float32 outputs.
@@ -83,6 +89,35 @@ def open_library(name: str = "") -> ctypes.CDLL:
     return open_runtime("rknn_c", [name] if name else [RKNPU1_LIBRARY, RKNPU2_LIBRARY])
 
 
+# what RKNPU1's librknn_api.so loads at rknn_init, from the SDK's
+# external/rknpu/drivers/linux-armhf-puma/usr/lib (board/README.md lists where each comes from)
+RKNPU1_DRIVER_LIBRARIES = ("librknn_runtime.so", "libOpenVX.so", "libOpenVXU.so", "libGAL.so", "libArchModelSw.so",
+                           "libCLC.so", "libOvx12VXCBinary.so", "libneuralnetworks.so")
+GALCORE_DEVICE = "/dev/galcore"
+
+
+def api_generation(library: ctypes.CDLL) -> int:
+    """2 for RKNPU2's runtime (it alone exports rknn_create_mem), else 1."""
+    return 2 if hasattr(library, "rknn_create_mem") else 1
+
+
+def missing_rknpu1_parts(device: str = GALCORE_DEVICE) -> List[str]:
+    """What RKNPU1's rknn_init needs and this system lacks: libraries that do not load (with the
+    loader's reason) and the NPU driver's device."""
+    missing = []
+    for name in RKNPU1_DRIVER_LIBRARIES:
+        try:
+            ctypes.CDLL(name)
+        except OSError as err:
+            missing.append("%s (%s)" % (name, str(err).split(": ")[-1]))
+    if missing:
+        missing = ["libraries %s: copy the SDK's external/rknpu/drivers/linux-armhf-puma/usr/lib/ into /usr/lib"
+                   % ", ".join(missing)]
+    if not Path(device).exists():
+        missing.append("%s: the NPU driver is not loaded (insmod galcore.ko, from the same drivers folder)" % device)
+    return missing
+
+
 def _shape(attr, rknpu2: bool) -> tuple:
     dims = [attr.dims[i] for i in range(attr.n_dims)]
     return tuple(dims if rknpu2 else dims[::-1])  # RKNPU1 lists dims innermost first, RKNPU2 outermost
@@ -96,7 +131,7 @@ class RknnCRunner(Runner):
         self._context = None
         self._lib = open_library(library)  # first: without the runtime no model file matters
         self.recipe = read_recipe(path, spec.sha256)
-        self._rknpu2 = Path(self._lib._name).name.startswith("librknnrt")
+        self._rknpu2 = api_generation(self._lib) == 2
         self._attr_type = _AttrV2 if self._rknpu2 else _AttrV1
         self._context_type = context_type()
         model = path.read_bytes()
@@ -105,7 +140,13 @@ class RknnCRunner(Runner):
         init_args = [ctypes.byref(context), self._model, ctypes.c_uint32(len(model)), ctypes.c_uint32(0)]
         if self._rknpu2:
             init_args.append(None)  # rknn_init_extend*
-        self._check(self._lib.rknn_init(*init_args), "rknn_init")
+        code = self._lib.rknn_init(*init_args)
+        if code in (-1, -3) and not self._rknpu2:  # failed, device unavailable: not a bad model file
+            missing = missing_rknpu1_parts()
+            if missing:
+                raise BackendError("rknn_init on %s failed with %d: librknn_api.so (RKNPU1) is a wrapper, and what it "
+                                   "loads is missing here: %s" % (path.name, code, "; ".join(missing)))
+        self._check(code, "rknn_init")
         self._context = context
         try:
             counts = _InOutNum()
