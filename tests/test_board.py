@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 OVERLAY = ROOT / "rootfs_overlay"
 BOARDS = sorted(p.parent.name for p in (ROOT / "board").glob("*/meta"))
 SCRIPTS = [OVERLAY / "etc" / "init.d" / "S95facegate", ROOT / "board" / "install.sh",
-           ROOT / "board" / "rv1126" / "post-build.sh", ROOT / "tools" / "convert-rknn"]
+           ROOT / "board" / "rv1126" / "post-build.sh", ROOT / "tools" / "convert-rknn",
+           ROOT / "board" / "rv1126" / "buildroot" / "merge.sh"]
 FACEGATE = Path(sys.executable).parent / "facegate"
 
 
@@ -366,3 +367,30 @@ def test_a_boards_compiled_packages_are_pinned_for_its_python_and_machine():
     meta = read_meta(ROOT / "board" / "rv1126b" / "meta")
     assert meta["PYTHON"] == "3.11" and meta["ARCH"] in MACHINES
     assert all(platform.endswith("_" + MACHINES[meta["ARCH"]]) for platform in meta["WHEEL_PLATFORMS"].split())
+
+
+def test_the_buildroot_merge_appends_to_the_sdks_overlay_and_scripts(tmp_path):
+    """The SDK's own overlay and post-build scripts stay; FaceGate's are added once. (A config
+    file shaped like the SDK's: no SDK tree runs here, so merge_config.sh is skipped.)"""
+    config = tmp_path / ".config"
+    config.write_text('BR2_ARCH="arm"\nBR2_ROOTFS_OVERLAY="board/rockchip/rv1126_rv1109/fs-overlay"\n'
+                      'BR2_ROOTFS_POST_BUILD_SCRIPT="board/rockchip/common/post-build.sh"\n')
+    merge = ROOT / "board" / "rv1126" / "buildroot" / "merge.sh"
+    for _ in range(2):  # twice: nothing added twice
+        result = subprocess.run(["sh", str(merge), str(config)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    text = config.read_text()
+    assert 'BR2_ROOTFS_OVERLAY="board/rockchip/rv1126_rv1109/fs-overlay %s"' % (ROOT / "rootfs_overlay") in text
+    assert ('BR2_ROOTFS_POST_BUILD_SCRIPT="board/rockchip/common/post-build.sh %s"'
+            % (ROOT / "board" / "rv1126" / "post-build.sh")) in text
+    assert text.count("BR2_ROOTFS_OVERLAY=") == 1 and 'BR2_ARCH="arm"' in text
+    fragment = (ROOT / "board" / "rv1126" / "buildroot" / "facegate.fragment").read_text()
+    assert not [line for line in fragment.splitlines() if line.startswith(("BR2_ROOTFS_OVERLAY",
+                                                                          "BR2_ROOTFS_POST_BUILD_SCRIPT"))]
+    # every element of the board's camera pipeline, and time
+    pipeline = read_meta(ROOT / "board" / "rv1126" / "meta")["CAMERA_PIPELINE"]
+    if "videoconvert" in pipeline:
+        assert "BR2_PACKAGE_GST1_PLUGINS_BASE_PLUGIN_VIDEOCONVERT=y" in fragment
+    if "appsink" in pipeline:
+        assert "BR2_PACKAGE_GST1_PLUGINS_BASE_PLUGIN_APP=y" in fragment
+    assert "BR2_PACKAGE_CHRONY=y" in fragment and "BR2_PACKAGE_PYTHON_CRYPTOGRAPHY=y" in fragment
