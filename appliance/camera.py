@@ -65,6 +65,8 @@ class ImageFolder:
 
 
 def source_kind(source: str) -> str:
+    if source.startswith("v4l2:"):
+        return "v4l2"
     if source.isdigit() or source.startswith("/dev/video"):
         return "device"
     if "!" in source:  # GStreamer pipeline syntax
@@ -74,9 +76,14 @@ def source_kind(source: str) -> str:
     return "folder" if Path(source).is_dir() else "file"
 
 
-def open_capture(source: str, folder_fps: float = 5.0):
-    """A V4L2 index or device, an RTSP URL, a video file, a folder, or a GStreamer pipeline string."""
+def open_capture(source: str, folder_fps: float = 5.0, size=(640, 480), fps: float = 15.0):
+    """A V4L2 index or device, FaceGate's own V4L2 reader (v4l2:...), an RTSP URL, a video file, a
+    folder, or a GStreamer pipeline string."""
     kind = source_kind(source)
+    if kind == "v4l2":
+        from appliance.v4l2 import V4l2Capture
+
+        return V4l2Capture(source, size[0], size[1], fps)
     if kind == "device":
         capture = cv2.VideoCapture(int(source) if source.isdigit() else source, cv2.CAP_V4L2)
     elif kind == "gstreamer":
@@ -106,19 +113,21 @@ class LatestFrameReader:
                  reconnect_max_seconds: float = 10.0,
                  on_lost: Optional[Callable[[str], None]] = None,
                  on_back: Optional[Callable[[], None]] = None,
-                 on_died: Optional[threads.DeathCallback] = None, every_frame: bool = False) -> None:
+                 on_died: Optional[threads.DeathCallback] = None, every_frame: bool = False,
+                 size=(640, 480), fps: float = 15.0) -> None:
         self.source = source
+        self.size, self.fps = size, fps  # what a v4l2: source asks of the camera
         self.kind = source_kind(source)
         # a recording replayed frame by frame on its own clock: the same frames and times to the
         # door however fast it works (a live camera cannot wait)
         self.every_frame = every_frame and self.kind in ("file", "folder")
-        self.live = self.kind in ("device", "stream", "gstreamer") or loop
+        self.live = self.kind in ("device", "v4l2", "stream", "gstreamer") or loop
         self.realtime = realtime
         self.folder_fps = folder_fps
         self.reconnect_max_seconds = reconnect_max_seconds
         self.on_lost, self.on_back = on_lost, on_back
         self.on_frame: Optional[Callable[[Frame], None]] = None  # every frame read, on the reader thread
-        self._capture = open_capture(source, folder_fps)
+        self._capture = open_capture(source, folder_fps, size, fps)
         self._interval = 0.0 if self.every_frame else self._pacing(self._capture)
         self._fps = (self._capture.get(cv2.CAP_PROP_FPS) or folder_fps) if self.every_frame else 0.0
         self._condition = threading.Condition()
@@ -191,7 +200,7 @@ class LatestFrameReader:
             wait = 0.5
         while not self._stop.wait(wait):
             try:
-                self._capture = open_capture(self.source, self.folder_fps)
+                self._capture = open_capture(self.source, self.folder_fps, self.size, self.fps)
                 self._interval = self._pacing(self._capture)
                 return True
             except CameraError as err:

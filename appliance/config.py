@@ -125,7 +125,12 @@ class EnrolmentConfig:
 
 @dataclass(frozen=True)
 class CameraConfig:
-    source: str = setting("0", "V4L2 index or device, RTSP URL, video file, image folder or GStreamer pipeline")
+    source: str = setting("0", "V4L2 index or device (through OpenCV), v4l2:NAME or v4l2:/dev/videoN (FaceGate's "
+                               "own V4L2 reader: an ISP's multi-planar NV12, UVC YUYV or MJPEG), RTSP URL, video file, "
+                               "image folder or GStreamer pipeline")
+    width: int = setting(640, "v4l2: frame width asked of the camera", 64, 8192)
+    height: int = setting(480, "v4l2: frame height asked of the camera", 64, 8192)
+    fps: float = setting(15.0, "v4l2: frame rate asked of the camera", 1, 240)
     folder_fps: float = setting(5.0, "frame rate at which an image folder is played", 0.1, 120)
     realtime: bool = setting(True, "play files and folders at their own frame rate, like a live camera")
     loop: bool = setting(False, "restart a file or folder at its end instead of stopping the service")

@@ -153,6 +153,8 @@ def _camera(config: Config) -> str:
     from appliance.camera import LatestFrameReader
 
     source = config.camera.source
+    if source.startswith("v4l2:"):
+        return _v4l2_camera(config)
     if not (source.startswith("/dev/") or "device=/dev/" in source):
         return "not a device (%s): not opened" % source[:60]
     reader = LatestFrameReader(source, realtime=True)
@@ -163,6 +165,38 @@ def _camera(config: Config) -> str:
         return "a %dx%d frame" % (frame.image.shape[1], frame.image.shape[0])
     finally:
         reader.close()
+
+
+MIN_BRIGHTNESS = 12  # mean grey level: below it the picture is black (no light, or an ISP without 3A)
+
+
+def _v4l2_camera(config: Config) -> str:
+    """Format, size, frame rate and a picture that is not black, each said when it fails."""
+    from appliance import v4l2
+
+    camera = config.camera
+    capture = v4l2.V4l2Capture(camera.source, camera.width, camera.height, camera.fps)
+    try:
+        rate, images = v4l2.measured_fps(capture, frames=10)
+        problems = []
+        if (capture.width, capture.height) != (camera.width, camera.height):
+            problems.append("size %dx%d, not the %dx%d asked (camera.width, camera.height)"
+                            % (capture.width, capture.height, camera.width, camera.height))
+        if not images:
+            problems.append("no frame within 5 s")
+        elif rate < camera.fps / 2:
+            problems.append("%.1f frames/s, under half the %.0f asked" % (rate, camera.fps))
+        brightness = float(np.mean([image.mean() for image in images])) if images else 0.0
+        if images and brightness < MIN_BRIGHTNESS:
+            running = v4l2.isp_3a_running()
+            problems.append("the picture is black (mean level %.0f)%s" % (
+                brightness, ": the ISP's 3A (rkaiq_3A_server) is not running" if running is False and
+                "rkisp" in capture.card + camera.source else ": cover off? light?"))
+        if problems:
+            raise FaceGateError("camera %s: %s" % (capture.describe(), "; ".join(problems)))
+        return "%s, %.1f frames/s, mean level %.0f" % (capture.describe(), rate, brightness)
+    finally:
+        capture.release()
 
 
 def record_reference(pipeline, image_path: Path, folder: Path) -> Path:

@@ -230,7 +230,8 @@ def build_service(config: Config, pipeline=None, use_relay: bool = True) -> Serv
                                    camera.reconnect_max_seconds,
                                    on_lost=lambda message: controller.report_fault("camera", message),
                                    on_back=lambda: controller.clear_fault("camera"),
-                                   on_died=lost_threads, every_frame=camera.every_frame)
+                                   on_died=lost_threads, every_frame=camera.every_frame,
+                                   size=(camera.width, camera.height), fps=camera.fps)
         inputs = InputWatcher.from_config(config.inputs, lambda name, active: _on_input(controller, name, active),
                                           lambda message: controller.report_fault("inputs", message),
                                           lambda: controller.clear_fault("inputs"))

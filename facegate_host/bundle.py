@@ -54,7 +54,7 @@ def board_config_text(repo: Path, board: str) -> str:
     data = meta["DATA_DIR"]
     facts = (("models.backend", meta["NPU_BACKEND"]), ("models.rknn_target", meta["NPU_TARGET"]),
              ("models.rknn_detector_dtype", meta["DETECTOR_DTYPE"]), ("models.rknn_embedder_dtype", meta["EMBEDDER_DTYPE"]), ("detector.input_size", int(meta["DETECTOR_SIZE"])),
-             ("camera.source", meta["CAMERA_PIPELINE"]), ("relay.port", meta["RELAY_TTY"]),
+             ("camera.source", meta["CAMERA_SOURCE"]), ("relay.port", meta["RELAY_TTY"]),
              ("door.watchdog_device", meta["WATCHDOG_DEVICE"]), ("gallery.path", data + "/gallery.db"),
              ("audit.path", data + "/audit.db"), ("mqtt.state_path", data + "/mqtt-state.db"))
     text = (repo / "rootfs_overlay" / CONFIG_IN_OVERLAY).read_text()
