@@ -152,6 +152,16 @@ STREAMOFF = _ioc(_WRITE, 19, ctypes.c_int)
 S_PARM = _ioc(_READ | _WRITE, 22, StreamParm)
 
 
+def layout() -> List[List[int]]:
+    """Struct sizes, offsets and ioctl numbers, in the order tests/data/v4l2_layout.c prints the
+    kernel header's (host and emulated armhf tests compare the two)."""
+    return [[ctypes.sizeof(s) for s in (Capability, Format, RequestBuffers, Buffer, Plane, StreamParm,
+                                        PixFormatMplane)],
+            [Buffer.timestamp.offset, Buffer.sequence.offset, Buffer.m.offset, Buffer.length.offset,
+             Format.fmt.offset, PixFormatMplane.num_planes.offset],
+            [QUERYCAP, S_FMT, REQBUFS, QUERYBUF, QBUF, DQBUF, STREAMON, S_PARM]]
+
+
 def find_node(name: str, sysfs: Path = SYSFS) -> str:
     """The /dev/videoN whose V4L2 name starts with `name` (the ISP's main output is rkisp_mainpath
     on the RV1126 and RV1126B); CameraError naming the nodes there are otherwise."""

@@ -62,6 +62,9 @@ from appliance.mqtt.signing import open_sealed, sign
 key = PrivateKey.generate()
 opened = open_sealed(sign(key, "ping", "door", {}), {key.key_id: Trusted("admin", "admin", key.public)}.get)
 found["signed"] = json.loads(opened.signed)["verb"]
+# the V4L2 reader's structs as 32-bit ARM lays them out
+from appliance import v4l2
+found["v4l2"] = v4l2.layout()
 print(json.dumps(found))
 '''
 
@@ -73,6 +76,8 @@ def main() -> int:
     (work / "tmp" / "stub").mkdir(parents=True)
     subprocess.run([CROSS_CC, "-shared", "-fPIC", "-O1", "-o", str(work / "tmp" / "stub" / "librknn_api.so"),
                     str(ROOT / "tests" / "data" / "rknn_stub.c")], check=True)
+    subprocess.run([CROSS_CC, "-O1", "-o", str(work / "tmp" / "v4l2_layout"),
+                    str(ROOT / "tests" / "data" / "v4l2_layout.c")], check=True)
     board = ROOT / "board" / "rv1126"
     with tempfile.TemporaryDirectory(prefix="facegate-wheels-") as folder:
         build_wheelhouse(ROOT, Path(folder) / "wheelhouse", board, read_meta(board / "meta"))
@@ -88,6 +93,7 @@ def main() -> int:
         selftest = in_root(work, ["facegate", "selftest", "--config", "/etc/facegate/config.toml", "--no-relay",
                                   "--no-camera"], cpu=CPU, check=False)
         result = in_root(work, ["python3", "/tmp/check.py"], cpu=CPU)
+        header = in_root(work, ["/tmp/v4l2_layout"], cpu=CPU)
     print(selftest.stdout.strip())
     assert selftest.returncode == 1 and "FAIL: backend 'rknn_c' needs Rockchip's NPU runtime librknn_api.so" \
         in selftest.stdout, selftest.stdout + selftest.stderr[-3000:]
@@ -97,6 +103,8 @@ def main() -> int:
     assert "needs Rockchip's NPU runtime librknn_api.so or librknnrt.so" in found.get("missing", ""), found
     assert found["shape"] == [1, 128] and found["first"] == [10.0, 20.0, 200.0], found
     assert found["signed"] == "ping", found  # Ed25519 on the root's own cryptography
+    kernel = [list(map(int, line.split())) for line in header.stdout.strip().splitlines()]
+    assert found["v4l2"] == kernel, (found["v4l2"], kernel)  # the V4L2 reader's structs on armhf
     print("test-emulated (RV1126, armhf): the RKNPU1 runner passed in %.0f s" % (time.monotonic() - started))
     return 0
 

@@ -13,45 +13,22 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import SEED
+from conftest import ROOT, SEED
 
 from appliance import v4l2
 from appliance.errors import CameraError
 
-LAYOUT = r"""
-#include <stdio.h>
-#include <stddef.h>
-#include <linux/videodev2.h>
-int main(void) {
-    printf("%zu %zu %zu %zu %zu %zu %zu\n", sizeof(struct v4l2_capability), sizeof(struct v4l2_format),
-           sizeof(struct v4l2_requestbuffers), sizeof(struct v4l2_buffer), sizeof(struct v4l2_plane),
-           sizeof(struct v4l2_streamparm), sizeof(struct v4l2_pix_format_mplane));
-    printf("%zu %zu %zu %zu %zu %zu\n", offsetof(struct v4l2_buffer, timestamp), offsetof(struct v4l2_buffer, sequence),
-           offsetof(struct v4l2_buffer, m), offsetof(struct v4l2_buffer, length),
-           offsetof(struct v4l2_format, fmt), offsetof(struct v4l2_pix_format_mplane, num_planes));
-    printf("%lu %lu %lu %lu %lu %lu %lu %lu\n", (unsigned long)VIDIOC_QUERYCAP, (unsigned long)VIDIOC_S_FMT,
-           (unsigned long)VIDIOC_REQBUFS, (unsigned long)VIDIOC_QUERYBUF, (unsigned long)VIDIOC_QBUF,
-           (unsigned long)VIDIOC_DQBUF, (unsigned long)VIDIOC_STREAMON, (unsigned long)VIDIOC_S_PARM);
-    return 0;
-}
-"""
+LAYOUT = ROOT / "tests" / "data" / "v4l2_layout.c"
 
 
 def test_the_structs_and_ioctl_numbers_match_the_kernel_header(tmp_path):
     if shutil.which("gcc") is None:
         pytest.skip("gcc is needed to read linux/videodev2.h")
-    source = tmp_path / "layout.c"
-    source.write_text(LAYOUT)
-    subprocess.run(["gcc", "-o", str(tmp_path / "layout"), str(source)], check=True)
+    subprocess.run(["gcc", "-o", str(tmp_path / "layout"), str(LAYOUT)], check=True)
     sizes, offsets, numbers = [list(map(int, line.split())) for line in
                                subprocess.run([str(tmp_path / "layout")], capture_output=True, text=True,
                                               check=True).stdout.splitlines()]
-    assert sizes == [ctypes.sizeof(s) for s in (v4l2.Capability, v4l2.Format, v4l2.RequestBuffers, v4l2.Buffer,
-                                                 v4l2.Plane, v4l2.StreamParm, v4l2.PixFormatMplane)]
-    assert offsets == [v4l2.Buffer.timestamp.offset, v4l2.Buffer.sequence.offset, v4l2.Buffer.m.offset,
-                       v4l2.Buffer.length.offset, v4l2.Format.fmt.offset, v4l2.PixFormatMplane.num_planes.offset]
-    assert numbers == [v4l2.QUERYCAP, v4l2.S_FMT, v4l2.REQBUFS, v4l2.QUERYBUF, v4l2.QBUF, v4l2.DQBUF,
-                       v4l2.STREAMON, v4l2.S_PARM]
+    assert [sizes, offsets, numbers] == v4l2.layout()
 
 
 def test_the_isps_main_output_is_found_by_name_not_number(tmp_path):
