@@ -499,28 +499,36 @@ def validate(config: Config, source: str = "<config>", relay: bool = True) -> No
     if config.camera.source and source_kind(config.camera.source) == "file" and not Path(config.camera.source).exists():
         problems.append("camera.source %s does not exist (a video file; a camera is /dev/videoN, a stream "
                         "rtsp://...)" % config.camera.source)
-    mqtt = config.mqtt
-    if mqtt.enabled:
-        if mqtt.tls and not mqtt.ca_file:
-            problems.append("mqtt.tls is on but mqtt.ca_file is empty: give the CA certificate that signed the "
-                            "broker's certificate (or set mqtt.tls = false on a trusted network)")
-        if not mqtt.signing_key_file:
-            problems.append("mqtt.signing_key_file is empty: make this door's own key with 'facegate keys init'")
-        if not mqtt.trusted_keys_file:
-            problems.append("mqtt.trusted_keys_file is empty: give the file with the administrator's public key "
-                            "('facegate admin keygen' writes it)")
-        prefix = mqtt.home_assistant_prefix
-        if mqtt.home_assistant and (not prefix or prefix.startswith("/") or prefix.endswith("/")
-                                    or any(c in prefix for c in "+#\0")):
-            problems.append("mqtt.home_assistant_prefix %r is not a topic prefix: give Home Assistant's "
-                            "discovery prefix (usually homeassistant)" % prefix)
-        for key in ("ca_file", "cert_file", "key_file", "password_file", "signing_key_file", "trusted_keys_file"):
-            named = getattr(mqtt, key)
-            if named and not Path(named).is_file():
-                problems.append("mqtt.%s %s does not exist" % (key, named))
-        problems.extend(_key_problems(mqtt))
+    problems.extend(mqtt_problems(config.mqtt))
     if problems:
         raise ConfigError("%s: %s" % (source, "; ".join(problems)))
+
+
+def mqtt_problems(mqtt: "MqttConfig") -> list:
+    """What a door with MQTT on needs and lacks: its TLS files, account, keys (`config --check`,
+    `run` and `selftest` all ask this)."""
+    problems: list = []
+    if not mqtt.enabled:
+        return problems
+    if mqtt.tls and not mqtt.ca_file:
+        problems.append("mqtt.tls is on but mqtt.ca_file is empty: give the CA certificate that signed the "
+                        "broker's certificate (or set mqtt.tls = false on a trusted network)")
+    if not mqtt.signing_key_file:
+        problems.append("mqtt.signing_key_file is empty: make this door's own key with 'facegate keys init'")
+    if not mqtt.trusted_keys_file:
+        problems.append("mqtt.trusted_keys_file is empty: give the file with the administrator's public key "
+                        "('facegate admin keygen' writes it)")
+    prefix = mqtt.home_assistant_prefix
+    if mqtt.home_assistant and (not prefix or prefix.startswith("/") or prefix.endswith("/")
+                                or any(c in prefix for c in "+#\0")):
+        problems.append("mqtt.home_assistant_prefix %r is not a topic prefix: give Home Assistant's "
+                        "discovery prefix (usually homeassistant)" % prefix)
+    for key in ("ca_file", "cert_file", "key_file", "password_file", "signing_key_file", "trusted_keys_file"):
+        named = getattr(mqtt, key)
+        if named and not Path(named).is_file():
+            problems.append("mqtt.%s %s does not exist" % (key, named))
+    problems.extend(_key_problems(mqtt))
+    return problems
 
 
 def _refuse_loose_threshold(config: Config) -> None:

@@ -56,8 +56,21 @@ def run_checks(config: Config, reference: Optional[Path] = None, relay: bool = T
         _attempt(checks, "relay", lambda: _relay(config))
     if camera:
         _attempt(checks, "camera", lambda: _camera(config))
+    if config.mqtt.enabled:
+        _attempt(checks, "mqtt", lambda: _mqtt(config))
     checks.append(_clock())
     return checks
+
+
+def _mqtt(config: Config) -> str:
+    """The files and keys `config --check` and `run` need for MQTT: the same list, not a second one."""
+    from appliance.config import mqtt_problems
+
+    problems = mqtt_problems(config.mqtt)
+    if problems:
+        raise FaceGateError("; ".join(problems))
+    return "TLS %s, account %s, this door's key and the administrator's trusted" % (
+        "on" if config.mqtt.tls else "OFF", config.mqtt.username or "none")
 
 
 def _clock() -> Check:

@@ -199,3 +199,18 @@ def test_an_unknown_model_is_said_once(tmp_path):
     path.write_text('[models]\nembedder = "nope"\n')
     check = run_cli("config", "--check", path)
     assert check.returncode == 2 and check.stderr.count("'nope'") == 1, check.stderr
+
+
+def test_selftest_and_config_check_agree_on_what_mqtt_needs(tmp_path):
+    from conftest import run_cli
+
+    path = tmp_path / "door.toml"
+    path.write_text('[mqtt]\nenabled = true\ntls = true\nca_file = "%s"\nsigning_key_file = "%s"\n'
+                    'trusted_keys_file = "%s"\npassword_file = "%s"\n'
+                    % tuple(tmp_path / name for name in ("ca.crt", "door.key", "trusted.keys", "mqtt.password")))
+    check = run_cli("config", "--check", path)
+    selftest = run_cli("selftest", "--config", path, "--no-relay", "--no-camera")
+    assert check.returncode == 2 and selftest.returncode == 1
+    for name in ("ca_file", "signing_key_file", "trusted_keys_file", "password_file"):
+        assert "mqtt.%s" % name in check.stderr and "mqtt.%s" % name in selftest.stdout, name
+    assert "mqtt            FAIL" in selftest.stdout
