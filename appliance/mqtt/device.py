@@ -2,11 +2,12 @@
 signed commands: checked here, then dispatched to the gallery's verbs (mqtt/gallery_verbs.py) or
 the door's own (below). Topics: mqtt/topics.py.
 
-On the network thread: size, retain flag, and the administrator's signature over the raw bytes
+On the network thread: size, and the administrator's signature over the raw bytes
 (mqtt/signing.py), before anything is parsed; a stranger's message stops there, is never
 queued, and draws at most a few replies a second. A signed command waits in a bounded inbox
-for the command thread: shape (mqtt/payload.py), verb and target against the topic, age,
-request id (mqtt/ledger.py: recorded before it is carried out). Replies are signed with this
+for the command thread: shape (mqtt/payload.py), the retain flag (refused, by its request id),
+verb and target against the topic, age, request id (mqtt/ledger.py: recorded before it is
+carried out). Replies are signed with this
 door's own key and go where the signed command said, else to this door's own reply topic.
 """
 
