@@ -344,7 +344,7 @@ def test_a_thread_that_dies_locks_the_door_stops_the_service_and_starves_the_wat
         def release(self):
             pass
 
-    monkeypatch.setattr(camera_module, "open_capture", lambda source, fps=5.0: BrokenCamera())
+    monkeypatch.setattr(camera_module, "open_capture", lambda source, *settings: BrokenCamera())
     watchdog = tmp_path / "watchdog"
     watchdog.write_bytes(b"")
     emulator = RelayEmulator(link=str(tmp_path / "relay"))
