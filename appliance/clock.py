@@ -8,21 +8,30 @@ TIME_ERROR while it has not. Reading it needs no privilege and no daemon of ours
 
 import ctypes
 import ctypes.util
+import functools
 import time
 from typing import Optional
 
 TIME_ERROR = 5  # adjtimex: the clock is not synchronised
 
 
+@functools.lru_cache(maxsize=1)
+def _adjtimex():
+    """libc's adjtimex, found once: find_library may run a program, and the status asks often."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).adjtimex
+    except (OSError, AttributeError):
+        return None
+
+
 def synchronised() -> Optional[bool]:
     """True when the kernel says an NTP daemon keeps the clock, False when it says not, None
     when this system cannot tell (not Linux)."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-        buffer = ctypes.create_string_buffer(512)  # struct timex, zeroed: modes 0 reads only
-        state = libc.adjtimex(buffer)
-    except (OSError, AttributeError):
+    adjtimex = _adjtimex()
+    if adjtimex is None:
         return None
+    buffer = ctypes.create_string_buffer(512)  # struct timex, zeroed: modes 0 reads only
+    state = adjtimex(buffer)
     if state < 0:
         return None
     return state != TIME_ERROR
