@@ -146,6 +146,10 @@ def main(argv=None) -> int:
         installed = in_root(work, ["sh", "/tmp/%s/install.sh" % bundle.name, "--root", "/"])
         print(installed.stdout.strip(), flush=True)
         board = ["--config", "/etc/facegate/config.toml"]
+        door_key = _site_secrets(work)
+        keys = in_root(work, ["facegate", "keys", "init"] + board)  # as install.sh does on the board
+        assert "wrote this door's key" in keys.stdout and Path(work / door_key.lstrip("/")).is_file(), keys.stdout
+        print("keys init: %s" % keys.stdout.strip().splitlines()[-1], flush=True)
         npu = in_root(work, ["facegate", "selftest"] + board + ["--no-relay", "--no-camera"], check=False)
         assert npu.returncode == 1 and "FAIL: backend 'rknnlite' needs Rockchip's NPU runtime librknnrt.so" \
             in npu.stdout, npu.stdout
@@ -172,6 +176,29 @@ def main(argv=None) -> int:
         raise SystemExit("test-emulated: the arm64 root decided differently from the host")
     print("test-emulated: passed in %.0f s" % (time.monotonic() - started))
     return 0
+
+
+def _site_secrets(work: Path) -> str:
+    """What an installer puts on the board before the self-test (the board config names them):
+    the administrator's public key, and stand-ins for the site CA, the door's certificate and
+    broker password (the self-test checks they are there, not a broker). Returns where the
+    door's own key goes."""
+    import os
+
+    from appliance.config import load
+    from appliance.keys import PrivateKey
+
+    mqtt = load(work / "etc" / "facegate" / "config.toml").mqtt
+    for path, text, mode in ((mqtt.trusted_keys_file, "admin admin %s\n" % PrivateKey.generate().public.hex, 0o644),
+                             (mqtt.ca_file, "the site's CA certificate\n", 0o644),
+                             (mqtt.cert_file, "this door's certificate\n", 0o644),
+                             (mqtt.key_file, "this door's TLS key\n", 0o600),
+                             (mqtt.password_file, "a broker password\n", 0o600)):
+        target = work / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        os.chmod(target, mode)
+    return mqtt.signing_key_file
 
 
 if __name__ == "__main__":
