@@ -246,13 +246,14 @@ def test_the_ledger_is_pruned_by_signed_time_not_by_this_clock(tmp_path, monkeyp
     mqtt_config = from_dict({}).mqtt
     ledger = Ledger(str(tmp_path / "state.db"), keep_seconds=mqtt_config.change_max_age_hours * 3600 + 3600)
     now = time.time()
-    ledger.record("enable-1", "enable", now - 60, {"ok": True})
+    ledger.claim("enable-1", "enable", now - 60)
+    ledger.finish("enable-1", {"ok": True})
     real_time = time.time
     monkeypatch.setattr(time, "time", lambda: real_time() + 30 * 86400)  # the door's clock 30 days ahead
     ledger.claim("ping-1", "ping", now)  # a fresh command, signed at the true time
     monkeypatch.setattr(time, "time", real_time)
     assert ledger.reply_for("enable-1") == {"ok": True}  # still known: its replay is a duplicate
-    ledger.record("later", "enable", now + 40 * 86400, {"ok": True})  # 40 days on, by signed time
+    ledger.claim("later", "enable", now + 40 * 86400)  # 40 days on, by signed time
     assert ledger.reply_for("enable-1") is None  # now it may go: any replay of it is refused as expired
     old = {"verb": "enable", "issued": now - 60}
     # and when this clock is later set back (to 5 days after `old`), the signed time still refuses it

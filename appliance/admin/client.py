@@ -23,7 +23,7 @@ from appliance.errors import AdminError, CommandError
 from appliance.keys import PrivateKey, TrustedKeys
 from appliance.mqtt import topics
 from appliance.mqtt.link import MqttLink
-from appliance.mqtt.payload import parse_json
+from appliance.mqtt.payload import parse_json, plain_text
 from appliance.mqtt.signing import open_sealed, sign
 from appliance.throttle import Throttle
 
@@ -257,8 +257,6 @@ class AdminClient:
 
 def _text(value: Any) -> Optional[str]:
     """Plain text from an untrusted message, or None."""
-    from appliance.mqtt.payload import plain_text
-
     return value[:100] if plain_text(value) else None
 
 

@@ -18,7 +18,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -235,9 +235,10 @@ class GalleryStore:
         self.close()
 
     # people -----------------------------------------------------------------------------
-    def _row_to_person(self, row) -> Person:
-        groups = tuple(r[0] for r in self.db.execute(
-            "SELECT group_name FROM person_groups WHERE person_id = ? ORDER BY group_name", [row["id"]]))
+    def _row_to_person(self, row, groups: Optional[Tuple[str, ...]] = None) -> Person:
+        if groups is None:
+            groups = tuple(r[0] for r in self.db.execute(
+                "SELECT group_name FROM person_groups WHERE person_id = ? ORDER BY group_name", [row["id"]]))
         return Person(id=row["id"], name=row["name"], note=row["note"] or "",
                       enabled=bool(row["enabled"]), valid_from=row["valid_from"],
                       valid_until=row["valid_until"], created=row["created"],
@@ -247,7 +248,11 @@ class GalleryStore:
     def people(self) -> List[Person]:
         rows = _dicts(self.db.execute("SELECT p.*, (SELECT COUNT(*) FROM templates t WHERE t.person_id = p.id)"
                                       " AS templates FROM people p ORDER BY p.name"))
-        return [self._row_to_person(row) for row in rows]
+        groups: Dict[str, List[str]] = {}
+        for person_id, group in self.db.execute("SELECT person_id, group_name FROM person_groups "
+                                                "ORDER BY group_name"):
+            groups.setdefault(person_id, []).append(group)
+        return [self._row_to_person(row, tuple(groups.get(row["id"], ()))) for row in rows]
 
     @_serialised
     def find(self, key: str) -> Person:

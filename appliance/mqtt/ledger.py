@@ -64,12 +64,6 @@ class Ledger:
     def finish(self, request_id: str, reply: Dict[str, Any]) -> None:
         self._write("UPDATE applied SET reply = ? WHERE request_id = ?", (json.dumps(reply), request_id))
 
-    def record(self, request_id: str, verb: str, issued: float, reply: Dict[str, Any]) -> None:
-        """Claim and finish at once: a refusal kept so that a repeat gets the same answer."""
-        self._write("INSERT OR REPLACE INTO applied (request_id, verb, received, reply, issued)"
-                    " VALUES (?, ?, ?, ?, ?)", (request_id, verb, time.time(), json.dumps(reply), issued),
-                    prune_at=max(self._newest, issued))
-
     def _write(self, sql: str, values: Tuple, prune_at: Optional[float] = None) -> None:
         with self._lock:
             try:
