@@ -9,7 +9,7 @@ export FACEGATE_MODELS_DIR ?= $(abspath models)
 # Debian packages the tests need: a real MQTT broker, openssl to make its test certificates,
 # shellcheck for the board scripts.
 # fonts: names in any script on annotated images (Latin, Greek, Cyrillic; Chinese, Japanese, Korean)
-DEBIAN_PACKAGES := mosquitto openssl shellcheck fonts-dejavu-core fonts-wqy-microhei
+DEBIAN_PACKAGES := mosquitto openssl shellcheck systemd fonts-dejavu-core fonts-wqy-microhei
 LFW ?= ../shared/data/lfw-dev
 SEED ?= ../shared/data/seed-samples
 DEMO := demo

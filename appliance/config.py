@@ -254,6 +254,13 @@ class MqttConfig:
 
 
 @dataclass(frozen=True)
+class UpdateConfig:
+    confirm_seconds: float = setting(30.0, "a new version's door must run this long before the update is kept "
+                                           "(until then, a failure goes back to the previous version)", 1, 3600)
+    download_max_mb: float = setting(200.0, "largest bundle a fleet update may download", 1, 4096)
+
+
+@dataclass(frozen=True)
 class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
@@ -270,6 +277,7 @@ class Config:
     inputs: InputsConfig = field(default_factory=InputsConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
 
 
 # Command-line options that stand for a setting, the same in every command that takes them:

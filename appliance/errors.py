@@ -74,3 +74,7 @@ class AdminError(FaceGateError):
 
 class StorageError(FaceGateError):
     """A record (command ledger, audit trail) could not be written: the disk may be full."""
+
+
+class UpdateError(FaceGateError):
+    """An update that cannot be staged, tested or switched to (the running version stays)."""

@@ -92,6 +92,8 @@ class Service:
         self.owned = []  # audit, gallery, pipeline: closed after the door is locked
         self.agent = None  # the MQTT side, when enabled
         self.stop_event = threading.Event()
+        # (seconds, callback): called once the door loop has run that long (an update's proof)
+        self.on_proven: Optional[tuple] = None
         self._motion = MotionGate(config.verification.motion_threshold)
         self._last_detection = -1e9
         self._next_refresh = 0.0
@@ -108,6 +110,7 @@ class Service:
     def run(self) -> Counters:
         """Run until the source ends, `stop()` or a worker thread dies (then `failure` says
         which); the relay is locked on every way out."""
+        started = time.monotonic()
         try:
             while not self.stop_event.is_set():
                 frame = self.reader.latest(timeout=0.2)
@@ -119,6 +122,9 @@ class Service:
                 self.controller.tick(now)
                 if self.watchdog is not None:
                     self.watchdog.feed(now)
+                if self.on_proven is not None and now - started >= self.on_proven[0]:
+                    callback, self.on_proven = self.on_proven[1], None
+                    callback()
                 if now >= self._next_refresh:
                     self._next_refresh = now + 1.0
                     self._refresh_gallery()

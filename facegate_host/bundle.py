@@ -195,6 +195,35 @@ def record_selftest(config: Config, models: Path, photo: Path, folder: Path) -> 
         pipeline.close()
 
 
+def copy_installer(repo: Path, root: Path) -> None:
+    """install.sh, and the launcher it puts at /usr/bin/facegate (outside every version)."""
+    for name in ("install.sh", "launcher"):
+        shutil.copy2(repo / "board" / name, root / name)
+
+
+def finish(root: Path, board: str, out: Path) -> None:
+    """MANIFEST.json with every file's sha256 (the version, and its hash, name the version on a
+    device), SHA256SUMS for install.sh's `sha256sum -c`, and the tarball, renamed into place whole."""
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    version = __version__
+    wheel = next(root.glob("wheelhouse/facegate-*.whl"), None)
+    if wheel is not None:  # the version of the code the bundle carries, which may not be this checkout's
+        version = wheel.name.split("-")[1]
+    manifest = {"board": board, "version": version,
+                "files": {str(p.relative_to(root)): sha256_of(p) for p in files}}
+    meta = root / "meta"
+    if meta.is_file():
+        manifest["npu_target"] = read_meta(meta).get("NPU_TARGET", "")
+    (root / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (root / "SHA256SUMS").write_text("".join("%s  %s\n" % (digest, name)
+                                             for name, digest in manifest["files"].items()))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    with tarfile.open(partial, "w:gz") as tar:
+        tar.add(root, arcname=root.name)
+    partial.replace(out)
+
+
 def build(board: str, repo: Path, models: Path, out: Path, reference_photo: Optional[Path] = None) -> Path:
     board_dir = repo / "board" / board
     if not (board_dir / "meta").is_file():
@@ -211,7 +240,7 @@ def build(board: str, repo: Path, models: Path, out: Path, reference_photo: Opti
             shutil.copytree(board_dir / "overlay", root / "overlay", dirs_exist_ok=True)
         (root / "overlay" / CONFIG_IN_OVERLAY).write_text(board_config_text(repo, board))
         shutil.copy2(board_dir / "meta", root / "meta")
-        shutil.copy2(repo / "board" / "install.sh", root / "install.sh")
+        copy_installer(repo, root)
         build_wheelhouse(repo, root / "wheelhouse", board_dir, meta)
         for path in model_files:
             target = root / "models" / path.relative_to(models)
@@ -219,18 +248,7 @@ def build(board: str, repo: Path, models: Path, out: Path, reference_photo: Opti
             shutil.copy2(path, target)
         if reference_photo is not None:
             record_selftest(config, models, reference_photo, root / "models" / "selftest")
-        files = sorted(p for p in root.rglob("*") if p.is_file())
-        manifest = {"board": board, "version": __version__, "npu_target": meta["NPU_TARGET"],
-                    "files": {str(p.relative_to(root)): sha256_of(p) for p in files}}
-        (root / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        # the same hashes for `sha256sum -c`, which BusyBox has and install.sh runs first
-        (root / "SHA256SUMS").write_text("".join("%s  %s\n" % (digest, name)
-                                                 for name, digest in manifest["files"].items()))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        partial = out.with_name(out.name + ".partial")
-        with tarfile.open(partial, "w:gz") as tar:
-            tar.add(root, arcname=name)
-        partial.replace(out)
+        finish(root, board, out)
     return out
 
 

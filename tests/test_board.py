@@ -66,11 +66,29 @@ def test_the_systemd_unit_runs_commands_that_exist():
     unit = (OVERLAY / "etc" / "systemd" / "system" / "facegate.service").read_text()
     commands = [line.split("=", 1)[1].lstrip("-").split() for line in unit.splitlines()
                 if line.startswith(("ExecStart=", "ExecStartPre=", "ExecStopPost="))]
-    assert len(commands) == 3
+    assert len(commands) == 2  # the service starts with `run`, which checks its config: the launcher counts it
     for command in commands:
         assert command[0] == "/usr/bin/facegate"
         parser.parse_args(command[1:])  # an unknown option or command exits with SystemExit
     assert "Type=notify" in unit and "WatchdogSec=" in unit and "Restart=always" in unit
+    assert "StartLimitIntervalSec=0" in unit  # an update on trial needs its fourth start
+
+
+def test_systemd_reads_the_unit_without_a_complaint(tmp_path):
+    """systemd cannot run in this container, but its own parser can read the unit: an unknown
+    key or a bad value is a warning systemd would ignore on the board, so any output fails."""
+    launcher = tmp_path / "facegate"
+    launcher.write_text("#!/bin/sh\n")
+    launcher.chmod(0o755)
+    unit = (OVERLAY / "etc" / "systemd" / "system" / "facegate.service").read_text()
+    (tmp_path / "facegate.service").write_text(unit.replace("/usr/bin/facegate", str(launcher)))
+    checked = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "facegate.service")],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0 and not checked.stderr.strip(), checked.stderr
+    (tmp_path / "typo.service").write_text(unit.replace("WatchdogSec=", "WatchdogSecs=").replace(
+        "/usr/bin/facegate", str(launcher)))
+    typo = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "typo.service")], capture_output=True, text=True)
+    assert "Unknown key 'WatchdogSecs'" in typo.stderr  # the check would see a mistake
 
 
 def test_the_watchdog_tells_systemd_ready_then_keeps_it_fed(tmp_path):

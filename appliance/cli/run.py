@@ -26,7 +26,7 @@ def register(commands) -> None:
     parser.add_argument("--quiet", action="store_true", help="print decisions and alarms only")
     parser.add_argument("--syslog", action="store_true",
                         help="log to the system log (/dev/log) instead of stdout: the board's init script uses it")
-    parser.add_argument("--status-file", help="write 'running' here once the door runs, or 'failed: REASON' "
+    parser.add_argument("--status-file", help="write 'running VERSION' here once the door runs, or 'failed: REASON' "
                                               "(the init script waits for one of them)")
     parser.set_defaults(handler=run)
 
@@ -135,7 +135,8 @@ def _serve(args) -> int:
                                         config.camera.source,
                                         "none (dry run)" if args.no_relay else config.relay.port,
                                         config.gallery.path, len(service.verifier.index))
-    _write_status(args.status_file, "running")
+    _write_status(args.status_file, "running %s" % _version_name())
+    _prove_update(service, config)
     counters = service.run()
     if service.failure:
         raise FaceGateError("%s; the door is locked and the service stopped (restart it; the log above has "
@@ -144,6 +145,36 @@ def _serve(args) -> int:
           % (counters.frames, counters.detected, counters.skipped, service.reader.dropped,
              counters.decisions["grant"], counters.decisions["deny"]))
     return 0
+
+
+def _version_name() -> str:
+    """The installed version's name (VERSION-ID, as `update --status` shows it), else the code's."""
+    from appliance import __version__
+    from appliance.update import running_installation
+
+    found = running_installation()
+    return found[1] if found else __version__
+
+
+def _prove_update(service, config) -> None:
+    """A version on trial after an update stays once its door has run update.confirm_seconds."""
+    from appliance.update import running_installation
+
+    found = running_installation()
+    if found is None or not found[0].trial_file.exists():
+        return
+    installation, version = found
+    logging.getLogger("appliance").warning("version %s is on trial: it is kept once this door has run for %.0f s",
+                                           version, config.update.confirm_seconds)
+
+    def proven() -> None:
+        try:
+            if installation.confirm(version):
+                logging.getLogger("appliance").warning("version %s has proven itself: the update is kept", version)
+        except OSError as err:  # the trial goes on: the launcher counts the next start
+            logging.getLogger("appliance").error("cannot keep version %s: %s", version, err)
+
+    service.on_proven = (config.update.confirm_seconds, proven)
 
 
 def show_audit(args) -> int:

@@ -82,6 +82,10 @@ def _dicts(cursor: sqlite3.Cursor) -> List[dict]:
 
 # Migration N takes a database at version N-1 to version N; each runs in one transaction.
 MIGRATIONS = {1: _migrate_to_1, 2: _migrate_to_2, 3: _migrate_to_3}
+# The oldest schema whose code can still use a gallery migrated to each version: a migration that
+# only adds (a table, a column with a default) keeps the one before it, so a version rolled back
+# after an update still opens the gallery the newer one migrated (the newer one writes this down).
+READABLE_BY = {1: 1, 2: 2, 3: 3}
 
 
 @dataclass
@@ -166,12 +170,19 @@ class GalleryStore:
     def _migrate(self) -> None:
         version = self._schema_version()
         if version > SCHEMA_VERSION:
-            raise GalleryError("gallery %s has schema version %d, newer than this FaceGate "
-                               "understands (%d); upgrade FaceGate" % (self.path, version, SCHEMA_VERSION))
+            readable_by = int(self._get_meta("readable_by") or version)
+            if readable_by <= SCHEMA_VERSION:  # a newer version's additions, which this one leaves alone
+                log.info("gallery %s has schema %d from a newer FaceGate; this one (%d) can use it",
+                         self.path, version, SCHEMA_VERSION)
+                return
+            raise GalleryError("gallery %s has schema version %d, newer than this FaceGate understands (%d): "
+                               "update FaceGate, or restore the gallery backed up before the update "
+                               "(/usr/lib/facegate/backups)" % (self.path, version, SCHEMA_VERSION))
         for target in range(version + 1, SCHEMA_VERSION + 1):
             with self.transaction():
                 MIGRATIONS[target](self.db)
                 self._set_meta("schema_version", str(target))
+                self._set_meta("readable_by", str(READABLE_BY[target]))
             log.info("gallery %s migrated to schema %d", self.path, target)
 
     def _schema_version(self) -> int:
