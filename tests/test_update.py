@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, SEED, wait_until
+from test_mqtt import broker, key_file  # noqa: F401 (fixtures)
 from test_service import PROBES, make_clip
 
 from appliance.config import from_dict
@@ -110,7 +111,7 @@ def enrolled(tmp_path_factory, pipeline):
 class Device:
     """A root with FaceGate installed from a bundle, its door run by the init script."""
 
-    def __init__(self, tmp_path: Path, first_bundle: Path, gallery: Path, relay: str) -> None:
+    def __init__(self, tmp_path: Path, first_bundle: Path, gallery: Path, relay: str, extra: str = "") -> None:
         self.root = tmp_path / "root"
         unpacked = tmp_path / "first"
         with tarfile.open(first_bundle) as tar:
@@ -146,7 +147,7 @@ cooldown_seconds = 0.2
 person_cooldown_seconds = 0.5
 [update]
 confirm_seconds = 2
-""" % (self.root / "usr" / "share" / "facegate" / "models", clip, data / "gallery.db", self.audit, relay))
+%s""" % (self.root / "usr" / "share" / "facegate" / "models", clip, data / "gallery.db", self.audit, relay, extra))
         self.env = {k: v for k, v in os.environ.items() if k != "FACEGATE_MODELS_DIR"}
         self.env.update(FACEGATE_ROOT=str(self.root), FACEGATE_BIN=str(self.root / "usr" / "bin" / "facegate"),
                         FACEGATE_PYTHON=sys.executable, PYTHONPATH="",
@@ -336,3 +337,73 @@ def test_a_power_cut_at_any_moment_of_an_update_leaves_a_door_that_opens(tmp_pat
         print("states the cuts left: %s" % ", ".join(sorted(seen)))
     finally:
         device.service("stop")
+
+
+def test_the_administrator_updates_a_door_over_mqtt_and_sees_it_in_status(tmp_path, bundles, enrolled, emulator,
+                                                                          broker, key_file):
+    """The signed `update` command: the door downloads the bundle from a web server on the site,
+    checks its size and hash, and its detached updater does the rest; `admin status` follows."""
+    import functools
+    import http.server
+    import threading
+
+    from conftest import run_cli
+    from test_mqtt import SITE
+
+    served = tmp_path / "served"
+    served.mkdir()
+    shutil.copy2(bundles["9.2.0"], served / "bundle.tar.gz")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = "http://127.0.0.1:%d/bundle.tar.gz" % server.server_address[1]
+    mqtt = """[mqtt]
+enabled = true
+host = "127.0.0.1"
+port = %d
+tls = false
+site = "%s"
+device = "door1"
+signing_key_file = "%s"
+trusted_keys_file = "%s"
+keepalive = 5
+state_path = "%s"
+""" % (broker.port, SITE, key_file.door("door1"), key_file.admin_public, tmp_path / "mqtt-state.db")
+    device = Device(tmp_path, bundles["9.1.0"], enrolled, emulator.path, extra=mqtt)
+    admin = tmp_path / "admin.toml"
+    admin.write_text(key_file.admin_toml(broker))
+    first = device.link("current")
+    try:
+        assert device.service("start").returncode == 0
+
+        def status():
+            done = run_cli("admin", "status", "--json", "--config", admin)
+            doors = {door["door"]: door for door in json.loads(done.stdout)["doors"]} if done.stdout else {}
+            return doors.get("door1") or {}
+
+        assert wait_until(lambda: (status().get("update") or {}).get("current") == first, timeout=30), json.dumps(status())
+        # a bundle that is not the one the command signed: refused after the download, nothing moves
+        wrong = run_cli("admin", "update", bundles["9.3.0"], "--url", url, "--door", "door1", "--config", admin)
+        assert wrong.returncode == 0, wrong.stdout + wrong.stderr  # accepted: the door checks as it downloads
+        assert wait_until(lambda: (status().get("update") or {}).get("state") == "failed", timeout=60)
+        update = status()["update"]
+        assert "the command named" in update["reason"] and update["current"] == first  # its size or its hash
+        shown = run_cli("admin", "status", "--config", admin)
+        assert "LAST UPDATE FAILED" in shown.stdout, shown.stdout
+        assert device.running_version() == first
+
+        sent = run_cli("admin", "update", bundles["9.2.0"], "--url", url, "--door", "door1", "--config", admin)
+        assert sent.returncode == 0 and "door1" in sent.stdout, sent.stdout + sent.stderr
+        assert wait_until(lambda: (status().get("update") or {}).get("state") == "confirmed"
+                          and status()["update"]["current"].startswith("9.2.0-"), timeout=120), status()
+        assert device.running_version().startswith("9.2.0-")
+        shown = run_cli("admin", "status", "--config", admin)
+        assert "version 9.2.0-" in shown.stdout and "updated" in shown.stdout, shown.stdout
+        # the command is in the door's audit trail with who sent it
+        changes = device.facegate("audit", "--audit", device.audit, "--kind", "change", "--json")
+        actions = [json.loads(line)["detail"] for line in changes.stdout.splitlines()]
+        updates = [detail for detail in actions if detail.get("action") == "update"]
+        assert len(updates) == 2 and updates[-1]["origin"]["signer"] == "admin", actions
+    finally:
+        device.service("stop")
+        server.shutdown()

@@ -285,4 +285,8 @@ def _clean_status(payload: Dict[str, Any]) -> Dict[str, Any]:
     decision = payload.get("last_decision")
     if isinstance(decision, dict):
         status["last_decision"] = {k: _text(decision.get(k)) for k in ("kind", "person_id", "person_name", "time")}
+    update = payload.get("update")
+    if isinstance(update, dict):
+        status["update"] = {k: _text(update.get(k)) for k in ("state", "current", "previous", "version", "reason", "time")
+                            if _text(update.get(k)) is not None}
     return status

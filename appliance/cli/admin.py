@@ -114,6 +114,12 @@ def register(commands) -> None:
     sub.add_argument("--force", action="store_true",
                      help="apply a threshold looser than the false-accept target allows (it lets more strangers in)")
     sub.set_defaults(handler=_simple, verb="set_threshold")
+    sub = verb("update", "update doors to a bundle served at a URL (each self-tests it, switches, and goes back "
+                         "by itself if its door does not run)")
+    sub.add_argument("bundle", help="the bundle file, to sign its SHA-256 and size")
+    sub.add_argument("--url", required=True, help="where the doors download it (any web server on the site: the "
+                                                  "signed hash, not the server, vouches for it)")
+    sub.set_defaults(handler=_simple, verb="update")
     verb("serve", "answer doors' requests for site changes they missed", door=False).set_defaults(handler=_serve)
 
 
@@ -456,7 +462,8 @@ def door_report(client, device: str, site_version) -> dict:
               "door_state": status.get("door"), "access": status.get("access"), "matching": status.get("matching"),
               "gallery": gallery or None, "unsent_events": status.get("unsent_events"),
               "faults": status.get("faults") or {}, "last_decision": status.get("last_decision"),
-              "clock_synchronised": (status.get("clock") or {}).get("synchronised")}
+              "clock_synchronised": (status.get("clock") or {}).get("synchronised"),
+              "version": status.get("version"), "update": status.get("update")}
     if site_version is not None and "site_version" in gallery:
         report["site_changes_queued"] = max(0, site_version - int(gallery["site_version"]))
     return report
@@ -513,6 +520,7 @@ def _print_door(report: dict, answered: bool, site_version) -> None:
                                             == "override" else "from the false-accept target")
     clock = "; clock NOT synchronised (set up NTP on it)" if report.get("clock_synchronised") is False else ""
     print("  door %s, access %s; %s%s" % (report["door_state"], report["access"], threshold, clock))
+    print("  %s" % _version_line(report))
     gallery = report["gallery"] or {}
     sync = ""
     if site_version is not None and gallery:
@@ -531,6 +539,19 @@ def _print_door(report: dict, answered: bool, site_version) -> None:
         "%s %s at %s" % (decision.get("kind"), decision.get("person_name") or "-", shown_time(decision.get("time")))
         if decision else "none", report["unsent_events"],
         "; ".join("%s: %s" % item for item in sorted(report["faults"].items())) or "none"))
+
+
+def _version_line(report: dict) -> str:
+    update = report.get("update") or {}
+    line = "version %s" % (update.get("current") or report.get("version") or "?")
+    state = update.get("state")
+    if state in ("staging", "downloading", "testing", "trial"):
+        line += "; updating to %s (%s)" % (update.get("version") or "?", state)
+    elif state in ("failed", "rolled_back"):
+        line += "; LAST UPDATE %s: %s" % ("FAILED" if state == "failed" else "ROLLED BACK", update.get("reason") or "?")
+    elif state == "confirmed":
+        line += "; updated %s" % _ago(update.get("time"))
+    return line
 
 
 def _sync(args) -> int:
@@ -689,6 +710,8 @@ def _simple(args) -> int:
         body["force"] = args.force
         if args.margin is not None:
             body["min_margin"] = args.margin
+    if args.verb == "update":
+        body.update(bundle_facts(args.bundle), url=args.url)
     if args.verb == "unlock":
         if not args.door:
             raise FaceGateError("unlock needs --door: a site-wide unlock is not offered")
@@ -698,6 +721,20 @@ def _simple(args) -> int:
         return session.send(args.verb, body)
     finally:
         session.close()
+
+
+def bundle_facts(path: str) -> dict:
+    """The size and SHA-256 a door checks its download against."""
+    import hashlib
+    import os
+
+    if not os.path.isfile(path):
+        raise FaceGateError("no bundle %s (make bundle BOARD=... makes one)" % path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return {"sha256": digest.hexdigest(), "size": os.path.getsize(path)}
 
 
 def _serve(args) -> int:

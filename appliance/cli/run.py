@@ -129,6 +129,8 @@ def _serve(args) -> int:
     instance.hold(config.audit.path, "audit trail")
     service = build_service(config, use_relay=not args.no_relay)
     service.controller.listeners.append(_print_event)
+    if service.agent is not None:
+        service.agent.allow_updates(os.path.abspath(args.config) if args.config else "/etc/facegate/config.toml")
     # any signal that would end the process ends the loop instead, which locks the relay on its way out
     signals.on_terminating(lambda signum: service.stop())
     logging.getLogger("appliance").info("running: camera %s, relay %s, gallery %s (%d templates)",

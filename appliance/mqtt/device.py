@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 GALLERY_VERBS = ("enroll", "add_photos", "remove", "disable", "enable") + ACCESS_VERBS
 # what changes who may enter or the decision rule: each is an audit event with its origin
-AUDITED_VERBS = GALLERY_VERBS + ("set_threshold",)
+AUDITED_VERBS = GALLERY_VERBS + ("set_threshold", "update")
 READ_REPLY = {"ok": True, "result": "a read: its answer is not kept"}
 
 
@@ -181,7 +181,7 @@ class DeviceAgent:
                 "door": self.controller.door.value, "access": self.controller.access.value,
                 "matching": self.matching_state() if self.matching_state else None,
                 "faults": dict(self.controller.faults), "unsent_events": self.audit.unsent_count(),
-                "clock": {"synchronised": self.clock.synchronised()},
+                "clock": {"synchronised": self.clock.synchronised()}, "update": self._update_state(),
                 "last_decision": self.last_decision, "since": self._online_since, "time": _utc_now()}
 
     @staticmethod
@@ -369,7 +369,7 @@ class DeviceAgent:
         result = result if isinstance(result, dict) else {}
         detail = {"action": verb, "origin": origin}
         for key in ("templates", "removed", "enabled", "distance_threshold", "min_margin", "applied", "failed",
-                    "schedule", "group", "groups"):
+                    "schedule", "group", "groups", "update"):
             if key in result:
                 detail[key] = result[key]
         try:
@@ -399,6 +399,32 @@ class DeviceAgent:
         self.link.publish(response_topic, sign(self.key, "reply", "admin", reply,
                                                request_id=envelope.get("request_id") or None),
                           correlation=correlation)
+
+    # -- updates -----------------------------------------------------------------------------
+
+    def allow_updates(self, config_path: str) -> None:
+        """Take the administrator's `update` command: this door runs from an installed bundle,
+        and its updater will need the config the door runs with."""
+        self._config_path = config_path
+        self.handlers["update"] = self._update
+
+    def _update_state(self) -> Optional[Dict[str, Any]]:
+        from appliance.update import running_installation
+
+        found = running_installation()
+        return found[0].summary() if found else None
+
+    def _update(self, body) -> Dict[str, Any]:
+        from appliance.update import running_installation
+        from appliance.update.fleet import check_request, launch
+
+        url, digest, size = check_request(body, self.config.update.download_max_mb)
+        found = running_installation()
+        if found is None:
+            raise CommandError("refused", "this door does not run from an installed bundle: it cannot update itself")
+        launch(found[0], url, digest, size, self._config_path)
+        return {"update": {"url": url, "sha256": digest, "size": size, "from": found[1]},
+                "note": "the door stops while it switches; 'facegate admin status' follows the update"}
 
     # -- handlers: each takes the body and returns the result ------------------------------
 

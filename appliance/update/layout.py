@@ -103,6 +103,12 @@ class Installation:
         record.setdefault("state", "installed" if record["current"] else "none")
         return record
 
+    def summary(self) -> Dict[str, Any]:
+        """What a door's status says about its versions and its last update."""
+        state = self.state()
+        return {key: state[key] for key in ("state", "current", "previous", "version", "reason", "time", "starts")
+                if state.get(key) is not None}
+
     def record(self, state: str, **facts: Any) -> None:
         previous = {}
         try:
