@@ -224,3 +224,23 @@ def test_a_site_change_and_what_it_records_commit_together(tmp_path):
     assert number == 2 and store.people() == [] and site.body_of(2)[1]["change"] == 2
     assert [c["change"] for c in site.changes_after(0)] == [1, 2]
     site.close()
+
+
+def test_a_gallery_a_newer_version_migrated_opens_if_the_migration_only_added(tmp_path):
+    """After a rollback, the older version meets the schema its successor left: additions it
+    can ignore open (the successor wrote readable_by), anything else is refused with what to do."""
+    path = tmp_path / "gallery.db"
+    GalleryStore(path).close()
+    db = sqlite3.connect(str(path))
+    db.execute("ALTER TABLE people ADD COLUMN badge TEXT")
+    db.execute("UPDATE meta SET value=? WHERE key='schema_version'", [str(SCHEMA_VERSION + 1)])
+    db.execute("UPDATE meta SET value=? WHERE key='readable_by'", [str(SCHEMA_VERSION)])
+    db.commit()
+    store = GalleryStore(path)
+    assert store._schema_version() == SCHEMA_VERSION + 1  # left as it is: no downgrade
+    store.close()
+    db.execute("UPDATE meta SET value=? WHERE key='readable_by'", [str(SCHEMA_VERSION + 1)])
+    db.commit()
+    db.close()
+    with pytest.raises(GalleryError, match="newer than this FaceGate understands.*backed up before the update"):
+        GalleryStore(path)

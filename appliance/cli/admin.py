@@ -520,7 +520,6 @@ def _print_door(report: dict, answered: bool, site_version) -> None:
                                             == "override" else "from the false-accept target")
     clock = "; clock NOT synchronised (set up NTP on it)" if report.get("clock_synchronised") is False else ""
     print("  door %s, access %s; %s%s" % (report["door_state"], report["access"], threshold, clock))
-    print("  %s" % _version_line(report))
     gallery = report["gallery"] or {}
     sync = ""
     if site_version is not None and gallery:
@@ -539,6 +538,7 @@ def _print_door(report: dict, answered: bool, site_version) -> None:
         "%s %s at %s" % (decision.get("kind"), decision.get("person_name") or "-", shown_time(decision.get("time")))
         if decision else "none", report["unsent_events"],
         "; ".join("%s: %s" % item for item in sorted(report["faults"].items())) or "none"))
+    print("  %s" % _version_line(report))
 
 
 def _version_line(report: dict) -> str:

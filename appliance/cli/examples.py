@@ -39,6 +39,8 @@ EXAMPLES = {
             "facegate run --config door.toml --relay-port /dev/ttyUSB0"],
     "audit": ["facegate audit --limit 20", "facegate audit --kind deny --since 2026-11-25T08:00",
               "facegate audit --person Ada --csv > ada.csv", "facegate audit --snapshot 42 --out attempt42.jpg"],
+    "update": ["facegate update facegate-rv1126b-0.2.0.tar.gz   # on the board: self-test, switch, prove",
+               "facegate update --status", "facegate update --rollback"],
     "selftest": ["facegate selftest   # on the board, with its config", "facegate selftest --no-relay --no-camera"],
     "relay lock": ["facegate relay lock --port /dev/ttyUSB0"],
     "relay test": ["facegate relay test --port /dev/ttyUSB0 --seconds 2"],
@@ -75,6 +77,9 @@ EXAMPLES = {
     "admin events": ["facegate admin events --config admin.toml", "facegate admin events --door front --json"],
     "admin ping": ["facegate admin ping --config admin.toml"],
     "admin unlock": ["facegate admin unlock --door front --config admin.toml"],
+    "admin update": ["facegate admin update facegate-rv1126b-0.2.0.tar.gz --url http://10.0.0.5/facegate.tar.gz "
+                     "--config admin.toml   # every door", "facegate admin update bundle.tar.gz --url "
+                     "https://files.example/b.tar.gz --door front --config admin.toml"],
     "admin set-threshold": ["facegate admin set-threshold 0.40 --door front --config admin.toml"],
     "admin serve": ["facegate admin serve --config admin.toml"],
 }
