@@ -143,30 +143,29 @@ def main(argv=None) -> int:
     from facegate_host.emulator import RelayEmulator
 
     with Mounted(work):
-        installed = in_root(work, ["sh", "/tmp/%s/install.sh" % bundle.name, "--root", "/"])
-        print(installed.stdout.strip(), flush=True)
-        board = ["--config", "/etc/facegate/config.toml"]
-        door_key = _site_secrets(work)
-        keys = in_root(work, ["facegate", "keys", "init"] + board)  # as install.sh does on the board
-        assert "wrote this door's key" in keys.stdout and Path(work / door_key.lstrip("/")).is_file(), keys.stdout
-        print("keys init: %s" % keys.stdout.strip().splitlines()[-1], flush=True)
-        npu = in_root(work, ["facegate", "selftest"] + board + ["--no-relay", "--no-camera"], check=False)
-        assert npu.returncode == 1 and "FAIL: backend 'rknnlite' needs Rockchip's NPU runtime librknnrt.so" \
-            in npu.stdout, npu.stdout
-        print("rknnlite without an NPU: %s" % next(l for l in npu.stdout.splitlines() if "FAIL" in l).strip())
-        cpu = ["--backend", "onnxruntime", "--models-dir", "/usr/share/facegate/models"]
-        selftest = in_root(work, ["facegate", "selftest"] + board + cpu + ["--no-relay", "--no-camera"])
-        print(selftest.stdout.strip(), flush=True)
-        in_root(work, ["facegate", "enroll", "--from-dir", "/tmp/gallery", "--gallery", "/tmp/gallery.db"] + cpu)
         emulator = RelayEmulator()
         try:
+            version = _install_and_update(work, bundle, args.bundle, emulator)
+            board = ["--config", "/etc/facegate/config.toml.new"]  # the bundle's own, beside the site's
+            npu = in_root(work, ["facegate", "selftest"] + board + ["--no-relay", "--no-camera"], check=False)
+            assert npu.returncode == 1 and "FAIL: backend 'rknnlite' needs Rockchip's NPU runtime librknnrt.so" \
+                in npu.stdout, npu.stdout
+            print("rknnlite without an NPU: %s" % next(l for l in npu.stdout.splitlines() if "FAIL" in l).strip())
+            cpu = ["--backend", "onnxruntime", "--models-dir", "/usr/share/facegate/models"]
+            _site_secrets(work)  # the board's config with MQTT on: its self-test checks what MQTT needs too
+            selftest = in_root(work, ["facegate", "selftest"] + board + cpu + ["--no-relay", "--no-camera"])
+            assert "mqtt            ok" in selftest.stdout, selftest.stdout
+            print(selftest.stdout.strip(), flush=True)
+            in_root(work, ["facegate", "enroll", "--from-dir", "/tmp/gallery", "--gallery", "/tmp/gallery.db"] + cpu)
             door = in_root(work, ["facegate", "run", "--config", "/tmp/demo.toml"] + cpu +
                            ["--camera", "/tmp/visitors.mp4", "--relay-port", emulator.path, "--gallery", "/tmp/gallery.db",
                             "--audit", "/tmp/audit.db"], timeout=3600)
         finally:
+            in_root(work, ["/etc/init.d/S95facegate", "stop"], check=False)
             emulator.close()
         print(door.stdout.strip().splitlines()[-1], flush=True)
         audit = in_root(work, ["facegate", "audit", "--audit", "/tmp/audit.db", "--json"])
+        print("installed and updated on the board's own path: %s" % version)
     decided = [(e["kind"], e["person_name"]) for e in map(json.loads, audit.stdout.splitlines())
                if e["kind"] in ("grant", "deny")]
     expected = [(e["kind"], e["person_name"]) for e in map(json.loads, args.expect.read_text().splitlines())
@@ -178,11 +177,55 @@ def main(argv=None) -> int:
     return 0
 
 
-def _site_secrets(work: Path) -> str:
-    """What an installer puts on the board before the self-test (the board config names them):
-    the administrator's public key, and stand-ins for the site CA, the door's certificate and
-    broker password (the self-test checks they are there, not a broker). Returns where the
-    door's own key goes."""
+def _install_and_update(work: Path, bundle: Path, tarball: Path, emulator) -> str:
+    """install.sh's on-board branch, as an installer runs it on a board: the site's config is
+    there first (kept), the door's key is made, the self-test gates, the init script starts the
+    door; then `facegate update` to a second bundle and `--rollback`, through the init script."""
+    from appliance.config import set_in_text
+    from facegate_host.bundle import finish
+
+    site = (work / "etc" / "facegate" / "config.toml")
+    site.parent.mkdir(parents=True, exist_ok=True)
+    # the board's config, with what emulation lacks replaced: no NPU (ONNX Runtime on the CPU),
+    # no camera (the demo video, looped), no broker; the relay is the emulator's pseudo-terminal
+    text = (bundle / "overlay" / "etc" / "facegate" / "config.toml").read_text()
+    for name, value in (("models.backend", "onnxruntime"), ("camera.source", "/tmp/visitors.mp4"),
+                        ("camera.loop", True), ("relay.port", emulator.path), ("mqtt.enabled", False),
+                        ("door.watchdog_device", ""), ("update.confirm_seconds", 5.0)):
+        text = set_in_text(text, name, value)
+    site.write_text(text)
+    installed = in_root(work, ["sh", "/tmp/%s/install.sh" % bundle.name], timeout=3600)
+    print(installed.stdout.strip(), flush=True)
+    assert "wrote this door's key" in installed.stdout and "selftest passed" in installed.stdout, installed.stdout
+    assert "Starting facegate: OK" in installed.stdout, installed.stdout
+    assert "kept the site's /etc/facegate/config.toml" in installed.stdout, installed.stdout
+    assert in_root(work, ["/etc/init.d/S95facegate", "status"]).stdout.startswith("facegate is running")
+    first = in_root(work, ["facegate", "update", "--status", "--json"])
+    first = json.loads(first.stdout)["current"]
+    assert emulator.wait_for(lambda e: len(e.events) >= 1, timeout=120), "the door never drove the relay"
+    # a second bundle: the same code with one more file, so another version name (its manifest's hash)
+    repacked = work / "tmp" / "second"
+    with tarfile.open(tarball) as tar:
+        tar.extractall(repacked)
+    folder = next(repacked.iterdir())
+    (folder / "NOTE").write_text("the second bundle of test-emulated\n")
+    finish(folder, "rv1126b", work / "tmp" / "second.tar.gz")
+    shutil.rmtree(repacked)
+    updated = in_root(work, ["facegate", "update", "/tmp/second.tar.gz"], timeout=3600)
+    print(updated.stdout.strip(), flush=True)
+    state = json.loads(in_root(work, ["facegate", "update", "--status", "--json"]).stdout)
+    assert state["state"] == "confirmed" and state["previous"] == first and state["current"] != first, state
+    assert in_root(work, ["cat", "/var/run/facegate.status"]).stdout.split() == ["running", state["current"]]
+    back = in_root(work, ["facegate", "update", "--rollback"], timeout=600)
+    assert first in back.stdout, back.stdout
+    assert in_root(work, ["cat", "/var/run/facegate.status"]).stdout.split() == ["running", first]
+    return "%s, updated to %s and rolled back" % (first, state["current"])
+
+
+def _site_secrets(work: Path) -> None:
+    """What an installer puts on the board for MQTT (the board config names them): the
+    administrator's public key, and stand-ins for the site CA, the door's certificate and
+    broker password (the self-test checks they are there, not a broker)."""
     import os
 
     from appliance.config import load
@@ -198,7 +241,6 @@ def _site_secrets(work: Path) -> str:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
         os.chmod(target, mode)
-    return mqtt.signing_key_file
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ from facegate_host.bundle import board_config_text, build_wheelhouse, read_meta
 from facegate_host.emulated import ROOT, Mounted, build_root, fresh_copy, in_root
 
 # debootstrap does not resolve virtual packages: cryptography needs cffi's backend named
-PACKAGES = ("python3", "python3-numpy", "python3-opencv", "python3-cryptography", "python3-cffi-backend", "python3-pip")
+PACKAGES = ("python3", "python3-numpy", "python3-opencv", "python3-cryptography", "python3-cffi-backend", "python3-pip",
+            "busybox")
 CROSS_CC = "arm-linux-gnueabihf-gcc"
 CPU = "cortex-a7"  # the RV1126's cores
 
@@ -69,6 +70,57 @@ print(json.dumps(found))
 '''
 
 
+def _busybox_service(work: Path) -> str:
+    """The door service as the RV1126's image runs it: S95facegate under BusyBox's sh and its
+    start-stop-daemon (not Debian's), the launcher bundles install, a door on the CPU (OpenCV's
+    DNN: no NPU, and PyPI has no ONNX Runtime for armv7l) on a video, the relay on a pty."""
+    import cv2
+    import numpy as np
+
+    from appliance.config import set_in_text
+    from facegate_host.bundle import board_config, onnx_models
+    from facegate_host.emulator import RelayEmulator
+
+    models = ROOT / "models"
+    for path in onnx_models(board_config(ROOT, "rv1126"), models):
+        target = work / "tmp" / "models" / path.relative_to(models)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    writer = cv2.VideoWriter(str(work / "tmp" / "doorway.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 240))
+    for _ in range(20):
+        writer.write(np.full((240, 320, 3), 90, np.uint8))
+    writer.release()
+    for name in ("etc/init.d/S95facegate", "etc/default/facegate"):
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / "rootfs_overlay" / name, work / name)
+    shutil.copy2(ROOT / "board" / "launcher", work / "usr" / "bin" / "facegate")  # over pip's entry point
+    emulator = RelayEmulator()
+    text = board_config_text(ROOT, "rv1126")
+    for name, value in (("models.backend", "opencv"), ("models.dir", "/tmp/models"),
+                        ("camera.source", "/tmp/doorway.mp4"), ("camera.loop", True), ("relay.port", emulator.path),
+                        ("mqtt.enabled", False), ("door.watchdog_device", "")):
+        text = set_in_text(text, name, value)
+    (work / "etc" / "facegate" / "config.toml").write_text(text)
+    # BusyBox's applets first on the PATH, and its shell running the script
+    (work / "tmp" / "busybox").mkdir(exist_ok=True)
+    in_root(work, ["busybox", "--install", "-s", "/tmp/busybox"], cpu=CPU)
+    script = ["env", "PATH=/tmp/busybox:/usr/bin:/bin:/usr/sbin:/sbin", "busybox", "sh", "/etc/init.d/S95facegate"]
+    try:
+        started = in_root(work, script + ["start"], cpu=CPU, timeout=600, check=False)
+        assert started.returncode == 0 and "Starting facegate: OK" in started.stdout, started.stdout + started.stderr
+        assert emulator.wait_for(lambda e: len(e.events) >= 1, timeout=60), "the door never drove the relay"
+        status = in_root(work, script + ["status"], cpu=CPU)
+        assert status.stdout.startswith("facegate is running"), status.stdout
+        stopped = in_root(work, script + ["stop"], cpu=CPU, check=False)
+        assert stopped.returncode == 0 and "Stopping facegate: OK" in stopped.stdout, stopped.stdout + stopped.stderr
+        assert not emulator.is_on()
+        assert in_root(work, script + ["status"], cpu=CPU, check=False).returncode == 3
+    finally:
+        in_root(work, script + ["stop"], cpu=CPU, check=False)
+        emulator.close()
+    return "BusyBox init script: %s; %s; %s" % (started.stdout.strip(), status.stdout.strip(), stopped.stdout.strip())
+
+
 def main() -> int:
     started = time.monotonic()
     cache = ROOT / ".emulated"
@@ -105,7 +157,11 @@ def main() -> int:
     assert found["signed"] == "ping", found  # Ed25519 on the root's own cryptography
     kernel = [list(map(int, line.split())) for line in header.stdout.strip().splitlines()]
     assert found["v4l2"] == kernel, (found["v4l2"], kernel)  # the V4L2 reader's structs on armhf
-    print("test-emulated (RV1126, armhf): the RKNPU1 runner passed in %.0f s" % (time.monotonic() - started))
+    with Mounted(work, cpuinfo=False):
+        service = _busybox_service(work)
+    print(service)
+    print("test-emulated (RV1126, armhf): the RKNPU1 runner and the BusyBox init script passed in %.0f s"
+          % (time.monotonic() - started))
     return 0
 
 
