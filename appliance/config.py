@@ -43,6 +43,9 @@ class ModelsConfig:
     rknn_embedder_dtype: str = setting("fp16", "quantisation of the embedder's .rknn file (the "
                                                "RV1126's board config asks for i16: see tools/convert-rknn --check)",
                                        choices=("i8", "i8-dfp", "i16", "w8a16", "fp16"))
+    liveness_backend: str = setting("", "backend of the liveness models (empty: models.backend); the boards run "
+                                        "them on the CPU until their NPU conversion is checked",
+                                    choices=("", "onnxruntime", "opencv", "rknnlite", "rknn_c", "rknn"))
     rknn_core_mask: str = setting("auto", "NPU cores for rknnlite (multi-core NPUs only)",
                                   choices=("auto", "0", "1", "2", "0_1", "0_1_2"))
     rknn_library: str = setting("", "backend rknn_c: the NPU runtime library (empty: librknn_api.so, the "
@@ -86,8 +89,13 @@ class QualityConfig:
 
 @dataclass(frozen=True)
 class LivenessConfig:
-    enabled: bool = setting(False, "run MiniFASNet liveness (V2 at 2.7x and V1SE at 4.0x, fused)")
-    threshold: float = setting(0.5, "minimum fused live probability", 0, 1)
+    # on by default: a door must not open for a photo. The threshold and frames were chosen on
+    # nuaa-dev split by subject (`facegate eval-liveness`; README, "Liveness")
+    enabled: bool = setting(True, "refuse photos and screens: MiniFASNet liveness (V2 at 2.7x and V1SE at 4.0x) "
+                                  "scored on every good frame and fused over the attempt")
+    threshold: float = setting(0.2, "a grant needs the attempt's fused live probability at least this high", 0, 1)
+    frames: int = setting(3, "live scores of the attempt's latest good frames averaged; a grant waits for this many",
+                          1, 30)
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ def board_config_text(repo: Path, board: str) -> str:
     meta = read_meta(repo / "board" / board / "meta")
     data = meta["DATA_DIR"]
     facts = (("models.backend", meta["NPU_BACKEND"]), ("models.rknn_target", meta["NPU_TARGET"]),
+             ("models.liveness_backend", meta["LIVENESS_BACKEND"]),
              ("models.rknn_detector_dtype", meta["DETECTOR_DTYPE"]), ("models.rknn_embedder_dtype", meta["EMBEDDER_DTYPE"]), ("detector.input_size", int(meta["DETECTOR_SIZE"])),
              ("camera.source", meta["CAMERA_SOURCE"]), ("relay.port", meta["RELAY_TTY"]),
              ("door.watchdog_device", meta["WATCHDOG_DEVICE"]), ("gallery.path", data + "/gallery.db"),
@@ -159,12 +160,16 @@ def build_wheelhouse(repo: Path, folder: Path, board_dir: Optional[Path] = None,
 
 def onnx_models(config: Config, models: Path) -> List[Path]:
     """The ONNX files of the board's detector and embedder (and the embedder's 8-bit copy, where
-    made): the CPU fallback (`--backend onnxruntime`) for a board whose NPU runtime is missing or broken."""
+    made): the CPU fallback (`--backend onnxruntime`) for a board whose NPU runtime is missing or
+    broken; and the liveness models, which the boards run on the CPU."""
     from appliance.models import (get_spec, installed_int8_path, installed_path, int8_path, int8_stamp, is_prepared,
                                   stamp_path)
 
+    from appliance.vision.pipeline import LIVENESS_MODELS
+
     wanted = []
-    for model_id in (config.models.detector, config.models.embedder):
+    liveness = list(LIVENESS_MODELS) if config.liveness.enabled else []  # they run on the CPU on every board
+    for model_id in [config.models.detector, config.models.embedder] + liveness:
         spec = get_spec(model_id)
         if spec.prepare and not is_prepared(spec, models):
             raise ModelError("the bundle needs %s prepared in %s: run 'make models'" % (model_id, models))
@@ -204,7 +209,7 @@ def copy_installer(repo: Path, root: Path) -> None:
 def finish(root: Path, board: str, out: Path) -> None:
     """MANIFEST.json with every file's sha256 (the version, and its hash, name the version on a
     device), SHA256SUMS for install.sh's `sha256sum -c`, and the tarball, renamed into place whole."""
-    files = sorted(p for p in root.rglob("*") if p.is_file())
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p not in (root / "MANIFEST.json", root / "SHA256SUMS"))
     version = __version__
     wheel = next(root.glob("wheelhouse/facegate-*.whl"), None)
     if wheel is not None:  # the version of the code the bundle carries, which may not be this checkout's

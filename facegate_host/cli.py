@@ -25,6 +25,40 @@ def register(commands) -> None:
     register_calibration(commands)
     register_threshold(commands)
     register_int8(commands)
+    register_liveness(commands)
+
+
+def register_liveness(commands) -> None:
+    sub = commands.add_parser("eval-liveness", help="choose the liveness threshold on some nuaa-dev subjects, "
+                                                    "measure APCER and BPCER per attempt on the others")
+    sub.add_argument("--data", default="../shared/data/nuaa-dev", help="live/ and attack/, a folder per subject")
+    sub.add_argument("--cache", help="keep the per-frame scores here")
+    sub.add_argument("--json", dest="json_out", help="write the figures as JSON here")
+    add_config_options(sub)
+    sub.set_defaults(handler=run_liveness)
+
+
+def run_liveness(args) -> int:
+    import json
+    from dataclasses import replace
+
+    from facegate_host.eval import liveness
+
+    config = load_config(args)
+    config = replace(config, liveness=replace(config.liveness, enabled=True))
+    data = Path(args.data)
+    if not (data / "live").is_dir() or not (data / "attack").is_dir():
+        raise FaceGateError("%s needs live/ and attack/ folders, one sub-folder per subject" % data)
+    pipeline = FacePipeline.from_config(config)
+    try:
+        scores = liveness.score_folder(pipeline, data, Path(args.cache) if args.cache else None)
+    finally:
+        pipeline.close()
+    result = liveness.evaluate(scores, config.liveness.frames)
+    print("\n".join(liveness.table(result)))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
 
 
 def register_int8(commands) -> None:

@@ -24,6 +24,7 @@ EXAMPLES = {
     "identify": ["facegate identify group.jpg --out named.jpg", "facegate identify --video entrance.mp4"],
     "eval-lfw": ["facegate eval-lfw --json lfw.json"],
     "eval-identification": ["facegate eval-identification --k 10 100 --frames 4 --cache .eval-cache"],
+    "eval-liveness": ["facegate eval-liveness --cache .eval-cache --json liveness.json"],
     "eval-calibrate": ["facegate eval-calibrate --cache .eval-cache"],
     "quantise-embedder": ["facegate quantise-embedder", "facegate quantise-embedder --check --json int8.json"],
     "schedules set": ["facegate schedules set office 'mon-fri 07:30-19:00' --holidays 2026-12-25,2026-12-26"],

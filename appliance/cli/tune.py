@@ -106,7 +106,8 @@ def _report(args) -> int:
               "before tuning" % len(people))
         return 1
     evidence = analysis.pair_distances(matrix, ids)
-    labelled = [e for e in _attempts(audit_path, model_id) if e.label]
+    attempts = _attempts(audit_path, model_id)
+    labelled = [e for e in attempts if e.label]
     if labelled:
         probes = np.stack([e.embedding for e in labelled])
         attempt = analysis.probe_distances(probes, [e.label for e in labelled], matrix, ids)
@@ -117,6 +118,7 @@ def _report(args) -> int:
     if not labelled:
         print("note: no labelled attempts yet; record some with 'facegate tune label' after people "
               "have tried the door")
+    _liveness_line(config, attempts)
     counts = np.unique(np.asarray(ids), return_counts=True)[1].tolist()
     current = threshold_for(config, model_id, counts)
     print("the door now: %s" % current.describe())
@@ -174,6 +176,27 @@ def _report(args) -> int:
           "rejects %.1f%%; apply with: facegate tune apply %.3f --config FILE"
           % (chosen, args.target_far, 100 * np.mean(evidence.genuine > chosen), chosen))
     return 0
+
+
+def _liveness_line(config, attempts) -> None:
+    """What liveness did to the door's attempts: how many it refused, and how close the people
+    it let in came to its threshold (labelled people refused as not live are its false rejects)."""
+    scored = [e for e in attempts if e.detail.get("liveness") is not None]
+    if not config.liveness.enabled:
+        print("liveness: OFF in this config (a photo of an enrolled person would be let in)")
+        return
+    if not scored:
+        print("liveness: on (threshold %.2f over %d frames); no scored attempts yet" % (
+            config.liveness.threshold, config.liveness.frames))
+        return
+    refused = [e for e in scored if str(e.detail.get("reason", "")).startswith("not live")]
+    people = [e for e in refused if e.label and e.label != STRANGER]
+    granted = [e.detail["liveness"] for e in scored if _granted(e)]
+    print("liveness: on (threshold %.2f over %d frames); %d of %d scored attempts refused as not live%s%s" % (
+        config.liveness.threshold, config.liveness.frames, len(refused), len(scored),
+        "; %d of them labelled as enrolled people (its false rejects: events %s)" % (
+            len(people), ", ".join(str(e.id) for e in people[:10])) if people else "",
+        "; the lowest granted attempt scored %.2f" % min(granted) if granted else ""))
 
 
 def _calibrated(config, model_id, counts, target):

@@ -32,6 +32,8 @@ class Track:
     best_quality: float = 0.0
     last_reasons: List[str] = field(default_factory=list)
     identity: Optional[np.ndarray] = None  # fused embedding of the attempt (at its decision, once decided)
+    live_scores: List[float] = field(default_factory=list)  # good frames' liveness, when it runs
+    liveness: Optional[float] = None  # the attempt's fused live probability at its decision
 
 
 def face_width(face: Face) -> float:

@@ -46,6 +46,9 @@ class Verifier:
         self.rules = config.verification
         self.pipeline = pipeline
         self.index = index
+        if config.liveness.enabled and pipeline.liveness is None:
+            # never a door that believes it refuses photos and does not
+            raise ConfigError("liveness is on but the face pipeline has no liveness models: build it from this config")
         self.tracker = Tracker(self.rules.track_iou, self.rules.lost_after_seconds)
         self._threshold: Optional[Threshold] = None
         self._threshold_version = -1
@@ -128,7 +131,7 @@ class Verifier:
 
     def _verify(self, image: np.ndarray, track: Track, new_track: bool, captured: float,
                 frame_number: int) -> Outcome:
-        result = self.pipeline.analyse_face(image, track.face, embed=False)
+        result = self.pipeline.analyse_face(image, track.face, embed=False, live=self.config.liveness.enabled)
         if not result.quality.passed:
             track.last_reasons = list(result.quality.reasons)
             return Outcome(APPEARED if new_track else TRACKING, track, result=result, new_track=new_track)
@@ -140,6 +143,8 @@ class Verifier:
             return Outcome(TRACKING, track, result=result)
         track.embeddings.append(result.embedding)
         track.good_frames.append(track.frames[-1])
+        if result.live_score is not None:
+            track.live_scores.append(result.live_score)
         track.best_quality = max(track.best_quality, result.quality.sharpness)
         fused = normalise(np.mean(track.embeddings[-self.rules.fuse_frames:], axis=0)[None, :])[0]
         track.identity = fused
@@ -151,15 +156,38 @@ class Verifier:
             track.agreeing = track.agreeing + 1 if track.candidate == person_id else 1
             track.candidate = person_id
             if track.agreeing >= self.rules.grant_frames:
-                track.decided = True
-                outcome.kind = GRANT
+                self._grant_if_live(track, outcome)
         else:
             track.agreeing, track.candidate = 0, None
             track.unmatched += 1
             if track.unmatched >= self.rules.deny_frames:
                 track.decided = True
+                track.liveness = self._fused_liveness(track)
                 outcome.kind = DENY
         return outcome
+
+    def _fused_liveness(self, track: Track) -> Optional[float]:
+        if not track.live_scores:
+            return None
+        return float(np.mean(track.live_scores[-self.config.liveness.frames:]))
+
+    def _grant_if_live(self, track: Track, outcome: Outcome) -> None:
+        """A match is granted once the attempt's fused liveness clears the threshold; with too
+        few scored frames yet it waits, and a face that scores as a photo or screen is denied."""
+        if not self.config.liveness.enabled:
+            track.decided, outcome.kind = True, GRANT
+            return
+        liveness = self.config.liveness
+        if len(track.live_scores) < liveness.frames:
+            return  # the next good frame decides
+        track.decided = True
+        track.liveness = self._fused_liveness(track)
+        if track.liveness >= liveness.threshold:
+            outcome.kind = GRANT
+            return
+        outcome.kind = DENY
+        outcome.decision = Decision(False, "not live: liveness %.2f below %.2f over %d frames (a photo or a screen?)"
+                                    % (track.liveness, liveness.threshold, liveness.frames), outcome.decision.match)
 
     def _someone_else(self, track: Track, embedding: np.ndarray) -> bool:
         if track.identity is None:

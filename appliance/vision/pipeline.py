@@ -45,7 +45,7 @@ def model_file(config: Config, model_id: str, role: str) -> Path:
     NPU backends the .rknn file converted for this target, dtype and input size."""
     models = config.models
     directory = models_dir(models.dir or None)
-    if models.backend not in NPU_BACKENDS:
+    if backend_for(config, role) not in NPU_BACKENDS:
         source = installed_path(get_spec(model_id), directory)
         if role == "embedder" and models.backend == "onnxruntime" and models.embedder_int8:
             return installed_int8_path(source) or source
@@ -53,6 +53,12 @@ def model_file(config: Config, model_id: str, role: str) -> Path:
     dtype = models.rknn_embedder_dtype if role == "embedder" else models.rknn_detector_dtype
     return rknn_path(directory, models.rknn_target, model_id, dtype,
                      config.detector.input_size if role == "detector" else None)
+
+
+def backend_for(config: Config, role: str) -> str:
+    if role == "liveness" and config.models.liveness_backend:
+        return config.models.liveness_backend
+    return config.models.backend
 
 
 def model_files(config: Config) -> List[Tuple[str, Path]]:
@@ -82,9 +88,10 @@ class FacePipeline:
             if spec.role != role:
                 raise ModelError("model %s is a %s, not a %s" % (model_id, spec.role, role))
             path = model_file(config, model_id, role)
-            if backend not in NPU_BACKENDS:
-                return load_runner(backend, spec, path, warmup, threads)
-            return load_runner(backend, spec, path, warmup, threads, core_mask=models.rknn_core_mask,
+            chosen = backend_for(config, role)
+            if chosen not in NPU_BACKENDS:
+                return load_runner(chosen, spec, path, warmup, threads)
+            return load_runner(chosen, spec, path, warmup, threads, core_mask=models.rknn_core_mask,
                                device=models.rknn_device, library=models.rknn_library)
 
         if backend in NPU_BACKENDS and config.detector.keep_frame_aspect:
@@ -156,14 +163,14 @@ class FacePipeline:
                 face.box = boxes[best]
         return faces
 
-    def analyse_face(self, frame: np.ndarray, face: Face, embed: bool = True) -> FaceResult:
+    def analyse_face(self, frame: np.ndarray, face: Face, embed: bool = True, live: bool = False) -> FaceResult:
+        """Quality and alignment, the embedding with `embed`, and with `live` the liveness score
+        of a face that passed quality (the door fuses the scores over an attempt: one frame's
+        score is too noisy to refuse on, and a photo being enrolled is no attack)."""
         aligned = align_face(frame, face.landmarks)
         result = FaceResult(face, assess(face.landmarks, aligned, self.config.quality), aligned)
-        if self.liveness is not None:
+        if live and self.liveness is not None and result.quality.passed:
             result.live_score = self.liveness.score(frame, face.box)
-            if result.live_score < self.config.liveness.threshold:
-                result.quality.reasons.append("liveness %.2f below %.2f"
-                                              % (result.live_score, self.config.liveness.threshold))
         if embed:
             result.embedding = self.embedder.embed(aligned)
         return result
