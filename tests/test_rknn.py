@@ -163,7 +163,7 @@ def test_the_bundle_holds_what_the_board_needs_and_installs_into_a_root(npu_mode
         assert len(found) == 1 and found[0].endswith("aarch64.whl"), (package, found)
     assert not [name for name in wheels if "x86_64" in name]
     assert not any(name.endswith((".npy", ".pth", ".ckpt")) for name in files)  # no calibration data or checkpoints
-    assert len([name for name in files if name.endswith(".onnx")]) == 3  # detector, embedder, its 8-bit copy
+    assert len([name for name in files if name.endswith(".onnx")]) == 5  # detector, embedder, its 8-bit copy, liveness pair
     assert "rknn_target = \"rv1126b\"" in (bundle / "overlay/etc/facegate/config.toml").read_text()
 
     root = tmp_path / "target"
