@@ -31,6 +31,7 @@ PACKAGES = ("python3", "python3-numpy", "python3-opencv", "python3-cryptography"
             "busybox")
 CROSS_CC = "arm-linux-gnueabihf-gcc"
 CPU = "cortex-a7"  # the RV1126's cores
+CPU_DETECTOR, CPU_EMBEDDER = "retinaface_mnet025", "mobilefacenet_128d"  # what Debian's OpenCV 4.6 runs
 
 # Run inside the root with the root's python3: what the RKNPU1 runner does there.
 CHECK = r'''
@@ -78,14 +79,21 @@ def _busybox_service(work: Path) -> str:
     import numpy as np
 
     from appliance.config import set_in_text
-    from facegate_host.bundle import board_config, onnx_models
     from facegate_host.emulator import RelayEmulator
 
+    from appliance.models import get_spec, stamp_path
+    from appliance.vision.pipeline import LIVENESS_MODELS
+
+    # Debian 12's OpenCV 4.6 cannot run the default detector's and embedder's exports (their
+    # Clip and Resize nodes); it runs the original RetinaFace and MobileFaceNet files, and the
+    # liveness pair, which is what the RV1126 runs on the CPU (board/rv1126/meta)
     models = ROOT / "models"
-    for path in onnx_models(board_config(ROOT, "rv1126"), models):
-        target = work / "tmp" / "models" / path.relative_to(models)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, target)
+    (work / "tmp" / "models").mkdir(parents=True, exist_ok=True)
+    for model_id in (CPU_DETECTOR, CPU_EMBEDDER) + LIVENESS_MODELS:
+        spec = get_spec(model_id)
+        files = [models / spec.prepared_file, stamp_path(spec, models)] if spec.prepare else [models / spec.file]
+        for path in files:
+            shutil.copy2(path, work / "tmp" / "models" / path.name)
     writer = cv2.VideoWriter(str(work / "tmp" / "doorway.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (320, 240))
     for _ in range(20):
         writer.write(np.full((240, 320, 3), 90, np.uint8))
@@ -94,9 +102,12 @@ def _busybox_service(work: Path) -> str:
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / "rootfs_overlay" / name, work / name)
     shutil.copy2(ROOT / "board" / "launcher", work / "usr" / "bin" / "facegate")  # over pip's entry point
+    (work / "usr" / "bin" / "facegate").chmod(0o755)
     emulator = RelayEmulator()
     text = board_config_text(ROOT, "rv1126")
     for name, value in (("models.backend", "opencv"), ("models.dir", "/tmp/models"),
+                        ("models.detector", CPU_DETECTOR), ("models.embedder", CPU_EMBEDDER),
+                        ("matching.distance_threshold", 0.4),  # that embedder has no calibration
                         ("camera.source", "/tmp/doorway.mp4"), ("camera.loop", True), ("relay.port", emulator.path),
                         ("mqtt.enabled", False), ("door.watchdog_device", "")):
         text = set_in_text(text, name, value)

@@ -32,8 +32,15 @@ class OpenCvRunner(Runner):
             raise ModelError("OpenCV cannot load %s (%s)" % (path, err)) from err
 
     def run(self, images_bgr: np.ndarray) -> List[np.ndarray]:
+        import cv2
+
         self._net.setInput(to_float_tensor(images_bgr, self.spec.input))
-        return list(self._net.forward(self.spec.outputs))
+        try:
+            return list(self._net.forward(self.spec.outputs))
+        except cv2.error as err:  # an OpenCV too old for one of the model's layers (Debian 12's 4.6)
+            message = " ".join(str(err).split())
+            raise ModelError("OpenCV %s cannot run %s (%s): use a newer OpenCV or another backend"
+                             % (cv2.__version__, self.spec.model_id, message[-160:])) from err
 
     def close(self) -> None:
         self._net = None
