@@ -43,8 +43,8 @@ class ModelsConfig:
     rknn_embedder_dtype: str = setting("fp16", "quantisation of the embedder's .rknn file (the "
                                                "RV1126's board config asks for i16: see tools/convert-rknn --check)",
                                        choices=("i8", "i8-dfp", "i16", "w8a16", "fp16"))
-    liveness_backend: str = setting("", "backend of the liveness models (empty: models.backend); the boards run "
-                                        "them on the CPU until their NPU conversion is checked",
+    liveness_backend: str = setting("", "backend of the liveness models (empty: models.backend, or onnxruntime "
+                                        "when that is an NPU: their NPU conversion is not checked yet)",
                                     choices=("", "onnxruntime", "opencv", "rknnlite", "rknn_c", "rknn"))
     rknn_core_mask: str = setting("auto", "NPU cores for rknnlite (multi-core NPUs only)",
                                   choices=("auto", "0", "1", "2", "0_1", "0_1_2"))

@@ -171,18 +171,19 @@ def test_the_bundle_holds_what_the_board_needs_and_installs_into_a_root(npu_mode
                                capture_output=True, text=True, timeout=300)
     assert installed.returncode == 0, installed.stderr
     assert (root / "usr/share/facegate/models/rknn/rv1126b/mobilefacenet_ms1m-fp16.rknn").is_file()
-    assert (root / "usr/lib/facegate/python/appliance/inference/rknnlite_runner.py").is_file()
+    assert (root / "usr/lib/facegate/current/python/appliance/inference/rknnlite_runner.py").is_file()
     # the decision rule needs the embedder's calibration on the board
-    assert (root / "usr/lib/facegate/python/appliance/models/calibration/mobilefacenet_ms1m.json").is_file()
-    assert (root / "usr/lib/facegate/python/numpy").is_dir() and (root / "usr/lib/facegate/python/rknnlite").is_dir()
+    assert (root / "usr/lib/facegate/current/python/appliance/models/calibration/mobilefacenet_ms1m.json").is_file()
+    assert (root / "usr/lib/facegate/current/python/numpy").is_dir() and (root / "usr/lib/facegate/current/python/rknnlite").is_dir()
     launcher = (root / "usr/bin/facegate").read_text()
-    assert "/lib/facegate/python" in launcher and "-m appliance" in launcher
+    assert '$lib/current/python' in launcher and "from appliance.cli import main" in launcher
+    assert os.readlink(root / "usr/lib/facegate/current").startswith("versions/0.")  # a version beside others
     # the installed appliance, run by this host's Python: the board's compiled packages are for
     # aarch64, so the host's own numpy, OpenCV and ONNX Runtime stand in for them (the emulated
     # root runs the real launcher with the real ones)
     view = tmp_path / "installed-appliance"
     view.mkdir()
-    (view / "appliance").symlink_to(root / "usr/lib/facegate/python/appliance")
+    (view / "appliance").symlink_to(root / "usr/lib/facegate/current/python/appliance")
 
     def facegate(*argv):
         code = ("import sys; sys.path.insert(0, %r); import appliance; assert appliance.__file__.startswith(%r); "

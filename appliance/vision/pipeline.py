@@ -56,8 +56,13 @@ def model_file(config: Config, model_id: str, role: str) -> Path:
 
 
 def backend_for(config: Config, role: str) -> str:
-    if role == "liveness" and config.models.liveness_backend:
-        return config.models.liveness_backend
+    """The backend a model runs on. The liveness pair has no checked NPU conversion yet, so with
+    an NPU backend and no models.liveness_backend it runs on ONNX Runtime (the CPU)."""
+    if role == "liveness":
+        if config.models.liveness_backend:
+            return config.models.liveness_backend
+        if config.models.backend in NPU_BACKENDS:
+            return "onnxruntime"
     return config.models.backend
 
 
