@@ -181,9 +181,13 @@ confirm_seconds = 2
 
     def power_cut(self) -> None:
         """Every FaceGate process dies at once, and /var/run (a tmpfs on the board) is empty at boot."""
-        subprocess.run(["pkill", "-KILL", "-f", str(self.root)], check=False)
-        assert wait_until(lambda: subprocess.run(["pgrep", "-f", str(self.root)], capture_output=True).returncode,
-                          timeout=10)
+        def none_left() -> bool:
+            # again and again: a process forked after one pass (a child the updater was starting,
+            # the daemon start-stop-daemon was detaching) would escape a single pkill
+            subprocess.run(["pkill", "-KILL", "-f", str(self.root)], check=False)
+            return subprocess.run(["pgrep", "-f", str(self.root)], capture_output=True).returncode == 1
+
+        assert wait_until(none_left, timeout=10)
         shutil.rmtree(self.root / "var" / "run", ignore_errors=True)
 
 
