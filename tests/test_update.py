@@ -24,9 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SEED, wait_until
+from conftest import ROOT, wait_until
 from test_mqtt import broker, key_file  # noqa: F401 (fixtures)
 from test_service import PROBES, make_clip
+from test_service import gallery_path  # noqa: F401 (fixture: the seed gallery, enrolled once)
 
 from appliance.config import from_dict
 from facegate_host.bundle import build_appliance_wheel, copy_installer, finish, onnx_models, record_selftest
@@ -94,18 +95,6 @@ def bundles(tmp_path_factory, models_dir):
         made[version] = work / ("facegate-host-%s.tar.gz" % version)
         finish(root, "host", made[version])
     return made
-
-
-@pytest.fixture(scope="module")
-def enrolled(tmp_path_factory, pipeline):
-    from appliance.gallery.enrol import Enroller
-    from appliance.gallery.store import GalleryStore
-
-    path = tmp_path_factory.mktemp("enrolled") / "gallery.db"
-    store = GalleryStore(path, model_id=pipeline.embedder.model_id)
-    Enroller(pipeline.config, pipeline, store).enrol_folder(SEED / "gallery")
-    store.close()
-    return path
 
 
 class Device:
@@ -211,15 +200,15 @@ def emulator(tmp_path):
     built.close()
 
 
-def test_an_update_is_tested_switched_and_left_again_when_its_door_fails(tmp_path, bundles, enrolled, emulator):
-    device = Device(tmp_path, bundles["9.1.0"], enrolled, emulator.path)
+def test_an_update_is_tested_switched_and_left_again_when_its_door_fails(tmp_path, bundles, gallery_path, emulator):
+    device = Device(tmp_path, bundles["9.1.0"], gallery_path, emulator.path)
     first = device.link("current")
     assert first.startswith("9.1.0-") and not (device.lib / "previous").exists()
     assert os.readlink(device.root / "usr/share/facegate/models") == "../../lib/facegate/current/models"
     try:
         started = device.service("start")
         assert started.returncode == 0 and "OK" in started.stdout, started.stdout
-        assert grants_after(emulator, 0), "the first version never opened for an enrolled person"
+        assert grants_after(emulator, 0), "the first version never opened for an gallery_path person"
 
         # a good update: self-tested while the old door runs, switched, its door proves itself
         moment = time.monotonic()
@@ -273,10 +262,10 @@ def test_an_update_is_tested_switched_and_left_again_when_its_door_fails(tmp_pat
         device.service("stop")
 
 
-def test_a_version_that_cannot_even_start_python_is_left_by_the_launcher(tmp_path, bundles, enrolled, emulator):
+def test_a_version_that_cannot_even_start_python_is_left_by_the_launcher(tmp_path, bundles, gallery_path, emulator):
     """The launcher's own way back, without the updater (gone with a power cut): three starts on
     trial that never prove it, and the fourth runs the previous version."""
-    device = Device(tmp_path, bundles["9.1.0"], enrolled, emulator.path)
+    device = Device(tmp_path, bundles["9.1.0"], gallery_path, emulator.path)
     first = device.link("current")
     done = device.update(bundles["9.3.0"], "--service", "none")  # switched, on trial, not started
     assert done.returncode == 0 and "on trial" in done.stdout, done.stdout + done.stderr
@@ -295,11 +284,11 @@ def test_a_version_that_cannot_even_start_python_is_left_by_the_launcher(tmp_pat
         device.service("stop")
 
 
-def test_a_power_cut_at_any_moment_of_an_update_leaves_a_door_that_opens(tmp_path, bundles, enrolled, emulator):
+def test_a_power_cut_at_any_moment_of_an_update_leaves_a_door_that_opens(tmp_path, bundles, gallery_path, emulator):
     seed = int(os.environ.get("FACEGATE_UPDATE_SEED", time.time()))
     print("power cuts: seed %d, %d cuts (FACEGATE_UPDATE_SEED, FACEGATE_UPDATE_KILLS)" % (seed, KILLS))
     chance = random.Random(seed)
-    device = Device(tmp_path, bundles["9.1.0"], enrolled, emulator.path)
+    device = Device(tmp_path, bundles["9.1.0"], gallery_path, emulator.path)
     try:
         assert device.service("start").returncode == 0
         # one whole update first: how long one takes sets where the cuts fall
@@ -343,7 +332,7 @@ def test_a_power_cut_at_any_moment_of_an_update_leaves_a_door_that_opens(tmp_pat
         device.service("stop")
 
 
-def test_the_administrator_updates_a_door_over_mqtt_and_sees_it_in_status(tmp_path, bundles, enrolled, emulator,
+def test_the_administrator_updates_a_door_over_mqtt_and_sees_it_in_status(tmp_path, bundles, gallery_path, emulator,
                                                                           broker, key_file):
     """The signed `update` command: the door downloads the bundle from a web server on the site,
     checks its size and hash, and its detached updater does the rest; `admin status` follows."""
@@ -373,7 +362,7 @@ trusted_keys_file = "%s"
 keepalive = 5
 state_path = "%s"
 """ % (broker.port, SITE, key_file.door("door1"), key_file.admin_public, tmp_path / "mqtt-state.db")
-    device = Device(tmp_path, bundles["9.1.0"], enrolled, emulator.path, extra=mqtt)
+    device = Device(tmp_path, bundles["9.1.0"], gallery_path, emulator.path, extra=mqtt)
     admin = tmp_path / "admin.toml"
     admin.write_text(key_file.admin_toml(broker))
     first = device.link("current")

@@ -725,16 +725,13 @@ def _simple(args) -> int:
 
 def bundle_facts(path: str) -> dict:
     """The size and SHA-256 a door checks its download against."""
-    import hashlib
     import os
+
+    from appliance.models import sha256_of
 
     if not os.path.isfile(path):
         raise FaceGateError("no bundle %s (make bundle BOARD=... makes one)" % path)
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"sha256": digest.hexdigest(), "size": os.path.getsize(path)}
+    return {"sha256": sha256_of(path), "size": os.path.getsize(path)}
 
 
 def _serve(args) -> int:

@@ -7,7 +7,6 @@ rename, and an unproven version is on trial, which the launcher ends by going ba
 starts that never proved it (see board/launcher).
 """
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
 from appliance.errors import UpdateError
+from appliance.models import sha256_of
 from appliance.update.layout import Installation
 
 # `python -m appliance` would put the working directory first on the path (board/launcher says why)
@@ -115,17 +115,9 @@ def verify(folder: Path, bundle: Path) -> Path:
         raise UpdateError("%s has a damaged MANIFEST.json (%s)" % (bundle, err)) from None
     for name, digest in files.items():
         path = folder / name
-        if not path.is_file() or _sha256(path) != digest:
+        if not path.is_file() or sha256_of(path) != digest:
             raise UpdateError("the bundle %s is damaged: %s does not match its manifest (copy it again)" % (bundle, name))
     return folder
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Updater:
