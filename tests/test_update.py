@@ -208,7 +208,7 @@ def test_an_update_is_tested_switched_and_left_again_when_its_door_fails(tmp_pat
     try:
         started = device.service("start")
         assert started.returncode == 0 and "OK" in started.stdout, started.stdout
-        assert grants_after(emulator, 0), "the first version never opened for an gallery_path person"
+        assert grants_after(emulator, 0), "the first version never opened for an enrolled person"
 
         # a good update: self-tested while the old door runs, switched, its door proves itself
         moment = time.monotonic()
