@@ -51,14 +51,6 @@ class Installation:
         """The filesystem root this installation is under ('/' on a device)."""
         return self.lib.parent.parent.parent
 
-    def exists(self) -> bool:
-        return (self.lib / "current").is_symlink()
-
-    def versions(self) -> List[str]:
-        if not self.versions_dir.is_dir():
-            return []
-        return sorted(p.name for p in self.versions_dir.iterdir() if (p / ".complete").is_file())
-
     def link(self, name: str) -> Optional[str]:
         """The version `current` or `previous` points at, or None."""
         path = self.lib / name
