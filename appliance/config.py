@@ -101,7 +101,9 @@ class LivenessConfig:
 @dataclass(frozen=True)
 class MatchingConfig:
     false_accept_target: float = setting(1e-3, "the risk a site accepts: the chance that a stranger's "
-                                               "attempt at the door is accepted as anybody. The threshold "
+                                               "visit to the door (every attempt it allows, see "
+                                               "verification.attempts_per_visit) ends in a grant as "
+                                               "anybody. The threshold "
                                                "follows from it, the embedder's calibration and the "
                                                "gallery's size", 1e-7, 0.1)
     distance_threshold: float = setting(0.0, "an explicit threshold instead (accept when cosine distance "
@@ -162,6 +164,11 @@ class VerificationConfig:
     identity_change_distance: float = setting(
         0.5, "a good frame this far (cosine distance) from its track's fused embedding is another person "
              "who took the place: the attempt ends and a new one starts", 0.05, 2)
+    attempts_per_visit: int = setting(
+        3, "attempts a face gets without a grant while it keeps coming back within visit_seconds; then it is "
+           "locked out (denied without a search) until visit_seconds pass without it. The decision rule counts "
+           "every one of them", 1, 20)
+    visit_seconds: float = setting(60.0, "a face denied this recently is the same visit when it tries again", 1, 3600)
     idle_fps: float = setting(5.0, "detection rate with nobody in view and nothing moving", 0.2, 60)
     motion_threshold: float = setting(0.01, "fraction of changed pixels that wakes full-rate detection", 0, 1)
 

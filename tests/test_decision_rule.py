@@ -9,7 +9,7 @@ import pytest
 from appliance.config import from_dict
 from appliance.recognition.verification import Verifier
 from appliance.errors import ConfigError
-from appliance.recognition.decision import looks_per_attempt, threshold_for
+from appliance.recognition.decision import looks_per_attempt, looks_per_visit, threshold_for
 from appliance.gallery.index import GalleryIndex
 from appliance.gallery.store import GalleryStore, Template
 
@@ -70,6 +70,11 @@ def test_the_target_sets_the_threshold_and_an_embedder_without_calibration_needs
     patient = from_dict({"verification": {"deny_frames": 30, "fuse_frames": 5}})
     assert looks_per_attempt(patient) == 6
     assert threshold_for(patient, "mobilefacenet_ms1m", counts).value < \
+        threshold_for(from_dict({}), "mobilefacenet_ms1m", counts).value
+    # and so are more attempts per visit before a lockout: the target is per visit
+    assert looks_per_visit(from_dict({})) == 3 * looks_per_attempt(from_dict({}))
+    forgiving = from_dict({"verification": {"attempts_per_visit": 10}})
+    assert threshold_for(forgiving, "mobilefacenet_ms1m", counts).value < \
         threshold_for(from_dict({}), "mobilefacenet_ms1m", counts).value
     with pytest.raises(ConfigError, match="no calibration.*matching.distance_threshold"):
         threshold_for(from_dict({}), "mobilefacenet_128d", counts)

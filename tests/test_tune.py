@@ -20,8 +20,8 @@ def test_rates_count_both_errors():
 def test_recommendation_accounts_for_gallery_size_and_missing_evidence():
     rng = np.random.default_rng(1)
     evidence = Evidence(genuine=rng.normal(0.3, 0.08, 5000), impostor=rng.normal(0.9, 0.1, 2_000_000))
-    one = recommend(evidence, 1e-3, gallery_people=1)
-    hundred = recommend(evidence, 1e-3, gallery_people=100)
+    one = recommend(evidence, 1e-3, chances=1)
+    hundred = recommend(evidence, 1e-3, chances=100)
     assert hundred.threshold < one.threshold  # more people: more chances for a stranger
     assert per_comparison_rate(1e-3, 100) == pytest.approx(1e-5, rel=0.01)
     assert np.mean(evidence.impostor <= one.threshold) <= 1e-3
@@ -161,7 +161,7 @@ def test_a_threshold_that_admits_strangers_is_refused_unless_forced(tmp_path, mo
     door.write_text("# the site's door\n[matching]\ndistance_threshold = 1.7\n")
     check = run_cli("config", "--check", door)
     assert check.returncode == 2
-    assert "threshold 1.700 is looser than the" in check.stderr and "strangers' attempts" in check.stderr
+    assert "threshold 1.700 is looser than the" in check.stderr and "strangers' visits" in check.stderr
     assert "allow_looser_than_target" in check.stderr
     door.write_text("# the site's door\n[matching]\ndistance_threshold = 0.3\n")
     assert run_cli("config", "--check", door).returncode == 0

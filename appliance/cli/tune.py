@@ -8,7 +8,7 @@ import numpy as np
 
 from appliance.cli.common import add_config_options, load_config, pad
 from appliance.errors import FaceGateError
-from appliance.recognition.decision import looseness, threshold_for
+from appliance.recognition.decision import looks_per_visit, looseness, threshold_for
 
 STRANGER = "stranger"
 ATTEMPT_KINDS = ("grant", "deny", "capture")  # audit events that carry a probe embedding
@@ -27,7 +27,7 @@ def register(commands) -> None:
         return sub
 
     sub = action("report", "error rates across thresholds and a recommended threshold")
-    sub.add_argument("--target-far", type=float, default=1e-3, help="false accepts per attempt (default 1e-3)")
+    sub.add_argument("--target-far", type=float, default=1e-3, help="false accepts per visit (default 1e-3)")
     sub.add_argument("--plot", help="write both distributions and the DET curve to this PNG")
     sub.set_defaults(handler=_report)
     sub = action("label", "list recent attempts, or label one as a person or a stranger")
@@ -142,7 +142,8 @@ def _report(args) -> int:
     for threshold, far, frr in analysis.rates(evidence, np.asarray(rows)):
         marker = "  <- the door now" if abs(threshold - current.value) < 5e-4 else ""
         print("  %.3f     %10.2e               %6.2f%%%s" % (threshold, far, 100 * frr, marker))
-    advice = analysis.recommend(evidence, args.target_far, len(people))
+    # a stranger's visit compares every look it is allowed with every person: that many chances
+    advice = analysis.recommend(evidence, args.target_far, len(people) * looks_per_visit(config))
     print()
     print(analysis.text_histogram(evidence, threshold=advice.threshold))
     if args.plot:
@@ -152,7 +153,7 @@ def _report(args) -> int:
     print()
     prior = _calibrated(config, model_id, counts, args.target_far)
     if advice.threshold is None and prior is None:
-        print("no recommendation for %.1e false accepts per attempt with %d people; missing:" % (
+        print("no recommendation for %.1e false accepts per visit with %d people; missing:" % (
             args.target_far, len(people)))
         for item in advice.missing:
             print("  - %s" % item)
@@ -161,7 +162,7 @@ def _report(args) -> int:
         # the embedder's calibration is the prior: it needs no site evidence at all
         frr = "%.1f%%" % (100 * np.mean(evidence.genuine > prior.value)) if evidence.genuine.size >= 10 \
             else "unknown (fewer than 10 genuine comparisons)"
-        print("from the embedder's calibration: threshold %.3f for %.1e false accepts per attempt with %d people, "
+        print("from the embedder's calibration: threshold %.3f for %.1e false accepts per visit with %d people, "
               "%d templates; expected false rejects on this site's evidence %s"
               % (prior.value, args.target_far, prior.people, prior.templates, frr))
     if advice.threshold is None:
@@ -172,7 +173,7 @@ def _report(args) -> int:
     chosen = advice.threshold if prior is None else min(advice.threshold, prior.value)
     print("from this site's evidence: threshold %.3f (%.1e per comparison); expected false rejects %.1f%%"
           % (advice.threshold, advice.per_comparison_far, 100 * advice.expected_frr))
-    print("recommended threshold %.3f (the stricter of the two) for %.1e false accepts per attempt; expected false "
+    print("recommended threshold %.3f (the stricter of the two) for %.1e false accepts per visit; expected false "
           "rejects %.1f%%; apply with: facegate tune apply %.3f --config FILE"
           % (chosen, args.target_far, 100 * np.mean(evidence.genuine > chosen), chosen))
     return 0

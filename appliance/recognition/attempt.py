@@ -40,6 +40,8 @@ def attempt_event(kind: str, outcome: Outcome, image: np.ndarray, model_id: str,
     detail = {"reason": outcome.decision.reason, "track": track.id, "quality": outcome.result.quality.as_dict()}
     if track.liveness is not None:
         detail["liveness"] = round(track.liveness, 3)
+    if track.visit is not None:
+        detail["visit"] = dict(track.visit)
     if kind == "capture":
         detail["decided"] = "grant" if outcome.kind == GRANT else "deny"
     if not granted and match.person is not None:

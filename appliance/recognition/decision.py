@@ -4,8 +4,10 @@ How close is close follows from the risk the site accepts (`matching.false_accep
 stranger attempt) and the embedder's calibration (recognition/calibration.py), for the gallery as
 it is: with more people a stranger has more chances, so the threshold tightens. An explicit
 `matching.distance_threshold` overrides it, and is reported when it is looser than the target
-allows. An attempt fuses `fuse_frames` frames and may take up to `deny_frames`: it counts as
-ceil(deny_frames / fuse_frames) independent looks at the gallery.
+allows. The target is per visit (recognition/visits.py): an attempt fuses `fuse_frames` frames
+and takes at most `deny_frames` good ones, so it counts as ceil(deny_frames / fuse_frames)
+independent looks at the gallery, and a visit is at most `attempts_per_visit` attempts before
+the face is locked out: looks per visit = attempts_per_visit x looks per attempt (6 by default).
 """
 
 import datetime
@@ -79,10 +81,15 @@ def looks_per_attempt(config: Config) -> int:
     return max(1, math.ceil(rules.deny_frames / rules.fuse_frames))
 
 
+def looks_per_visit(config: Config) -> int:
+    """What the false-accept target is spread over: every look of every attempt a visit allows."""
+    return looks_per_attempt(config) * config.verification.attempts_per_visit
+
+
 def threshold_for(config: Config, model_id: str, template_counts: Sequence[int]) -> Threshold:
     """The door's threshold for a gallery whose people hold `template_counts` templates."""
     matching = config.matching
-    from_target = _from_target(model_id, matching.false_accept_target, looks_per_attempt(config),
+    from_target = _from_target(model_id, matching.false_accept_target, looks_per_visit(config),
                                tuple(sorted(template_counts)))
     people, templates = len(template_counts), int(sum(template_counts))
     if matching.distance_threshold > 0:
@@ -98,18 +105,18 @@ def looseness(config: Config, model_id: str, template_counts: Sequence[int], val
     """Why `value` is looser than the false-accept target allows for this gallery, with what it
     would let in; None when it is not (or no calibration can say)."""
     template_counts = [k for k in template_counts if k > 0] or [1]  # an empty gallery: its first person
-    looks = looks_per_attempt(config)
+    looks = looks_per_visit(config)
     target = config.matching.false_accept_target
     from_target = _from_target(model_id, target, looks, tuple(sorted(template_counts)))
     if from_target is None or value <= from_target + 1e-9:
         return None
     rate = _calibration(model_id).false_accept(value, list(template_counts), looks)
     people = len(template_counts)
-    return ("threshold %.3f is looser than the %.3f that the false-accept target (%.0e per attempt) allows for %d "
-            "%s: it would accept about %s of strangers' attempts as somebody (%s)"
+    return ("threshold %.3f is looser than the %.3f that the false-accept target (%.0e per visit) allows for %d "
+            "%s: it would accept about %s of strangers' visits as somebody (%s)"
             % (value, from_target, target, people, "person" if people == 1 else "people",
                "1 in %.0f" % (1 / rate) if rate < 0.5 else "%.0f%%" % (100 * rate),
-               "everyone" if rate >= 0.999 else "%.1e per attempt" % rate))
+               "everyone" if rate >= 0.999 else "%.1e per visit" % rate))
 
 
 def decide(match: Match, threshold: float, rules: MatchingConfig,

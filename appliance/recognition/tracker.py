@@ -27,13 +27,13 @@ class Track:
     good_frames: List[int] = field(default_factory=list)
     agreeing: int = 0  # consecutive good frames accepted for `candidate`
     candidate: Optional[str] = None  # person id the recent good frames agree on
-    unmatched: int = 0  # good frames without an accepted match
     decided: bool = False  # this attempt was granted or denied: one decision per attempt
     best_quality: float = 0.0
     last_reasons: List[str] = field(default_factory=list)
     identity: Optional[np.ndarray] = None  # fused embedding of the attempt (at its decision, once decided)
     live_scores: List[float] = field(default_factory=list)  # good frames' liveness, when it runs
     liveness: Optional[float] = None  # the attempt's fused live probability at its decision
+    visit: Optional[dict] = None  # at its decision: which attempt of its face's visit this was, and any lockout
 
 
 def face_width(face: Face) -> float:

@@ -1,12 +1,16 @@
 """Verification over several frames: track one face, fuse its good embeddings, decide.
 
 A grant needs `grant_frames` consecutive good frames whose fused embedding is accepted for the
-same person; a denial comes after `deny_frames` good frames without an accepted match. Frames
-that fail the quality gate are neither evidence for nor against anyone.
+same person; an attempt that has had `deny_frames` good frames without a grant is denied, so
+it never takes more looks at the gallery than the decision rule counts. Frames that fail the
+quality gate are neither evidence for nor against anyone.
 
 An attempt (a track) gets one decision. Every good frame is also compared with the attempt's
 fused embedding: a jump beyond `identity_change_distance` means someone else stepped into the
 place (the box alone cannot tell), so that attempt ends and a new one starts for the newcomer.
+Attempts that end without a grant (denied, or abandoned when the face left or was replaced)
+count towards their face's visit, which locks the face out after `attempts_per_visit`
+(recognition/visits.py).
 """
 
 import logging
@@ -19,10 +23,11 @@ from appliance.config import Config
 from appliance.door.access_rules import local_now
 from appliance.errors import ConfigError
 from appliance.recognition.decision import Decision, Threshold, decide, looseness, threshold_for
-from appliance.gallery.index import GalleryIndex
+from appliance.gallery.index import GalleryIndex, Match
 from appliance.vision.embedder import normalise
 from appliance.vision.pipeline import FacePipeline, FaceResult
 from appliance.recognition.tracker import Track, Tracker, choose_face, face_width
+from appliance.recognition.visits import Visit, Visits
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,8 @@ class Verifier:
             # never a door that believes it refuses photos and does not
             raise ConfigError("liveness is on but the face pipeline has no liveness models: build it from this config")
         self.tracker = Tracker(self.rules.track_iou, self.rules.lost_after_seconds)
+        self.visits = Visits(self.rules.attempts_per_visit, self.rules.visit_seconds,
+                             self.rules.identity_change_distance)
         self._threshold: Optional[Threshold] = None
         self._threshold_version = -1
         self._next_small_note = float("-inf")  # when "a face is in view but too small" may be said again
@@ -122,6 +129,8 @@ class Verifier:
             self._too_small(faces, captured)
         previous = self.tracker.track
         track = self.tracker.update(face, captured, frame_number)
+        if previous is not None and track is not previous:
+            self._abandoned(previous, captured)
         if track is None:
             return Outcome(LOST if previous is not None else NOTHING)
         new_track = track is not previous
@@ -138,9 +147,13 @@ class Verifier:
         result.embedding = self.pipeline.embedder.embed(result.aligned)
         if self._someone_else(track, result.embedding):
             log.info("attempt %d: a different face took the place; a new attempt starts", track.id)
+            self._abandoned(track, captured)
             track, new_track = self.tracker.restart(track.face, captured, frame_number), True
         if track.decided:  # this person had their decision; only a newcomer gets another
             return Outcome(TRACKING, track, result=result)
+        visit = self.visits.find(result.embedding, captured)
+        if self.visits.locked(visit):
+            return self._locked_out(track, visit, result, new_track, captured)
         track.embeddings.append(result.embedding)
         track.good_frames.append(track.frames[-1])
         if result.live_score is not None:
@@ -159,12 +172,44 @@ class Verifier:
                 self._grant_if_live(track, outcome)
         else:
             track.agreeing, track.candidate = 0, None
-            track.unmatched += 1
-            if track.unmatched >= self.rules.deny_frames:
-                track.decided = True
-                track.liveness = self._fused_liveness(track)
-                outcome.kind = DENY
+        if not track.decided and len(track.embeddings) >= self.rules.deny_frames:
+            # every good frame was a look at the gallery: the attempt ends at the rule's count,
+            # also when the matches came and went without `grant_frames` in a row
+            track.decided = True
+            track.liveness = self._fused_liveness(track)
+            outcome.kind = DENY
+            if decision.accepted:
+                outcome.decision = Decision(False, "unsteady: %d good frames without %d in a row for one person"
+                                            % (len(track.embeddings), self.rules.grant_frames), decision.match)
+        if outcome.kind == DENY:
+            self._visit_note(track, self.visits.ended_without_grant(track.identity, captured))
+        elif outcome.kind == GRANT:
+            self.visits.granted(track.identity, captured)
         return outcome
+
+    def _abandoned(self, track: Track, captured: float) -> None:
+        """An attempt that ended undecided (the face left, or another took its place) still had
+        its looks at the gallery: it counts towards its face's visit."""
+        if not track.decided and track.identity is not None:
+            self.visits.ended_without_grant(track.identity, captured)
+
+    def _visit_note(self, track: Track, visit: Visit) -> None:
+        track.visit = {"attempt": visit.attempts, "of": self.rules.attempts_per_visit}
+        if self.visits.locked(visit):
+            track.visit["locked_out_seconds"] = self.rules.visit_seconds
+
+    def _locked_out(self, track: Track, visit: Visit, result: FaceResult, new_track: bool,
+                    captured: float) -> Outcome:
+        """A face that used its visit's attempts: denied at once, without a look at the gallery,
+        and its lockout runs on from this attempt."""
+        track.decided = True
+        track.identity = result.embedding
+        self._visit_note(track, self.visits.ended_without_grant(result.embedding, captured))
+        decision = Decision(False, "locked out: %d attempts without a grant, each within %.0f s of the last; "
+                                   "this face may try again %.0f s after its last attempt"
+                            % (self.rules.attempts_per_visit, self.rules.visit_seconds, self.rules.visit_seconds),
+                            Match(None, float("inf"), float("inf")))
+        return Outcome(DENY, track, decision, result, new_track, result.embedding)
 
     def _fused_liveness(self, track: Track) -> Optional[float]:
         if not track.live_scores:

@@ -1,8 +1,8 @@
 """Threshold evidence in pure numpy (it runs on the board): distances, error rates, a recommendation.
 
 A false accept at the door happens when a stranger comes closer than the threshold to *any*
-of the N enrolled people, so a target per attempt becomes a stricter target per comparison:
-1 - (1 - target) ** (1 / N). A recommendation needs enough impostor comparisons to see that
+of the N enrolled people at any of the looks a visit allows, so a target per visit becomes a
+stricter target per comparison: 1 - (1 - target) ** (1 / chances), chances = N x looks. A recommendation needs enough impostor comparisons to see that
 rate (the rule of three: at least 3 / rate of them); with fewer, the tools say what is missing.
 """
 
@@ -81,8 +81,8 @@ def rates(evidence: Evidence, thresholds: Sequence[float]) -> List[Tuple[float, 
     return rows
 
 
-def per_comparison_rate(target_per_attempt: float, gallery_people: int) -> float:
-    return 1.0 - (1.0 - target_per_attempt) ** (1.0 / max(1, gallery_people))
+def per_comparison_rate(target_per_visit: float, chances: int) -> float:
+    return 1.0 - (1.0 - target_per_visit) ** (1.0 / max(1, chances))
 
 
 @dataclass
@@ -93,8 +93,9 @@ class Recommendation:
     missing: List[str]  # what evidence is lacking, when threshold is None
 
 
-def recommend(evidence: Evidence, target_far: float, gallery_people: int = 1) -> Recommendation:
-    rate = per_comparison_rate(target_far, gallery_people)
+def recommend(evidence: Evidence, target_far: float, chances: int = 1) -> Recommendation:
+    """`chances`: comparisons one stranger's visit makes (people x looks per visit)."""
+    rate = per_comparison_rate(target_far, chances)
     missing = []
     if evidence.impostor.size < 3.0 / rate:
         missing.append("%d impostor comparisons; a false-accept rate of %.1e per comparison needs at "
