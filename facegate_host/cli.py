@@ -136,8 +136,8 @@ def register_identification(commands) -> None:
     parser.add_argument("--k", type=int, nargs="+", default=[1, 2, 3], help="photos enrolled per person")
     parser.add_argument("--min-photos", type=int, default=5, help="people with this many are enrolled")
     parser.add_argument("--far", type=float, default=1e-3, help="target false-accept rate per probe")
-    parser.add_argument("--frames", type=int, default=4,
-                        help="frames per attempt for the door's rule on sequences (0: photos only)")
+    parser.add_argument("--no-visits", action="store_true",
+                        help="skip replaying the door's verifier per visit (it records 10 frames per photo once)")
     parser.add_argument("--cache", help="a folder to keep embeddings in for the next evaluation")
     parser.add_argument("--json", dest="json_out", help="write the full result as JSON here")
     add_config_options(parser)
@@ -151,7 +151,7 @@ def run_identification(args) -> int:
 
     if args.min_photos <= max(args.k):
         raise FaceGateError("--min-photos must exceed the largest k so every person keeps a probe")
-    from facegate_host.eval import calibrate, door_rule
+    from facegate_host.eval import calibrate, door_rule, visits
 
     config = load_config(args)
     pipeline = FacePipeline.from_config(config)
@@ -166,19 +166,19 @@ def run_identification(args) -> int:
         single = calibrate.cached_embeddings(pipeline, folder, names, cache and cache / ("%s.npz" % model_id),
                                              _progress)
         result = identification.run(pipeline, folder, args.k, args.min_photos, args.far, _progress, single)
-        sequences = None
-        if args.frames > 1:
-            sequences = door_rule.sequence_embeddings(
-                pipeline, folder, names, args.frames, cache and cache / ("%s-seq%d.npz" % (model_id, args.frames)),
-                _progress)
-        result["door_rule"] = door_rule.run(config, model_id, single, sequences, people, ks=args.k,
-                                            min_photos=args.min_photos)
-        result["door_rule_frames"] = args.frames
+        result["door_rule"] = door_rule.run(config, model_id, single, people, ks=args.k, min_photos=args.min_photos)
+        if not args.no_visits:
+            recorded = visits.record(pipeline, config, folder, names,
+                                     cache and cache / ("%s-visits.npz" % model_id), _progress)
+            result["visits"] = visits.run(config, model_id, recorded, people, ks=args.k, min_photos=args.min_photos)
     finally:
         pipeline.close()
     if args.json_out:
         lfw.write_json(result, Path(args.json_out))
-    print("\n".join(identification.summary(result) + door_rule.summary(result["door_rule"])))
+    lines = identification.summary(result) + door_rule.summary(result["door_rule"])
+    if "visits" in result:
+        lines += visits.summary(result["visits"], config)
+    print("\n".join(lines))
     return 0
 
 
@@ -188,6 +188,10 @@ def register_calibration(commands) -> None:
     _people_folder(parser)
     parser.add_argument("--cache", help="keep the embeddings in this .npz file for the next evaluation")
     parser.add_argument("--out-dir", help="where the calibration JSON goes (default: the package's own)")
+    parser.add_argument("--validate", type=int, default=0, metavar="SPLITS",
+                        help="instead of writing a calibration, check its bound on people it was not measured on: "
+                             "this many random halves of the people, calibrated on one, measured on the other")
+    parser.add_argument("--json", dest="json_out", help="--validate: write the figures as JSON here")
     add_config_options(parser)
     parser.set_defaults(handler=run_calibration)
 
@@ -201,20 +205,46 @@ def run_calibration(args) -> int:
 
     config = load_config(args)
     pipeline = FacePipeline.from_config(config)
+    cache = Path(args.cache) if args.cache else None
     try:
-        distances = calibrate.run(pipeline, Path(args.images), Path(args.cache) if args.cache else None, _progress)
+        if args.validate:
+            return _validate_calibration(args, config, pipeline, cache)
+        pairs, people = calibrate.run(pipeline, Path(args.images), cache, _progress)
+        embedder = pipeline.embedder.runner.path.name
     finally:
         pipeline.close()
     protocol = ("%s: every image of every other person against each person enrolled with their first k "
-                "photos (nearest template), detector %s at %d, flip %s; measured %s"
+                "photos (nearest template), detector %s at %d, embedder %s, flip %s; pairs under %.2f (one photo "
+                "under two names) left out; measured %s"
                 % (Path(args.images).resolve().parent.name, config.models.detector, config.detector.input_size,
-                   config.embedder.flip, datetime.date.today().isoformat()))
+                   embedder, config.embedder.flip, calibrate.SAME_IMAGE, datetime.date.today().isoformat()))
+    protocol += "; bound: 95th percentile over 200 resamplings of the people"
     folder = Path(args.out_dir) if args.out_dir else calibration.FOLDER
-    path = calibration.save(pipeline.embedder.model_id, distances, protocol, folder)
-    for k, values in sorted(distances.items()):
+    path = calibration.save(calibrate.measure(pipeline.embedder.model_id, pairs, people, protocol), folder)
+    for k, (values, _, _) in sorted(pairs.items()):
         print("k=%d: %d stranger distances, 1st percentile %.3f, smallest %.3f"
               % (k, values.size, float(np.percentile(values, 1)), float(values.min())))
     print("wrote %s" % path)
+    return 0
+
+
+def _validate_calibration(args, config, pipeline, cache) -> int:
+    from pathlib import Path
+
+    from appliance.recognition.decision import looks_per_visit
+    from facegate_host.eval import calibrate, identification
+
+    folder = Path(args.images)
+    people = identification.list_people(folder)
+    names = [photo for photos in people.values() for photo in photos]
+    vectors = calibrate.cached_embeddings(pipeline, folder, names, cache, _progress)
+    target, looks = config.matching.false_accept_target, looks_per_visit(config)
+    rows = calibrate.validate(vectors, people, target, looks, splits=args.validate)
+    print("the bound at the threshold for a target of %.0e per visit (%d looks), %d random halves of %d people: "
+          "calibrated on one half, measured on the other" % (target, looks, args.validate, len(people)))
+    print("\n".join(calibrate.validation_summary(rows)))
+    if args.json_out:
+        lfw.write_json({"target": target, "looks": looks, "rows": rows}, Path(args.json_out))
     return 0
 
 

@@ -34,9 +34,10 @@ def test_a_visit_continues_for_the_same_face_within_its_window_and_memory_is_bou
         assert visits.ended_without_grant(face if attempt != 2 else nearby, now).attempts == attempt
     assert visits.locked(visits.find(face, 100.0)) and visits.find(other, 100.0) is None
     assert visits.find(face, 141.0) is None  # a minute away: a new visit
-    visits.ended_without_grant(other, 200.0)
-    visits.granted(other, 201.0)  # a grant ends that face's visit
-    assert visits.find(other, 202.0) is None
+    visits.ended_without_grant(face, 200.0)
+    visits.ended_without_grant(other, 200.5)
+    visits.granted(other, 201.0)  # a grant ends that face's visit, and no other
+    assert visits.find(other, 202.0) is None and visits.find(face, 202.0).attempts == 1
     for number in range(MAX_FACES + 50):  # a crowd of strangers
         visits.ended_without_grant(unit(rng), 300.0 + number * 0.01)
     assert len(visits) == MAX_FACES

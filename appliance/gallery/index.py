@@ -44,10 +44,20 @@ def _build(store: GalleryStore) -> _Snapshot:
 
 
 class GalleryIndex:
-    def __init__(self, store: GalleryStore) -> None:
+    def __init__(self, store: Optional[GalleryStore]) -> None:
         self.store = store
-        self._snapshot = _build(store)
+        self._snapshot = _build(store) if store is not None else _Snapshot(0, [], np.zeros(0, np.int64),
+                                                                           np.zeros((0, 0), np.float32), AccessRules())
         self._rebuild_lock = threading.Lock()
+
+    @classmethod
+    def fixed(cls, people: List[Person], owners: np.ndarray, matrix: np.ndarray) -> "GalleryIndex":
+        """An index over given templates that never changes (evaluations replay the door on it);
+        `owners[i]` is the index in `people` of row i, rows grouped by person."""
+        index = cls(None)
+        starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+        index._snapshot = _Snapshot(0, list(people), starts, np.ascontiguousarray(matrix, np.float32), AccessRules())
+        return index
 
     @property
     def version(self) -> int:
@@ -69,7 +79,7 @@ class GalleryIndex:
 
     def refresh(self) -> bool:
         """Rebuild if the gallery changed since the snapshot; True when a new one was swapped in."""
-        if self.store.version == self._snapshot.version:
+        if self.store is None or self.store.version == self._snapshot.version:
             return False
         with self._rebuild_lock:  # only one rebuild at a time; searches never take this lock
             if self.store.version == self._snapshot.version:

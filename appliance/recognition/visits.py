@@ -22,7 +22,7 @@ import numpy as np
 MAX_FACES = 256
 
 
-@dataclass
+@dataclass(eq=False)  # one face's visit is itself alone (and arrays do not compare as one truth value)
 class Visit:
     identity: np.ndarray  # the face's embedding at its latest attempt
     attempts: int  # attempts that ended without a grant
