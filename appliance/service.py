@@ -231,6 +231,9 @@ def build_service(config: Config, pipeline=None, use_relay: bool = True) -> Serv
         index = GalleryIndex(store)
         if not len(index):
             log.warning("the gallery %s is empty: nobody will be granted", config.gallery.path)
+        if not config.liveness.enabled:
+            log.warning("liveness is OFF (liveness.enabled = false): a photo or a screen showing an enrolled "
+                        "person will be let in")
         camera = config.camera
         reader = LatestFrameReader(camera.source, camera.realtime, camera.loop, camera.folder_fps,
                                    camera.reconnect_max_seconds,

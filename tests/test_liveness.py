@@ -123,3 +123,16 @@ def test_the_rv1126s_cpu_backend_scores_liveness_as_the_host_does():
         built.close()
     assert scores["opencv"] == pytest.approx(scores["onnxruntime"], abs=1e-4)
     assert min(scores["opencv"][:2]) > 0.5 > max(scores["opencv"][2:])  # live frames, then the photo's
+
+
+def test_a_door_with_liveness_turned_off_says_so_at_start(tmp_path, pipeline, emulator, caplog):
+    import logging
+
+    clip = video(tmp_path / "door.mp4", frames_of("live")[:2])
+    for enabled in (False, True):
+        caplog.clear()
+        config = door_config(tmp_path, tmp_path / "g.db", clip, emulator.path, liveness={"enabled": enabled})
+        with caplog.at_level(logging.WARNING, logger="appliance.service"):
+            build_service(config, pipeline=pipeline).run()
+        said = any("liveness is OFF" in r.getMessage() for r in caplog.records)
+        assert said is not enabled
