@@ -10,7 +10,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from conftest import LFW, MODELS, ROOT, SEED, run_cli
+from conftest import LFW, MODELS, ROOT, SEED, SHARED, run_cli
 
 pytestmark = pytest.mark.board
 TARGET = "rv1126b"
@@ -114,7 +114,8 @@ def test_identify_on_the_simulator_names_the_same_people_as_onnx_runtime(npu_mod
 def test_the_quantisation_check_writes_its_table_and_figures(npu_models, tmp_path):
     figures = tmp_path / "check.json"
     result = subprocess.run([str(ROOT / "tools" / "convert-rknn"), "--target", TARGET, "--models", str(npu_models),
-                             "--detector-dtypes", "i8,fp16", "--embedder-dtypes", "i8,fp16", "--check", "--folds", "1",
+                             "--detector-dtypes", "i8,fp16", "--embedder-dtypes", "i8,fp16", "--liveness-dtypes", "fp16,i8",
+                             "--nuaa", str(SHARED / "data" / "nuaa-dev"), "--check", "--folds", "1",
                              "--calibration-count", "40", "--lfw", str(LFW), "--json", str(figures)],
                             env=dict(os.environ, RKNN_PYTHON=sys.executable), capture_output=True, text=True,
                             timeout=1800, cwd=ROOT)
@@ -127,6 +128,13 @@ def test_the_quantisation_check_writes_its_table_and_figures(npu_models, tmp_pat
     assert abs(embedder["fp16"]["lfw_accuracy"] - embedder["float"]["lfw_accuracy"]) < 0.01
     assert detector["fp16"]["faces"] > 150 and detector["fp16"]["found"] > 0.99
     assert detector["fp16"]["landmark_error_mean"] < detector["i8"]["landmark_error_mean"] < 0.1
+    # the liveness pair: fp16 gives the door the same decisions, 8 bits moves some scores
+    liveness = report["liveness"]
+    assert liveness["fp16"]["frames"] > 300 and liveness["fp16"]["score_difference_max"] < 0.01
+    assert liveness["fp16"]["frames_changing_side"] == 0
+    assert liveness["fp16"]["apcer"] == liveness["float"]["apcer"] and liveness["fp16"]["bpcer"] == liveness["float"]["bpcer"]
+    assert liveness["fp16"]["score_difference_mean"] < liveness["i8"]["score_difference_mean"] < 0.05
+    assert "liveness    score moved" in result.stdout
     assert [row["detector"] for row in report["pipeline"]] == ["fp16"]
     assert abs(report["pipeline"][0]["lfw_accuracy"] - embedder["float"]["lfw_accuracy"]) < 0.01
 

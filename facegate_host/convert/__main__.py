@@ -1,4 +1,4 @@
-"""tools/convert-rknn: convert the detector and embedder to RKNN and, with --check, measure them."""
+"""tools/convert-rknn: convert the detector, embedder and liveness pair to RKNN and, with --check, measure them."""
 
 import argparse
 import json
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from appliance.config import load
-from facegate_host.convert import toolkit
+from facegate_host.convert import liveness_check, toolkit
 from facegate_host.convert.calibration import IMAGE_SUFFIXES, aligned_crops, calibration_images, detector_frames, pair_images
 from facegate_host.convert.check import (check_detector, check_embedder, check_pipeline, reference_pipeline,
                                       table)
@@ -28,6 +28,10 @@ def parse_args(argv):
     parser.add_argument("--detector-dtypes", default="fp16",
                         help="comma-separated, of: %s (default fp16)" % ", ".join(DTYPES))
     parser.add_argument("--embedder-dtypes", default="fp16", help="comma-separated (default fp16)")
+    parser.add_argument("--liveness-dtypes", default="",
+                        help="comma-separated dtypes for the MiniFASNet pair (default: none)")
+    parser.add_argument("--nuaa", type=Path, default=Path("../shared/data/nuaa-dev"),
+                        help="nuaa-dev folder: the liveness check's live and printed-photo frames")
     parser.add_argument("--lfw", type=Path, default=Path("../shared/data/lfw-dev"),
                         help="LFW-dev folder: calibration from the images no pair uses, the check on the pairs")
     parser.add_argument("--calibration-images", type=Path,
@@ -59,7 +63,8 @@ def run(args) -> int:
     models = args.models or models_dir(config.models.dir or None)
     detector_dtypes = [d for d in args.detector_dtypes.split(",") if d]
     embedder_dtypes = [d for d in args.embedder_dtypes.split(",") if d]
-    for dtype in detector_dtypes + embedder_dtypes:
+    liveness_dtypes = [d for d in args.liveness_dtypes.split(",") if d]
+    for dtype in detector_dtypes + embedder_dtypes + liveness_dtypes:
         toolkit_dtype(args.target, dtype)  # refuses a dtype the target's toolkit lacks, before any work
     if toolkit.installed_toolkit() != toolkit_for(args.target):
         raise FaceGateError("target %s needs Rockchip's %s; this environment has %s (rv1126 and rv1109 "
@@ -80,6 +85,8 @@ def run(args) -> int:
         for dtype in embedder_dtypes:
             print(convert(reference.embedder.runner.spec, models, args.target, dtype, crops))
         reference.close()
+        if liveness_dtypes:
+            _convert_liveness(config, models, args.target, liveness_dtypes, calibration)
         return 0
     probes = sorted(p for p in args.check_images.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
         if args.check_images.is_dir() else []
@@ -105,10 +112,28 @@ def run(args) -> int:
             continue
         report["pipeline"].append(check_pipeline(config, models, args.target, detector_dtype, embedder_dtype,
                                                  args.detector_size, args.lfw, args.folds))
+    lines = table(report)
+    if liveness_dtypes:
+        report["liveness"] = liveness_check.check_liveness(config, models, args.target, liveness_dtypes, calibration,
+                                                           args.nuaa)
+        lines += [""] + liveness_check.table(report["liveness"], config.liveness.threshold)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print("\n".join(table(report)))
+    print("\n".join(lines))
     print("\nfigures written to %s" % args.json)
     return 0
+
+
+def _convert_liveness(config, models: Path, target: str, dtypes, calibration) -> None:
+    pipeline = liveness_check.float_pipeline(config)
+    try:
+        for runner in pipeline.liveness.runners:
+            spec = runner.spec
+            crops = liveness_check.calibration_crops(pipeline, calibration, float(spec.extra["crop_scale"]),
+                                                     spec.input.size)
+            for dtype in dtypes:
+                print(convert(spec, models, target, dtype, crops))
+    finally:
+        pipeline.close()
 
 
 if __name__ == "__main__":
