@@ -5,10 +5,11 @@ that names the key and the file; the same declarations print the documented defa
 (`facegate config --defaults`).
 """
 
+import os
 import sys
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from appliance.errors import ConfigError
 
@@ -186,6 +187,21 @@ class DoorConfig:
     watchdog_device: str = setting("", "hardware watchdog to feed while healthy, e.g. /dev/watchdog (empty: off)")
     time_zone: str = setting("", "the site's time zone for always_open, schedules and access groups, e.g. "
                                  "Europe/Berlin (empty: this machine's)")
+    mode: str = setting("relay", "what a grant does: relay (open the door), reader (send the person's card to the "
+                                 "access panel, which opens it; the relay stays locked) or relay_and_reader",
+                        choices=("relay", "reader", "relay_and_reader"))
+
+
+@dataclass(frozen=True)
+class PanelConfig:
+    protocol: str = setting("", "the building's access panel this door reports to as a reader (door.mode): osdp, "
+                                "or empty for none", choices=("", "osdp"))
+    port: str = setting("", "osdp: serial port of the RS-485 adapter, e.g. /dev/ttyUSB1")
+    baudrate: int = setting(9600, "osdp: line speed, as the panel is set", 9600, 230400)
+    address: int = setting(0, "osdp: this reader's address on the bus, as the panel is set", 0, 126)
+    scbk_file: str = setting("", "osdp: file holding the secure channel key (32 hex digits), from the panel")
+    wiegand_bits: int = setting(26, "the card format reported: Wiegand 26 (8-bit facility, 16-bit number) or 34 "
+                                    "(16 and 16)", choices=(26, 34))
 
 
 @dataclass(frozen=True)
@@ -289,6 +305,7 @@ class Config:
     verification: VerificationConfig = field(default_factory=VerificationConfig)
     door: DoorConfig = field(default_factory=DoorConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
+    panel: PanelConfig = field(default_factory=PanelConfig)
     inputs: InputsConfig = field(default_factory=InputsConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
@@ -523,8 +540,26 @@ def validate(config: Config, source: str = "<config>", relay: bool = True) -> No
         problems.append("camera.source %s does not exist (a video file; a camera is /dev/videoN, a stream "
                         "rtsp://...)" % config.camera.source)
     problems.extend(mqtt_problems(config.mqtt))
+    problems.extend(panel_problems(config))
     if problems:
         raise ConfigError("%s: %s" % (source, "; ".join(problems)))
+
+
+def panel_problems(config: Config) -> List[str]:
+    """A reader with nowhere to report to, or a panel without its secure channel key."""
+    panel, problems = config.panel, []
+    if config.door.mode != "relay" and not panel.protocol:
+        problems.append("door.mode %s sends a granted person's card to an access panel: set panel.protocol "
+                        "(osdp) and its port" % config.door.mode)
+    if panel.protocol == "osdp":
+        if not panel.port:
+            problems.append("panel.protocol osdp needs panel.port, the RS-485 adapter (e.g. /dev/ttyUSB1)")
+        if not panel.scbk_file:
+            problems.append("panel.protocol osdp needs panel.scbk_file, the panel's secure channel key (a card read "
+                            "sent in the clear can be replayed by anyone on the wire)")
+        elif not Path(os.path.expanduser(panel.scbk_file)).is_file():
+            problems.append("panel.scbk_file %s does not exist" % panel.scbk_file)
+    return problems
 
 
 def mqtt_problems(mqtt: "MqttConfig") -> list:

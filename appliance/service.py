@@ -28,7 +28,7 @@ from appliance.recognition.attempt import attempt_event
 from appliance.recognition.verification import DENY, GRANT, LOST, NOTHING, Outcome, Verifier
 from appliance.door.watchdog import Watchdog
 from appliance.gallery.index import GalleryIndex
-from appliance.errors import GalleryError
+from appliance.errors import ConfigError, FaceGateError, GalleryError
 from appliance.gallery.store import GalleryStore
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ class Service:
         self.lost_threads = lost_threads or LostThreads(controller)
         self.failure: Optional[str] = None  # why the service stopped on its own, if it did
         self.owned = []  # audit, gallery, pipeline: closed after the door is locked
+        self.panel = None  # the access panel a reader reports grants to (door.mode)
         self.agent = None  # the MQTT side, when enabled
         self.stop_event = threading.Event()
         # (seconds, callback): called once the door loop has run that long (an update's proof)
@@ -128,6 +129,7 @@ class Service:
                 if now >= self._next_refresh:
                     self._next_refresh = now + 1.0
                     self._refresh_gallery()
+                    self._check_panel()
                 if frame is None:
                     if self.reader.ended:
                         break
@@ -185,8 +187,33 @@ class Service:
 
     def _grant(self, outcome: Outcome, frame: Frame) -> None:
         event = self._event("grant", outcome, frame)
+        person = outcome.decision.match.person
+        if person.card:
+            event.detail["card"] = "%d:%d" % person.card
+        if self.panel is not None:  # recorded before it is sent
+            event.detail["panel"] = ("card %d:%d" % person.card if person.card
+                                     else "nothing sent: %s has no card ('facegate people card')" % person.name)
         if self.controller.grant_person(event, outcome.track.first_captured):
             self.counters.decisions["grant"] += 1
+            if self.panel is not None and person.card:
+                self._tell_panel(*person.card)
+
+    def _tell_panel(self, facility: int, number: int) -> None:
+        """A reader's grant: the card goes to the access panel. A panel that cannot be told is a
+        fault (the door it drives stays locked), cleared once its secure channel is up again."""
+        try:
+            log.info("panel: sent %s", self.panel.send(facility, number))
+        except FaceGateError as err:
+            self.controller.report_fault("panel", str(err))
+
+    def _check_panel(self) -> None:
+        if self.panel is None:
+            return
+        if self.panel.secure:
+            self.controller.clear_fault("panel")
+        elif "panel" not in self.controller.faults:
+            self.controller.report_fault("panel", "the access panel has no secure channel with this reader (check "
+                                                  "panel.port, its address, baud rate and SCBK)")
 
     def _deny(self, outcome: Outcome, frame: Frame) -> None:
         event = self._event("deny", outcome, frame)
@@ -212,7 +239,8 @@ def build_service(config: Config, pipeline=None, use_relay: bool = True) -> Serv
     any error while the rest starts."""
     from appliance.vision.pipeline import FacePipeline
 
-    relay = Relay.from_config(config.relay) if use_relay else NoRelay()
+    # a reader's grant goes to the access panel, which drives the lock: the relay is not this door's
+    relay = Relay.from_config(config.relay) if use_relay and config.door.mode != "reader" else NoRelay()
     parts = []
     reader = None
     try:
@@ -252,6 +280,15 @@ def build_service(config: Config, pipeline=None, use_relay: bool = True) -> Serv
             if config.door.watchdog_device or notify_socket else None
         verifier = Verifier(config, pipeline, index)
         verifier.threshold  # noqa: B018 - computed and logged now: without a calibration, refused at start
+        panel = None
+        if config.door.mode != "relay":
+            from appliance.config import panel_problems
+            from appliance.panel import osdp
+
+            if panel_problems(config):
+                raise ConfigError("; ".join(panel_problems(config)))
+            panel = osdp.from_config(config.panel)
+            parts.append(panel)
         agent = None
         if config.mqtt.enabled:
             from appliance.mqtt.device import DeviceAgent
@@ -268,6 +305,7 @@ def build_service(config: Config, pipeline=None, use_relay: bool = True) -> Serv
     service = Service(config, verifier, controller, reader, inputs, watchdog, lost_threads)
     service.owned = list(reversed(parts))  # a pipeline passed in belongs to the caller
     service.agent = agent
+    service.panel = panel
     inputs.start()
     if agent is not None:
         agent.start()

@@ -4,7 +4,7 @@ installed with install.sh, the door started by the board's init script on a loop
 the relay on a pseudo-terminal, and `facegate update` run through the installed launcher.
 
 The versions are this checkout's code with only its version changed, plus two changed on purpose:
-one whose gallery migration adds a column (an additive schema 4, readable by schema 3), and one
+one whose gallery migration adds a column (an additive schema one on, readable by this one), and one
 whose door fails as it starts. No part is faked; a power cut is SIGKILL of every process of the
 update and of the door, which leaves the page cache to the kernel (a real cut may lose writes
 that were not synced, which is why every switch is fsynced before it counts).
@@ -30,24 +30,26 @@ from test_service import PROBES, make_clip
 from test_service import gallery_path  # noqa: F401 (fixture: the seed gallery, enrolled once)
 
 from appliance.config import from_dict
+from appliance.gallery import store as store_schema
 from facegate_host.bundle import build_appliance_wheel, copy_installer, finish, onnx_models, record_selftest
 from facegate_host.emulator import RelayEmulator
 
 GOOD = ("9.1.0", "9.2.0", "9.3.0")
-MIGRATES = "9.2.0"  # adds a column to the gallery (schema 4, readable by 3)
+MIGRATES = "9.2.0"  # adds a column to the gallery (one schema on, readable by this one)
 BROKEN = "9.4.0"  # its door fails as it starts; its self-test passes
 KILLS = int(os.environ.get("FACEGATE_UPDATE_KILLS", "20"))
 
 SCHEMA_4 = '''
 
-def _migrate_to_4(db):
+def _migrate_to_next(db):
     db.execute("ALTER TABLE people ADD COLUMN badge TEXT")
 
 
-MIGRATIONS[4] = _migrate_to_4
-READABLE_BY[4] = 3  # only adds: schema 3's code can still use it
-SCHEMA_VERSION = 4
+MIGRATIONS[SCHEMA_VERSION + 1] = _migrate_to_next
+READABLE_BY[SCHEMA_VERSION + 1] = SCHEMA_VERSION  # only adds: this schema's code can still use it
+SCHEMA_VERSION += 1
 '''
+NOW = store_schema.SCHEMA_VERSION  # the gallery schema of this code; MIGRATES moves it one on
 BREAK_THE_DOOR = '''
 
 def _serve(args):
@@ -221,9 +223,9 @@ def test_an_update_is_tested_switched_and_left_again_when_its_door_fails(tmp_pat
         assert device.state()["state"] == "confirmed" and not (device.lib / "trial").exists()
         assert grants_after(emulator, moment)
         gallery = device.root / "userdata" / "facegate" / "gallery.db"
-        assert schema_of(gallery) == 4  # the new version migrated the gallery
+        assert schema_of(gallery) == NOW + 1  # the new version migrated the gallery
         assert (device.lib / "backups" / first / "gallery.db").is_file()  # as the old version left it
-        assert schema_of(device.lib / "backups" / first / "gallery.db") == 3
+        assert schema_of(device.lib / "backups" / first / "gallery.db") == NOW
 
         # an update whose door fails: the updater goes back by itself, and the old door runs again
         moment = time.monotonic()
@@ -236,11 +238,11 @@ def test_an_update_is_tested_switched_and_left_again_when_its_door_fails(tmp_pat
         assert state["state"] == "rolled_back" and state["version"].startswith(BROKEN)
         assert grants_after(emulator, moment)
 
-        # by hand, back to the first version: it opens the gallery schema 4 left (additions only)
+        # by hand, back to the first version: it opens the gallery the newer schema left (additions only)
         moment = time.monotonic()
         back = device.update("--rollback")
         assert back.returncode == 0 and first in back.stdout, back.stdout + back.stderr
-        assert device.running_version() == first and schema_of(gallery) == 4
+        assert device.running_version() == first and schema_of(gallery) == NOW + 1
         assert grants_after(emulator, moment)
 
         # a bundle that is not whole is refused before anything moves

@@ -87,6 +87,11 @@ def register(commands) -> None:
     sub.add_argument("who", help="name or person id")
     sub.add_argument("groups", nargs="*")
     sub.set_defaults(handler=_access_change, verb="person_groups")
+    sub = verb("person-card", "give a person their access card for a building's panel, or take it (--clear)")
+    sub.add_argument("who", help="name or person id")
+    sub.add_argument("card", nargs="?", help="FACILITY:NUMBER or NUMBER")
+    sub.add_argument("--clear", action="store_true", help="take the person's card away")
+    sub.set_defaults(handler=_access_change, verb="person_card")
     verb("list", "list people: the site gallery, or what one --door holds").set_defaults(handler=_list)
     sub = verb("status", "each door: online or offline since when, last seen, threshold, gallery", door=False)
     sub.add_argument("--json", action="store_true")
@@ -364,6 +369,10 @@ def _access_change(args) -> int:
 
     if args.verb == "person_groups":
         fields = {"person_id": args.who, "groups": args.groups}
+    elif args.verb == "person_card":
+        if args.clear == bool(args.card):
+            raise FaceGateError("'admin person-card WHO' needs a card (FACILITY:NUMBER) or --clear")
+        fields = {"person_id": args.who, "card": args.card}
     else:
         fields = fields_of(args)
     session = AdminSession(args)
@@ -372,7 +381,7 @@ def _access_change(args) -> int:
             return session.send(args.verb, fields)
         site = session.site_gallery()
         try:
-            if args.verb == "person_groups":
+            if args.verb in ("person_groups", "person_card"):
                 fields["person_id"] = commands.get(site.store, args.who).id
             number = site.record(args.verb, fields, lambda: commands.access_change(site.store, args.verb, fields))
             print("site change %d: %s %s" % (number, args.verb.replace("_", " "),

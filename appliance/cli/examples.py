@@ -18,7 +18,8 @@ EXAMPLES = {
                "facegate enroll --from-dir people/   # one folder per person, named after them"],
     "people": ["facegate people list", "facegate people show Ada", "facegate people disable Ada",
                "facegate people remove Ada --yes", "facegate people groups Ada staff   # Ada: the staff doors, in "
-                                                   "office hours"],
+                                                   "office hours",
+               "facegate people card Ada 7:12345   # facility 7, card 12345: what a reader door sends its panel"],
     "gallery": ["facegate gallery info", "facegate gallery export backup.json",
                 "facegate gallery import backup.json --gallery new.db"],
     "identify": ["facegate identify group.jpg --out named.jpg", "facegate identify --video entrance.mp4"],
@@ -71,6 +72,8 @@ EXAMPLES = {
     "admin group-set": ["facegate admin group-set staff --doors front,back --schedule office --config admin.toml"],
     "admin group-remove": ["facegate admin group-remove staff --config admin.toml"],
     "admin person-groups": ["facegate admin person-groups Ada staff --config admin.toml"],
+    "admin person-card": ["facegate admin person-card Ada 7:12345 --config admin.toml",
+                          "facegate admin person-card Ada --clear --config admin.toml"],
     "admin list": ["facegate admin list --config admin.toml", "facegate admin list --door front --config admin.toml"],
     "admin status": ["facegate admin status --config admin.toml", "facegate admin status --json --config admin.toml"],
     "admin sync": ["facegate admin sync --config admin.toml", "facegate admin sync --door front --config admin.toml"],

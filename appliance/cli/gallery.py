@@ -22,10 +22,11 @@ def register(commands) -> None:
     enroll.set_defaults(handler=run_enroll)
 
     people = commands.add_parser("people", help="list, show, remove, disable or enable people")
-    people.add_argument("action", choices=["list", "show", "remove", "disable", "enable", "groups"])
+    people.add_argument("action", choices=["list", "show", "remove", "disable", "enable", "groups", "card"])
     people.add_argument("person", nargs="?", help="name or id (all but list)")
     people.add_argument("groups", nargs="*", help="with groups: every access group the person is in (none: every "
-                                                  "door, any time)")
+                                                  "door, any time); with card: FACILITY:NUMBER or NUMBER")
+    people.add_argument("--clear", action="store_true", help="with card: take the person's card away")
     people.add_argument("--yes", action="store_true", help="remove without asking (asked only at a terminal)")
     add_config_options(people)
     add_gallery_option(people)
@@ -102,8 +103,9 @@ def run_people(args) -> int:
         if args.action == "list":
             people = store.people()
             for person in people:
-                print("%s %s %s %s" % (pad(person.id, 28), pad(person.name, 28), plural(person.templates, "template"),
-                                                        "" if person.enabled else "(disabled)"))
+                print("%s %s %s %s%s" % (pad(person.id, 28), pad(person.name, 28), plural(person.templates, "template"),
+                                         "card %d:%d " % person.card if person.card else "",
+                                         "" if person.enabled else "(disabled)"))
             counts = [person.templates for person in people if person.templates]
             if store.model_id:
                 from appliance.recognition.decision import threshold_for
@@ -121,6 +123,15 @@ def run_people(args) -> int:
                         "templates"):
                 print("%-12s %s" % (key, getattr(person, key)))
             print("%-12s %s" % ("groups", ", ".join(person.groups) or "none: every door, any time"))
+            print("%-12s %s" % ("card", "%d:%d" % person.card if person.card else "none"))
+        elif args.action == "card":
+            if args.clear == bool(args.groups) or len(args.groups) > 1:
+                raise FaceGateError("'people card WHO' needs one card (FACILITY:NUMBER or NUMBER) or --clear")
+            result = commands.access_change(store, "person_card", {"person_id": args.person,
+                                                                   "card": args.groups[0] if args.groups else None})
+            person = commands.get(store, result["person_id"])
+            record_change(config, "person_card", person, card=result["card"])
+            print("%s: %s" % (person.name, "card %d:%d" % person.card if person.card else "no card"))
         elif args.action == "groups":
             result = commands.access_change(store, "person_groups", {"person_id": args.person, "groups": args.groups})
             person = commands.get(store, result["person_id"])

@@ -17,20 +17,21 @@ class NotEnrolled(GalleryError):
 
 
 # who may use which door when: each a change like an enrolment (numbered site-wide, synced, audited)
-ACCESS_VERBS = ("schedule_set", "schedule_remove", "group_set", "group_remove", "person_groups")
+ACCESS_VERBS = ("schedule_set", "schedule_remove", "group_set", "group_remove", "person_groups", "person_card")
 
 
 def summary(person: Person) -> Dict[str, Any]:
     """A person as the MQTT replies and `--json` outputs show them."""
     return {"person_id": person.id, "name": person.name, "enabled": person.enabled,
             "templates": person.templates, "valid_from": person.valid_from,
-            "valid_until": person.valid_until, "note": person.note, "groups": list(person.groups)}
+            "valid_until": person.valid_until, "note": person.note, "groups": list(person.groups),
+            "card": "%d:%d" % person.card if person.card else None}
 
 
 def access_change(store: GalleryStore, verb: str, fields: Dict[str, Any], missing_ok: bool = False) -> Dict[str, Any]:
     """One change to the access rules, from checked fields: name, periods, holidays (schedule_set);
     name (schedule_remove, group_remove); name, doors, schedule (group_set); person_id and groups
-    (person_groups). With `missing_ok` (a numbered site change) a person this gallery does not
+    (person_groups); person_id and card, "FACILITY:NUMBER" or None to take it (person_card). With `missing_ok` (a numbered site change) a person this gallery does not
     hold is no error."""
     if verb == "schedule_set":
         store.set_schedule(fields["name"], fields["periods"], fields.get("holidays") or "")
@@ -44,14 +45,23 @@ def access_change(store: GalleryStore, verb: str, fields: Dict[str, Any], missin
     if verb == "group_remove":
         store.remove_group(fields["name"])
         return {"group": fields["name"], "removed": True}
-    if verb == "person_groups":
+    if verb in ("person_groups", "person_card"):
         try:
             person = get(store, fields["person_id"])
         except NotEnrolled:
             if missing_ok:
                 return {"person_id": fields["person_id"], "note": "not enrolled here"}
             raise
-        return summary(store.set_person_groups(person.id, fields["groups"]))
+        if verb == "person_groups":
+            return summary(store.set_person_groups(person.id, fields["groups"]))
+        from appliance.errors import FaceGateError
+        from appliance.panel.cards import parse_card
+
+        try:
+            facility, number = parse_card(fields["card"]) if fields["card"] else (0, None)
+        except FaceGateError as err:
+            raise GalleryError(str(err)) from None
+        return summary(store.set_card(person.id, number, facility))
     raise GalleryError("unknown access change %r" % verb)
 
 

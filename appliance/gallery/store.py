@@ -26,7 +26,7 @@ from appliance.errors import FaceGateError, GalleryError, did_you_mean
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _serialised(method):
@@ -70,6 +70,12 @@ def _migrate_to_3(db: sqlite3.Connection) -> None:
                " PRIMARY KEY (person_id, group_name))")
 
 
+def _migrate_to_4(db: sqlite3.Connection) -> None:
+    # a person's card for a building's access panel (panel/): one per person, unique on the site
+    db.execute("CREATE TABLE cards (person_id TEXT PRIMARY KEY, facility INTEGER NOT NULL, number INTEGER NOT NULL)")
+    db.execute("CREATE UNIQUE INDEX idx_cards_number ON cards (facility, number)")
+
+
 def _insert(db: sqlite3.Connection, table: str, row: dict) -> None:
     db.execute("INSERT INTO %s (%s) VALUES (%s)" % (table, ", ".join(row), ", ".join("?" * len(row))),
                list(row.values()))
@@ -81,11 +87,11 @@ def _dicts(cursor: sqlite3.Cursor) -> List[dict]:
 
 
 # Migration N takes a database at version N-1 to version N; each runs in one transaction.
-MIGRATIONS = {1: _migrate_to_1, 2: _migrate_to_2, 3: _migrate_to_3}
+MIGRATIONS = {1: _migrate_to_1, 2: _migrate_to_2, 3: _migrate_to_3, 4: _migrate_to_4}
 # The oldest schema whose code can still use a gallery migrated to each version: a migration that
 # only adds (a table, a column with a default) keeps the one before it, so a version rolled back
 # after an update still opens the gallery the newer one migrated (the newer one writes this down).
-READABLE_BY = {1: 1, 2: 2, 3: 3}
+READABLE_BY = {1: 1, 2: 2, 3: 3, 4: 3}
 
 
 @dataclass
@@ -99,6 +105,7 @@ class Person:
     created: str
     templates: int = 0
     groups: Tuple[str, ...] = ()  # access groups; none: every door, any time
+    card: Optional[Tuple[int, int]] = None  # (facility code, card number) for an access panel
 
     def valid_at(self, when: datetime.datetime) -> bool:
         stamp = when.isoformat()
@@ -250,10 +257,12 @@ class GalleryStore:
         if groups is None:
             groups = tuple(r[0] for r in self.db.execute(
                 "SELECT group_name FROM person_groups WHERE person_id = ? ORDER BY group_name", [row["id"]]))
+        card = self.db.execute("SELECT facility, number FROM cards WHERE person_id = ?", [row["id"]]).fetchone()
         return Person(id=row["id"], name=row["name"], note=row["note"] or "",
                       enabled=bool(row["enabled"]), valid_from=row["valid_from"],
                       valid_until=row["valid_until"], created=row["created"],
-                      templates=int(row.get("templates") or 0), groups=groups)
+                      templates=int(row.get("templates") or 0), groups=groups,
+                      card=tuple(card) if card else None)
 
     @_serialised
     def people(self) -> List[Person]:
@@ -365,9 +374,28 @@ class GalleryStore:
             [(person_id, np.asarray(t.embedding, dtype=np.float32).tobytes(), model_id, float(t.quality), t.source,
               stamp, t.crop) for t in templates])
 
+    def set_card(self, key: str, number: Optional[int], facility: int = 0) -> Person:
+        """Give a person their access card (None: take it away); a card belongs to one person."""
+        if number is not None and not (0 <= facility <= 65535 and 0 <= number <= 0xFFFFFFFF):
+            raise GalleryError("a card is a facility code 0-65535 and a number 0-4294967295 (got %s:%s)"
+                               % (facility, number))
+        with self.transaction():
+            person = self.find(key)
+            holder = self.db.execute("SELECT person_id FROM cards WHERE facility = ? AND number = ? AND person_id != ?",
+                                     [facility, number, person.id]).fetchone()
+            if holder:
+                raise GalleryError("card %d:%d belongs to %s already: take it from them first ('facegate people "
+                                   "card %s --clear')" % (facility, number, self.find(holder[0]).name, holder[0]))
+            self.db.execute("DELETE FROM cards WHERE person_id = ?", [person.id])
+            if number is not None:
+                self.db.execute("INSERT INTO cards VALUES (?, ?, ?)", [person.id, facility, number])
+            self._bump()
+        return self.find(person.id)
+
     def remove(self, key: str) -> Person:
         with self.transaction():
             person = self.find(key)
+            self.db.execute("DELETE FROM cards WHERE person_id = ?", [person.id])
             self.db.execute("DELETE FROM person_groups WHERE person_id = ?", [person.id])
             self.db.execute("DELETE FROM templates WHERE person_id = ?", [person.id])
             self.db.execute("DELETE FROM people WHERE id = ?", [person.id])

@@ -43,6 +43,9 @@ class GalleryVerbs:
             if not isinstance(groups, list) or len(groups) > 50:
                 raise CommandError("malformed", "groups must be a list of at most 50 group names")
             fields["groups"] = [text_field({"group": g}, "group") for g in groups]
+        elif verb == "person_card":
+            fields["person_id"] = text_field(body, "person_id")
+            fields["card"] = text_field(body, "card", False)  # absent or null: the card is taken away
         else:
             fields["name"] = text_field(body, "name")
             for key in {"schedule_set": ("periods", "holidays"), "group_set": ("doors", "schedule")}.get(verb, ()):

@@ -1,0 +1,220 @@
+"""The door as a reader of a building's access panel: cards per person, Wiegand frames, and OSDP
+with the secure channel against a real control panel (libosdp's CP) on a pseudo-terminal."""
+
+import os
+import pty
+import subprocess
+import sys
+import tty
+
+import pytest
+
+from conftest import ROOT, run_cli, wait_until
+from test_mqtt import key_file  # noqa: F401 (fixture)
+from test_service import PROBES, STRANGERS, door_config, emulator, gallery_path  # noqa: F401 (fixtures)
+
+from appliance.audit import AuditStore
+from appliance.errors import FaceGateError, GalleryError
+from appliance.gallery.store import GalleryStore
+from appliance.panel import wiegand
+from appliance.panel.cards import parse_card
+from appliance.service import build_service
+
+# H10301 (26-bit) frames worked out by hand from the layout (even parity over the first 12 data
+# bits, odd over the last 12): facility 1 card 1 has one 1 in each half, so 1|00000001|0...01|0;
+# all ones has twelve in each, so 0|1...1|1; all zeros 0|0...0|1
+REFERENCE_26 = {(1, 1): 0x2020002, (255, 65535): 0x1FFFFFF, (0, 0): 0x0000001}
+
+
+def as_number(bits):
+    return int("".join(map(str, bits)), 2)
+
+
+def test_wiegand_frames_carry_the_card_between_correct_parity_bits():
+    for (facility, number), expected in REFERENCE_26.items():
+        bits = wiegand.frame(facility, number, 26)
+        assert len(bits) == 26 and as_number(bits) == expected
+        assert wiegand.parse(bits) == (facility, number)
+    bits = wiegand.frame(513, 40001, 34)
+    assert len(bits) == 34 and wiegand.parse(bits) == (513, 40001)
+    for position in (0, 5, 20, 25):  # any one bit changed is caught by a parity bit
+        damaged = list(wiegand.frame(123, 4567, 26))
+        damaged[position] ^= 1
+        with pytest.raises(FaceGateError, match="parity"):
+            wiegand.parse(damaged)
+    with pytest.raises(FaceGateError, match="does not fit Wiegand 26"):
+        wiegand.frame(256, 1, 26)
+    assert wiegand.unpacked(wiegand.packed(bits), 34) == bits
+
+
+def test_wiegand_pulses_decode_as_a_panel_would_and_bad_timing_is_named():
+    bits = wiegand.frame(7, 12345, 26)
+    edges = wiegand.pulses(bits)
+    assert wiegand.parse(wiegand.bits_from_edges(edges)) == (7, 12345)
+    short = [(t + (35 if level == 0 and i == 4 else 0), line, level) for i, (t, line, level) in enumerate(edges)]
+    with pytest.raises(FaceGateError, match="pulse of 15 us"):
+        wiegand.bits_from_edges(short)
+    with pytest.raises(FaceGateError, match="after the last"):
+        wiegand.bits_from_edges(wiegand.pulses(bits, interval_us=150))
+
+
+def test_a_card_belongs_to_one_person_and_survives_in_the_gallery(tmp_path, pipeline):
+    assert parse_card("7:12345") == (7, 12345) and parse_card("99") == (0, 99)
+    with pytest.raises(FaceGateError, match="FACILITY:NUMBER"):
+        parse_card("seven")
+    from test_decision_rule import random_templates
+    import numpy as np
+
+    store = GalleryStore(tmp_path / "g.db", model_id="m")
+    rng = np.random.default_rng(0)
+    for name in ("ann", "bob"):
+        store.enrol(name, random_templates(rng, 1), "m")
+    assert store.set_card("ann", 12345, 7).card == (7, 12345)
+    with pytest.raises(GalleryError, match="belongs to ann already"):
+        store.set_card("bob", 12345, 7)
+    assert store.find("bob").card is None  # refused whole
+    assert [p.card for p in store.people()] == [(7, 12345), None]
+    assert store.set_card("ann", None).card is None
+    store.close()
+
+
+def test_the_people_command_gives_shows_and_takes_a_card(tmp_path, gallery_path):  # noqa: F811
+    import shutil
+
+    gallery = tmp_path / "g.db"
+    shutil.copy(gallery_path, gallery)
+    given = run_cli("people", "card", "obama", "7:12345", "--gallery", gallery)
+    assert given.returncode == 0 and "card 7:12345" in given.stdout, given.stderr
+    listed = run_cli("people", "list", "--gallery", gallery)
+    assert any("obama" in line and "card 7:12345" in line for line in listed.stdout.splitlines())
+    taken = run_cli("people", "card", "刘德华", "7:12345", "--gallery", gallery)
+    assert taken.returncode == 2 and "belongs to obama already" in taken.stderr
+    assert "no card" in run_cli("people", "card", "obama", "--clear", "--gallery", gallery).stdout
+
+
+def fd_channel(fd):
+    """libosdp's channel over one end of the pseudo-terminal."""
+    import osdp
+
+    class Channel(osdp.Channel):
+        def read(self, max_bytes):
+            try:
+                return os.read(fd, max_bytes)
+            except BlockingIOError:
+                return b""
+
+        def write(self, data):
+            return os.write(fd, data)
+
+        def flush(self):
+            pass
+
+    os.set_blocking(fd, False)
+    return Channel()
+
+
+@pytest.fixture
+def control_panel(tmp_path):
+    """A real OSDP control panel (libosdp's CP) on the master side of a pty; the door gets the slave."""
+    import osdp
+
+    master, slave = pty.openpty()
+    tty.setraw(master)
+    tty.setraw(slave)
+    key = os.urandom(16)
+    (tmp_path / "scbk").write_text(key.hex() + "\n")
+    panel = osdp.ControlPanel([osdp.PDInfo(5, fd_channel(master), scbk=key, name="door",
+                                           flags=[osdp.LibFlag.EnforceSecure])], log_level=osdp.LogLevel.Error)
+    panel.start()
+    yield panel, os.ttyname(slave), tmp_path / "scbk"
+    panel.stop()
+    os.close(master)
+    os.close(slave)
+
+
+def test_a_reader_door_reports_the_granted_persons_card_to_the_panel_over_a_secure_channel(
+        tmp_path, gallery_path, pipeline, emulator, control_panel):  # noqa: F811
+    import shutil
+
+    import osdp
+
+    panel, port, scbk = control_panel
+    gallery = tmp_path / "g.db"
+    shutil.copy(gallery_path, gallery)
+    store = GalleryStore(gallery)
+    store.set_card("obama", 12345, 7)
+    store.close()
+    clip = tmp_path / "reader.mp4"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "make-demo-video"), str(clip),
+                    str(PROBES / "obama.jpg"), str(STRANGERS[0]), str(PROBES / "ldh.jpg"),
+                    "--seconds", "2.0", "--fps", "15", "--gap", "1.0"], check=True)
+    config = door_config(tmp_path, gallery, clip, emulator.path, liveness={"enabled": False},
+                         door={"mode": "reader"},
+                         panel={"protocol": "osdp", "port": port, "address": 5, "scbk_file": str(scbk)})
+    service = build_service(config, pipeline=pipeline)
+    assert wait_until(lambda: panel.is_sc_active(5), timeout=10)  # the secure channel is up
+    panel.submit_command(5, {"command": osdp.Command.LED, "reader": 0, "led_number": 0, "control_code": 1,
+                             "on_count": 5, "off_count": 5, "on_color": osdp.CommandLEDColor.Green,
+                             "off_color": osdp.CommandLEDColor.Black, "timer_count": 5, "temporary": True})
+    assert wait_until(lambda: service.panel.commands, timeout=5)  # the panel's LED command reached the door
+    service.run()
+    reads = []
+    while True:
+        event = panel.get_event(5, timeout=0.5)
+        if event is None:
+            break
+        reads.append(event)
+    cards = [e for e in reads if e["event"] == osdp.Event.CardRead]
+    assert len(cards) == 1 and cards[0]["format"] == osdp.CardFormat.Wiegand and cards[0]["length"] == 26
+    assert wiegand.parse(wiegand.unpacked(cards[0]["data"], 26)) == (7, 12345)  # obama's, parity checked
+    decided = [e for e in AuditStore(tmp_path / "audit.db").events() if e.kind in ("grant", "deny")]
+    assert [(e.kind, e.person_name) for e in decided] == [("grant", "obama"), ("deny", None), ("grant", "刘德华")]
+    assert decided[0].detail["panel"] == "card 7:12345" and decided[0].detail["card"] == "7:12345"
+    assert "has no card" in decided[2].detail["panel"] and "card" not in decided[2].detail
+    assert not any(change.on for change in emulator.changes())  # the panel drives the lock, not this relay
+
+
+def test_a_reader_without_its_panels_key_refuses_to_start(tmp_path, emulator):  # noqa: F811
+    door = tmp_path / "door.toml"
+    door.write_text('[door]\nmode = "reader"\n[panel]\nprotocol = "osdp"\nport = "/dev/null"\n')
+    check = run_cli("config", "--check", door)
+    assert check.returncode == 2 and "panel.scbk_file" in check.stderr and "replayed" in check.stderr
+
+
+def test_the_administrator_gives_a_card_site_wide_over_mqtt_and_the_door_holds_it(tmp_path, key_file):
+    import numpy as np
+    from broker import Broker
+    from test_mqtt import Door, door_settings
+
+    from appliance.admin.site import SiteGallery
+    from appliance.gallery.store import Template
+
+    folder = tmp_path / "broker"
+    folder.mkdir()
+    broker = Broker(folder)
+    site_path = tmp_path / "site.db"
+    site = SiteGallery(str(site_path), "mobilefacenet_128d")
+    people = [site.store.enrol(name, [Template(np.eye(1, 128, k=i, dtype=np.float32)[0])], "mobilefacenet_128d")
+              for i, name in enumerate(("Ada", "Bo"))]
+    site.close()
+    door = Door(door_settings(tmp_path, broker, key_file))
+    for i, person in enumerate(people):  # the door already holds them, as after an earlier sync
+        door.agent.store.replace(person.id, person.name, [Template(np.eye(1, 128, k=i, dtype=np.float32)[0])],
+                                 "mobilefacenet_128d")
+    config = tmp_path / "admin.toml"
+    config.write_text(key_file.admin_toml(broker))
+    common = ["--config", config, "--site-gallery", site_path]
+    try:
+        given = run_cli("admin", "person-card", "Ada", "7:12345", *common)
+        assert given.returncode == 0 and "door1: ok" in given.stdout, given.stdout + given.stderr
+        assert door.agent.store.find("Ada").card == (7, 12345)
+        twice = run_cli("admin", "person-card", "Bo", "7:12345", *common)
+        assert twice.returncode == 2 and "belongs to Ada already" in twice.stderr  # refused at the site first
+        assert door.agent.store.find("Bo").card is None
+        taken = run_cli("admin", "person-card", "Ada", "--clear", *common)
+        assert taken.returncode == 0 and door.agent.store.find("Ada").card is None
+        changes = [e.detail for e in door.audit.events() if e.kind == "change"]
+        assert [c["action"] for c in changes] == ["person_card", "person_card"]
+    finally:
+        door.close()
+        broker.stop()
