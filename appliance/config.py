@@ -188,8 +188,10 @@ class DoorConfig:
     time_zone: str = setting("", "the site's time zone for always_open, schedules and access groups, e.g. "
                                  "Europe/Berlin (empty: this machine's)")
     mode: str = setting("relay", "what a grant does: relay (open the door), reader (send the person's card to the "
-                                 "access panel, which opens it; the relay stays locked) or relay_and_reader",
-                        choices=("relay", "reader", "relay_and_reader"))
+                                 "access panel, which opens it; the relay stays locked), relay_and_reader, or "
+                                 "card_and_face (a card from panel.card_reader_port names the person, whose face is "
+                                 "then checked 1:1; the relay opens)",
+                        choices=("relay", "reader", "relay_and_reader", "card_and_face"))
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,11 @@ class PanelConfig:
     scbk_file: str = setting("", "osdp: file holding the secure channel key (32 hex digits), from the panel")
     wiegand_bits: int = setting(26, "the card format reported: Wiegand 26 (8-bit facility, 16-bit number) or 34 "
                                     "(16 and 16)", choices=(26, 34))
+    card_reader_port: str = setting("", "card_and_face: serial port of a card reader that sends each card as a line "
+                                        "(FACILITY:NUMBER or NUMBER)")
+    card_reader_baudrate: int = setting(9600, "card_and_face: the card reader's line speed", 1200, 921600)
+    card_seconds: float = setting(10.0, "card_and_face: how long after a card the door waits for its holder's face",
+                                  1, 120)
 
 
 @dataclass(frozen=True)
@@ -548,6 +555,10 @@ def validate(config: Config, source: str = "<config>", relay: bool = True) -> No
 def panel_problems(config: Config) -> List[str]:
     """A reader with nowhere to report to, or a panel without its secure channel key."""
     panel, problems = config.panel, []
+    if config.door.mode == "card_and_face":
+        if not panel.card_reader_port:
+            problems.append("door.mode card_and_face needs panel.card_reader_port, the card reader's serial port")
+        return problems
     if config.door.mode != "relay" and not panel.protocol:
         problems.append("door.mode %s sends a granted person's card to an access panel: set panel.protocol "
                         "(osdp) and its port" % config.door.mode)

@@ -91,6 +91,7 @@ class Service:
         self.failure: Optional[str] = None  # why the service stopped on its own, if it did
         self.owned = []  # audit, gallery, pipeline: closed after the door is locked
         self.panel = None  # the access panel a reader reports grants to (door.mode)
+        self.card_reader = None  # card + face: the reader whose cards name the person
         self.agent = None  # the MQTT side, when enabled
         self.stop_event = threading.Event()
         # (seconds, callback): called once the door loop has run that long (an update's proof)
@@ -121,6 +122,7 @@ class Service:
                     break
                 now = time.monotonic()
                 self.controller.tick(now)
+                self._take_cards(now)
                 if self.watchdog is not None:
                     self.watchdog.feed(now)
                 if self.on_proven is not None and now - started >= self.on_proven[0]:
@@ -206,6 +208,34 @@ class Service:
         except FaceGateError as err:
             self.controller.report_fault("panel", str(err))
 
+    def _take_cards(self, now: float) -> None:
+        """Card + face: a card names the person whose face the next attempt is checked against; an
+        unknown card, and a card whose holder's face does not come in time, are denials."""
+        if self.card_reader is None:
+            return
+        expired = self.verifier.card_expired(now)
+        if expired is not None:
+            person, card, _ = expired
+            self._card_denial(card, "card %s (%s): no face within %g s" % (card, person.name,
+                                                                          self.config.panel.card_seconds), person)
+        card = self.card_reader.take()
+        if card is None:
+            return
+        text = "%d:%d" % card
+        person = self.verifier.index.holder_of(card)
+        if person is None:
+            self._card_denial(text, "unknown card %s: nobody in the gallery holds it" % text)
+            return
+        log.info("card %s is %s's: their face is checked", text, person.name)
+        self.verifier.expect_card(person, text, now + self.config.panel.card_seconds)
+
+    def _card_denial(self, card: str, reason: str, person=None) -> None:
+        detail = {"reason": reason, "card": card}
+        if person is not None:
+            detail["nearest"] = {"id": person.id, "name": person.name}
+        self.controller.emit(Event("deny", detail=detail))
+        self.counters.decisions["deny"] += 1
+
     def _check_panel(self) -> None:
         if self.panel is None:
             return
@@ -217,6 +247,9 @@ class Service:
 
     def _deny(self, outcome: Outcome, frame: Frame) -> None:
         event = self._event("deny", outcome, frame)
+        holder = outcome.decision.match.person
+        if self.card_reader is not None and holder is not None and holder.card:
+            event.detail["card"] = "%d:%d" % holder.card  # the card shown with the wrong face
         event.latency_ms = round((time.monotonic() - outcome.track.first_captured) * 1000, 1)
         self.controller.deny_face(event)
         self.counters.decisions["deny"] += 1
@@ -280,15 +313,24 @@ def build_service(config: Config, pipeline=None, use_relay: bool = True) -> Serv
             if config.door.watchdog_device or notify_socket else None
         verifier = Verifier(config, pipeline, index)
         verifier.threshold  # noqa: B018 - computed and logged now: without a calibration, refused at start
-        panel = None
+        panel = card_reader = None
         if config.door.mode != "relay":
             from appliance.config import panel_problems
-            from appliance.panel import osdp
 
             if panel_problems(config):
                 raise ConfigError("; ".join(panel_problems(config)))
+        if config.door.mode in ("reader", "relay_and_reader"):
+            from appliance.panel import osdp
+
             panel = osdp.from_config(config.panel)
             parts.append(panel)
+        if config.door.mode == "card_and_face":
+            from appliance.panel.card_reader import CardReader
+
+            card_reader = CardReader(config.panel.card_reader_port, config.panel.card_reader_baudrate,
+                                     lambda message: controller.report_fault("card_reader", message),
+                                     lambda: controller.clear_fault("card_reader"), lost_threads)
+            parts.append(card_reader)
         agent = None
         if config.mqtt.enabled:
             from appliance.mqtt.device import DeviceAgent
@@ -306,6 +348,7 @@ def build_service(config: Config, pipeline=None, use_relay: bool = True) -> Serv
     service.owned = list(reversed(parts))  # a pipeline passed in belongs to the caller
     service.agent = agent
     service.panel = panel
+    service.card_reader = card_reader
     inputs.start()
     if agent is not None:
         agent.start()

@@ -218,3 +218,60 @@ def test_the_administrator_gives_a_card_site_wide_over_mqtt_and_the_door_holds_i
     finally:
         door.close()
         broker.stop()
+
+
+@pytest.fixture
+def card_reader_port():
+    """A card reader's serial line: the test writes cards into the master end."""
+    master, slave = pty.openpty()
+    tty.setraw(master)
+    tty.setraw(slave)
+    yield master, os.ttyname(slave)
+    os.close(master)
+    os.close(slave)
+
+
+def test_card_and_face_checks_the_cards_holder_one_to_one_and_denies_with_the_reason(
+        tmp_path, gallery_path, pipeline, emulator, card_reader_port):  # noqa: F811
+    import shutil
+
+    import cv2
+    import numpy as np
+
+    master, port = card_reader_port
+    gallery = tmp_path / "g.db"
+    shutil.copy(gallery_path, gallery)
+    store = GalleryStore(gallery)
+    store.set_card("obama", 12345, 7)
+    store.set_card("刘德华", 2, 7)
+    store.close()
+    blank = tmp_path / "nobody.jpg"
+    cv2.imwrite(str(blank), np.full((400, 300, 3), 128, np.uint8))
+
+    def door(name, visitors, cards, seconds=2.5, card_seconds=8.0):
+        clip = tmp_path / (name + ".mp4")
+        subprocess.run([sys.executable, str(ROOT / "tools" / "make-demo-video"), str(clip), *map(str, visitors),
+                        "--seconds", str(seconds), "--fps", "15", "--gap", "1.0"], check=True)
+        audit = tmp_path / (name + ".db")
+        config = door_config(tmp_path, gallery, clip, emulator.path, liveness={"enabled": False},
+                             audit={"path": str(audit)}, door={"mode": "card_and_face"},
+                             panel={"card_reader_port": port, "card_seconds": card_seconds})
+        service = build_service(config, pipeline=pipeline)
+        assert service.card_reader.connected.wait(5)
+        os.write(master, "".join(card + "\r\n" for card in cards).encode())  # cards shown as the clip starts
+        service.run()
+        return [(e.kind, e.person_name, e.detail.get("card"), e.detail["reason"])
+                for e in AuditStore(audit).events() if e.kind in ("grant", "deny")]
+
+    # obama's card, then his face: granted; his face again without a card: nothing is decided
+    assert door("holder", [PROBES / "obama.jpg", PROBES / "obama.jpg"], ["7:12345"]) == [
+        ("grant", "obama", "7:12345", "match")]
+    # 刘德华's card with obama's face: the wrong face for that card
+    wrong = door("wrong", [PROBES / "obama.jpg"], ["7:2"])
+    assert len(wrong) == 1 and wrong[0][:3] == ("deny", None, "7:2")
+    assert wrong[0][3].startswith("not the card's holder: card 7:2 is 刘德华's")
+    # a card nobody holds, and a known card whose holder never shows a face
+    late = door("late", [blank], ["9:9", "7:12345"], seconds=3.0, card_seconds=1.5)
+    assert late == [("deny", None, "9:9", "unknown card 9:9: nobody in the gallery holds it"),
+                    ("deny", None, "7:12345", "card 7:12345 (obama): no face within 1.5 s")]
+    assert sum(change.on for change in emulator.changes()) == 1  # the relay opened for the grant alone

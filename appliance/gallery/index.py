@@ -101,3 +101,17 @@ class GalleryIndex:
         return Match(snapshot.people[first], distance,
                      float(best_per_person[first] - best_per_person[second]),
                      snapshot.people[second])
+
+    def holder_of(self, card) -> Optional[Person]:
+        """The person whose card is (facility, number), or None."""
+        return next((p for p in self._snapshot.people if p.card == tuple(card)), None)
+
+    def search_person(self, vector: np.ndarray, person_id: str) -> Match:
+        """1:1: how close `vector` comes to one person's templates (card + face)."""
+        snapshot = self._snapshot
+        for index, person in enumerate(snapshot.people):
+            if person.id == person_id:
+                end = snapshot.starts[index + 1] if index + 1 < len(snapshot.people) else snapshot.matrix.shape[0]
+                similarity = float(np.max(snapshot.matrix[snapshot.starts[index]:end] @ np.asarray(vector, np.float32)))
+                return Match(person, 1.0 - similarity, float("inf"))
+        return Match(None, float("inf"), float("inf"))

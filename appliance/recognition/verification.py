@@ -15,7 +15,7 @@ count towards their face's visit, which locks the face out after `attempts_per_v
 
 import logging
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from appliance.door.access_rules import local_now
 from appliance.errors import ConfigError
 from appliance.recognition.decision import Decision, Threshold, decide, looseness, threshold_for
 from appliance.gallery.index import GalleryIndex, Match
+from appliance.gallery.store import Person
 from appliance.vision.embedder import normalise
 from appliance.vision.pipeline import FacePipeline, FaceResult
 from appliance.recognition.tracker import Track, Tracker, choose_face, face_width
@@ -60,6 +61,9 @@ class Verifier:
         self._threshold: Optional[Threshold] = None
         self._threshold_version = -1
         self._next_small_note = float("-inf")  # when "a face is in view but too small" may be said again
+        # card + face: a card names the person whose face is then checked 1:1 (person, card, deadline)
+        self.card_mode = config.door.mode == "card_and_face"
+        self.expected: Optional[Tuple[Person, str, float]] = None
 
     @property
     def model_id(self) -> str:
@@ -154,6 +158,8 @@ class Verifier:
         visit = self.visits.find(result.embedding, captured)
         if self.visits.locked(visit):
             return self._locked_out(track, visit, result, new_track, captured)
+        if self.card_mode and self.expected is None:  # no card shown: the face is not compared with anyone
+            return Outcome(APPEARED if new_track else TRACKING, track, result=result, new_track=new_track)
         track.embeddings.append(result.embedding)
         track.good_frames.append(track.frames[-1])
         if result.live_score is not None:
@@ -161,8 +167,7 @@ class Verifier:
         track.best_quality = max(track.best_quality, result.quality.sharpness)
         fused = normalise(np.mean(track.embeddings[-self.rules.fuse_frames:], axis=0)[None, :])[0]
         track.identity = fused
-        decision = decide(self.index.search(fused), self.threshold.value, self.config.matching,
-                          access=self._access)
+        decision = self._decide(fused)
         outcome = Outcome(APPEARED if new_track else TRACKING, track, decision, result, new_track, fused)
         if decision.accepted:
             person_id = decision.match.person.id
@@ -185,7 +190,36 @@ class Verifier:
             self._visit_note(track, self.visits.ended_without_grant(track.identity, captured))
         elif outcome.kind == GRANT:
             self.visits.granted(track.identity, captured)
+        if outcome.kind in (GRANT, DENY):
+            self.expected = None  # a card is good for one attempt
         return outcome
+
+    def _decide(self, fused: np.ndarray) -> Decision:
+        """1:N against the gallery; with card + face, 1:1 against the card's holder, at the
+        threshold the same false-accept target gives for a gallery of that one person."""
+        if self.expected is None:
+            return decide(self.index.search(fused), self.threshold.value, self.config.matching, access=self._access)
+        person, card, _ = self.expected
+        threshold = threshold_for(self.config, self.model_id, [max(1, person.templates)]).value
+        decision = decide(self.index.search_person(fused, person.id), threshold, self.config.matching,
+                          access=self._access)
+        if decision.reason.startswith("unknown"):
+            decision = Decision(False, "not the card's holder: card %s is %s's, this face is %.3f from theirs "
+                                       "(1:1 threshold %.3f)" % (card, person.name, decision.match.distance, threshold),
+                                decision.match)
+        return decision
+
+    def expect_card(self, person: Person, card: str, deadline: float) -> None:
+        """Card + face: the next attempt is checked against `person` alone, until `deadline`."""
+        self.expected = (person, card, deadline)
+        self.tracker.reset()  # whoever is in view starts a fresh attempt for this card
+
+    def card_expired(self, now: float) -> Optional[Tuple[Person, str, float]]:
+        """The card whose holder's face did not come in time (and forget it), or None."""
+        if self.expected is not None and now > self.expected[2]:
+            expired, self.expected = self.expected, None
+            return expired
+        return None
 
     def _abandoned(self, track: Track, captured: float) -> None:
         """An attempt that ended undecided (the face left, or another took its place) still had
