@@ -158,6 +158,11 @@ def main(argv=None) -> int:
             selftest = in_root(work, ["facegate", "selftest"] + board + cpu + ["--no-relay", "--no-camera"])
             assert "mqtt            ok" in selftest.stdout, selftest.stdout
             print(selftest.stdout.strip(), flush=True)
+            # reader mode's OSDP: libosdp from the bundle, the door's PD and a control panel on a pty
+            shutil.copy2(ROOT / "tools" / "osdp-roundtrip", work / "tmp" / "osdp-roundtrip")
+            osdp = in_root(work, ["env", "PYTHONPATH=/usr/lib/facegate/current/python", "python3",
+                                  "/tmp/osdp-roundtrip"], timeout=600)
+            print(osdp.stdout.strip(), flush=True)
             in_root(work, ["facegate", "enroll", "--from-dir", "/tmp/gallery", "--gallery", "/tmp/gallery.db"] + cpu)
             door = in_root(work, ["facegate", "run", "--config", "/tmp/demo.toml"] + cpu +
                            ["--camera", "/tmp/visitors.mp4", "--relay-port", emulator.path, "--gallery", "/tmp/gallery.db",
