@@ -3,6 +3,7 @@ ONNX Runtime, the quantisation check and the board bundle. Run by `make test-boa
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -76,38 +77,55 @@ def test_a_detector_converted_for_320_refuses_another_size(npu_models):
         runner.close()
 
 
-def named(output: str):
-    """Per face line of `facegate identify`: the name, or 'unknown'."""
-    names = []
+def faces(output: str):
+    """Per face of `facegate identify`, by position: (top-left corner, name or 'unknown', distance or None)."""
+    found = []
     for line in output.splitlines():
-        if line.startswith("  ") and ") " in line:
-            label = line.split(") ", 1)[1]
-            names.append(label.split(" (")[0] if not label.startswith("unknown") else "unknown")
-    return sorted(names)
+        seen = re.match(r"\s+\d+\. \((\d+), (\d+)\)-\(\d+, \d+\) (.*)$", line)
+        if seen:
+            label = seen.group(3)
+            distance = re.search(r"distance (\d+\.\d+)", label)
+            found.append(((int(seen.group(1)), int(seen.group(2))),
+                          "unknown" if label.startswith("unknown") else label.split(" (")[0],
+                          float(distance.group(1)) if distance else None))
+    return sorted(found)
 
 
 def test_identify_on_the_simulator_names_the_same_people_as_onnx_runtime(npu_models, seed_gallery, tmp_path):
+    """The NPU's distances stay within TOLERANCE of ONNX Runtime's, so both name the same people,
+    except a face that close to the door's threshold, which any two copies of a model may put on
+    either side of it."""
     from facegate_host.bundle import board_config
 
+    tolerance = 0.04
     board = board_config(ROOT, TARGET).models  # the dtypes the RV1126B boots with
     config = tmp_path / "npu.toml"
     config.write_text('[models]\nrknn_detector_dtype = "%s"\nrknn_embedder_dtype = "%s"\n'
                       % (board.rknn_detector_dtype, board.rknn_embedder_dtype))
     door_detector = tmp_path / "door-detector.toml"  # ONNX Runtime detecting as the NPU does, at 320
     door_detector.write_text("[detector]\nidentify_input_size = 0\n")
+    listed = run_cli("people", "list", "--gallery", seed_gallery, "--models-dir", npu_models)
+    threshold = float(re.search(r"threshold (\d\.\d+)", listed.stdout).group(1))
     probes = sorted((SEED / "probes").iterdir())
-    differences, named_faces = [], 0
+    differences, named_faces, borderline = [], 0, 0
     for probe in probes:
         onnx = run_cli("identify", probe, "--gallery", seed_gallery, "--models-dir", npu_models,
                        "--config", door_detector)
         npu = run_cli("identify", probe, "--gallery", seed_gallery, "--models-dir", npu_models, "--config", config,
                       "--backend", "rknn", "--rknn-target", TARGET)
         assert onnx.returncode == 0 and npu.returncode == 0, npu.stderr[-2000:]
-        expected, got = named(onnx.stdout), named(npu.stdout)
-        named_faces += sum(name != "unknown" for name in expected)
-        if expected != got:
+        expected, got = faces(onnx.stdout), faces(npu.stdout)
+        named_faces += sum(face[1] != "unknown" for face in expected)
+        if len(expected) != len(got):
             differences.append((probe.name, expected, got))
-    assert named_faces >= 5  # the probes really name people
+            continue
+        for want, have in zip(expected, got):
+            near = want[2] is not None and abs(want[2] - threshold) <= tolerance
+            borderline += near
+            apart = want[2] is not None and have[2] is not None and abs(want[2] - have[2]) > tolerance
+            if apart or (want[1] != have[1] and not near):
+                differences.append((probe.name, want, have))
+    assert named_faces - borderline >= 5  # the probes really name people, most of them clearly
     assert differences == []
 
 
