@@ -238,6 +238,7 @@ class Verifier:
         and its lockout runs on from this attempt."""
         track.decided = True
         track.identity = result.embedding
+        self.expected = None  # a card shown with a locked-out face is spent too
         self._visit_note(track, self.visits.ended_without_grant(result.embedding, captured))
         decision = Decision(False, "locked out: %d attempts without a grant, each within %.0f s of the last; "
                                    "this face may try again %.0f s after its last attempt"
