@@ -275,3 +275,28 @@ def test_card_and_face_checks_the_cards_holder_one_to_one_and_denies_with_the_re
     assert late == [("deny", None, "9:9", "unknown card 9:9: nobody in the gallery holds it"),
                     ("deny", None, "7:12345", "card 7:12345 (obama): no face within 1.5 s")]
     assert sum(change.on for change in emulator.changes()) == 1  # the relay opened for the grant alone
+
+
+def test_an_export_carries_the_cards_and_an_import_refuses_a_card_held_here(tmp_path):
+    import numpy as np
+    from test_decision_rule import random_templates
+
+    from appliance.gallery.transfer import export_gallery, import_gallery
+
+    rng = np.random.default_rng(3)
+    source = GalleryStore(tmp_path / "a.db", model_id="m")
+    source.enrol("ann", random_templates(rng, 1), "m")
+    source.set_card("ann", 12345, 7)
+    export_gallery(source, tmp_path / "export.json")
+    source.close()
+    fresh = GalleryStore(tmp_path / "b.db", model_id="m")
+    assert import_gallery(fresh, tmp_path / "export.json") == (1, [])
+    assert fresh.find("ann").card == (7, 12345)
+    fresh.close()
+    taken = GalleryStore(tmp_path / "c.db", model_id="m")
+    taken.enrol("cy", random_templates(rng, 1), "m")
+    taken.set_card("cy", 12345, 7)
+    with pytest.raises(GalleryError, match="belongs to cy in this gallery: nothing imported"):
+        import_gallery(taken, tmp_path / "export.json")
+    assert [p.name for p in taken.people()] == ["cy"]
+    taken.close()

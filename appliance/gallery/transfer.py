@@ -23,6 +23,7 @@ def export_gallery(store: GalleryStore, path: Path) -> dict:
         people.append({
             "id": person.id, "name": person.name, "note": person.note, "enabled": person.enabled,
             "valid_from": person.valid_from, "valid_until": person.valid_until,
+            "card": "%d:%d" % person.card if person.card else None,
             "templates": [{"embedding": base64.b64encode(r[0]).decode(), "quality": r[1],
                            "source": r[2], "crop": base64.b64encode(r[3]).decode() if r[3] else None}
                           for r in rows]})
@@ -53,6 +54,7 @@ def import_gallery(store: GalleryStore, path: Path) -> Tuple[int, List[str]]:
         raise GalleryError("%s holds embeddings of model %s, this gallery uses %s"
                            % (path, model_id, store.model_id))
     present = {key for p in store.people() for key in (p.id, p.name)}
+    cards = _cards_to_import(store, document.get("people", []), present)
     added, skipped = 0, []
     for entry in document.get("people", []):
         if entry["id"] in present or entry["name"] in present:
@@ -67,8 +69,32 @@ def import_gallery(store: GalleryStore, path: Path) -> Tuple[int, List[str]]:
                     valid_until=entry.get("valid_until"))
         if not entry.get("enabled", True):
             store.set_enabled(entry["id"], False)
+        if entry["id"] in cards:
+            store.set_card(entry["id"], cards[entry["id"]][1], cards[entry["id"]][0])
         added += 1
     return added, skipped
+
+
+def _cards_to_import(store: GalleryStore, entries, present) -> dict:
+    """person id -> (facility, number) for the people to be added; a card someone here holds
+    already refuses the import before anything is added."""
+    from appliance.errors import FaceGateError
+    from appliance.panel.cards import parse_card
+
+    held = {p.card: p.name for p in store.people() if p.card}
+    cards = {}
+    for entry in entries:
+        if not entry.get("card") or entry["id"] in present or entry["name"] in present:
+            continue
+        try:
+            card = parse_card(entry["card"])
+        except FaceGateError as err:
+            raise GalleryError("%s in the export: %s" % (entry["name"], err)) from None
+        if card in held:
+            raise GalleryError("%s's card %s belongs to %s in this gallery: nothing imported; take it from one of "
+                               "them first" % (entry["name"], entry["card"], held[card]))
+        cards[entry["id"]] = card
+    return cards
 
 
 def reembed(store: GalleryStore, embedder) -> int:
