@@ -6,8 +6,10 @@ can drive a relay hands them all to one function that locks first (SIGKILL and p
 covered by the relay's own default and the lock at the next start).
 """
 
+import contextlib
 import logging
 import signal
+import threading
 from typing import Callable
 
 log = logging.getLogger(__name__)
@@ -42,3 +44,17 @@ def raise_on_terminating() -> None:
 
     for signum in TERMINATING:
         signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def interrupt_after():
+    """Ctrl-C during the block takes effect when it ends: what the block commits (an enrolment)
+    is then also what it reports. Only the main thread receives SIGINT, so only it needs this."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -12,6 +12,7 @@ from appliance.config import Config, QualityConfig
 from appliance.errors import FaceGateError, GalleryError
 from appliance.gallery.index import GalleryIndex
 from appliance.gallery.store import GalleryStore, Person, Template
+from appliance.signals import interrupt_after
 from appliance.vision.align import align_face
 from appliance.vision.pipeline import FacePipeline, read_image
 from appliance.vision.quality import assess
@@ -133,16 +134,17 @@ class Enroller:
                                    % (duplicate.person.name, duplicate.distance)))
             return report
         model_id = self.pipeline.embedder.model_id
-        try:
-            if existing is not None:
-                person = self.store.add_templates(existing.id, templates, model_id)
-            else:
-                person = self.store.enrol(name, templates, model_id, note=note)
-        except GalleryError as err:
-            report.skipped.append((name, "not enrolled: %s" % err))
-            return report
+        with interrupt_after():  # a Ctrl-C after the commit must not lose the person from the report
+            try:
+                if existing is not None:
+                    person = self.store.add_templates(existing.id, templates, model_id)
+                else:
+                    person = self.store.enrol(name, templates, model_id, note=note)
+            except GalleryError as err:
+                report.skipped.append((name, "not enrolled: %s" % err))
+                return report
+            report.enrolled.append((person, len(templates)))
         self.index.refresh()
-        report.enrolled.append((person, len(templates)))
         return report
 
     def _existing(self, name: str) -> Optional[Person]:
