@@ -1,5 +1,6 @@
 """Schedules and access groups: who may use which door when, in the site's time zone."""
 
+import contextlib
 import datetime
 import shutil
 
@@ -105,7 +106,10 @@ def test_a_door_denies_an_enrolled_person_outside_their_schedule_with_the_reason
     assert [e.kind for e in AuditStore(tmp_path / "b.db").events() if e.kind in ("grant", "deny")] == ["grant"]
 
 
-def test_the_administrator_sets_groups_site_wide_and_doors_apply_them(tmp_path, key_file):
+@contextlib.contextmanager
+def site_and_door(tmp_path, key_file, names):  # noqa: F811
+    """mosquitto, a site gallery holding `names` and door1 holding them too (as after an earlier
+    sync); yields the door and the admin command's common options."""
     from broker import Broker
     from test_mqtt import Door, door_settings
 
@@ -116,15 +120,23 @@ def test_the_administrator_sets_groups_site_wide_and_doors_apply_them(tmp_path, 
     broker = Broker(folder)
     site_path = tmp_path / "site.db"
     site = SiteGallery(str(site_path), "mobilefacenet_128d")
-    person = site.store.enrol("Ada", [Template(np.eye(1, 128, dtype=np.float32)[0])], "mobilefacenet_128d")
+    templates = [[Template(np.eye(1, 128, k=i, dtype=np.float32)[0])] for i in range(len(names))]
+    people = [site.store.enrol(name, vectors, "mobilefacenet_128d") for name, vectors in zip(names, templates)]
     site.close()
     door = Door(door_settings(tmp_path, broker, key_file))
-    # the door already holds Ada, as after an earlier sync
-    door.agent.store.replace(person.id, "Ada", [Template(np.eye(1, 128, dtype=np.float32)[0])], "mobilefacenet_128d")
+    for person, vectors in zip(people, templates):
+        door.agent.store.replace(person.id, person.name, vectors, "mobilefacenet_128d")
     config = tmp_path / "admin.toml"
     config.write_text(key_file.admin_toml(broker))
-    common = ["--config", config, "--site-gallery", site_path]
     try:
+        yield door, ["--config", config, "--site-gallery", site_path]
+    finally:
+        door.close()
+        broker.stop()
+
+
+def test_the_administrator_sets_groups_site_wide_and_doors_apply_them(tmp_path, key_file):  # noqa: F811
+    with site_and_door(tmp_path, key_file, ["Ada"]) as (door, common):
         for command in (["schedule-set", "office", "mon-fri 08:00-18:00"],
                         ["group-set", "staff", "--doors", "door1", "--schedule", "office"],
                         ["person-groups", "Ada", "staff"]):
@@ -137,7 +149,4 @@ def test_the_administrator_sets_groups_site_wide_and_doors_apply_them(tmp_path, 
         changes = [e.detail for e in door.audit.events() if e.kind == "change"]
         assert [c["action"] for c in changes] == ["schedule_set", "group_set", "person_groups"]
         assert all(c["origin"]["via"] == "mqtt" for c in changes)
-    finally:
-        door.close()
-        broker.stop()
 

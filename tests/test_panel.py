@@ -181,30 +181,10 @@ def test_a_reader_without_its_panels_key_refuses_to_start(tmp_path, emulator):  
     assert check.returncode == 2 and "panel.scbk_file" in check.stderr and "replayed" in check.stderr
 
 
-def test_the_administrator_gives_a_card_site_wide_over_mqtt_and_the_door_holds_it(tmp_path, key_file):
-    import numpy as np
-    from broker import Broker
-    from test_mqtt import Door, door_settings
+def test_the_administrator_gives_a_card_site_wide_over_mqtt_and_the_door_holds_it(tmp_path, key_file):  # noqa: F811
+    from test_access import site_and_door
 
-    from appliance.admin.site import SiteGallery
-    from appliance.gallery.store import Template
-
-    folder = tmp_path / "broker"
-    folder.mkdir()
-    broker = Broker(folder)
-    site_path = tmp_path / "site.db"
-    site = SiteGallery(str(site_path), "mobilefacenet_128d")
-    people = [site.store.enrol(name, [Template(np.eye(1, 128, k=i, dtype=np.float32)[0])], "mobilefacenet_128d")
-              for i, name in enumerate(("Ada", "Bo"))]
-    site.close()
-    door = Door(door_settings(tmp_path, broker, key_file))
-    for i, person in enumerate(people):  # the door already holds them, as after an earlier sync
-        door.agent.store.replace(person.id, person.name, [Template(np.eye(1, 128, k=i, dtype=np.float32)[0])],
-                                 "mobilefacenet_128d")
-    config = tmp_path / "admin.toml"
-    config.write_text(key_file.admin_toml(broker))
-    common = ["--config", config, "--site-gallery", site_path]
-    try:
+    with site_and_door(tmp_path, key_file, ["Ada", "Bo"]) as (door, common):
         given = run_cli("admin", "person-card", "Ada", "7:12345", *common)
         assert given.returncode == 0 and "door1: ok" in given.stdout, given.stdout + given.stderr
         assert door.agent.store.find("Ada").card == (7, 12345)
@@ -215,9 +195,6 @@ def test_the_administrator_gives_a_card_site_wide_over_mqtt_and_the_door_holds_i
         assert taken.returncode == 0 and door.agent.store.find("Ada").card is None
         changes = [e.detail for e in door.audit.events() if e.kind == "change"]
         assert [c["action"] for c in changes] == ["person_card", "person_card"]
-    finally:
-        door.close()
-        broker.stop()
 
 
 @pytest.fixture

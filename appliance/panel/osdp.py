@@ -105,12 +105,8 @@ def _channel(osdp, port):
 
 
 def from_config(panel) -> Optional[OsdpReader]:
+    """The reader `panel` describes; config.panel_problems has refused a missing port or key."""
     if panel.protocol != "osdp":
         return None
-    if not panel.port:
-        raise ConfigError("panel.protocol = \"osdp\" needs panel.port, the RS-485 adapter (e.g. /dev/ttyUSB1)")
-    if not panel.scbk_file:
-        raise ConfigError("panel.protocol = \"osdp\" needs panel.scbk_file: the panel's secure channel key "
-                          "(a card read in the clear can be replayed)")
     return OsdpReader(panel.port, panel.address, read_scbk(os.path.expanduser(panel.scbk_file)), panel.wiegand_bits,
                       panel.baudrate)

@@ -15,7 +15,6 @@ live people, so refusing them as photos would flatter the figure. Its own cost (
 """
 
 import hashlib
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -32,6 +31,7 @@ from appliance.vision.detector import Face
 from appliance.vision.pipeline import FaceResult, read_image
 from appliance.vision.quality import Quality
 from facegate_host.eval.door_rule import jittered
+from facegate_host.eval.liveness import upper_95
 
 FRAMES = 10  # frames per attempt: the door's 8 good frames to a denial, and two the quality gate may drop
 FPS = 15.0
@@ -179,24 +179,16 @@ def _gallery(recorded: Recorded, people: Dict[str, List[str]], chosen: Sequence[
     return persons, np.asarray(owners), np.stack(rows)
 
 
-def upper_95(count: int, total: int) -> float:
-    """One-sided 95% upper bound on a rate of `count` in `total` independent visits (the exact
-    Poisson limit: 3.0 for a count of 0)."""
-    low, high = float(count), count + 10.0 * math.sqrt(count + 1.0) + 10.0
-    for _ in range(60):  # the mean whose chance of `count` or fewer events is 5%
-        middle = (low + high) / 2
-        cdf = sum(math.exp(i * math.log(middle) - middle - math.lgamma(i + 1)) for i in range(count + 1))
-        low, high = (middle, high) if cdf > 0.05 else (low, middle)
-    return min(1.0, high / max(1, total))
-
-
 def run(config: Config, model_id: str, recorded: Recorded, people: Dict[str, List[str]],
         sizes: Sequence[Optional[int]] = (10, 100, None), ks: Sequence[int] = (1, 2, 3), min_photos: int = 5,
         seed: int = 0, extrapolate_to: int = 1000) -> List[dict]:
     """Per gallery size and k: strangers' visits granted, enrolled people's visits refused, with
     counts and 95% upper bounds; and the largest gallery replayed at the threshold the door would
     use for `extrapolate_to` people (its enrolled rejections are then a lower bound)."""
+    from appliance.recognition import calibration
+
     config = replace(config, liveness=replace(config.liveness, enabled=False))  # not replayed: see above
+    calibrated = calibration.load(model_id)
     eligible = [name for name, photos in people.items() if len(photos) >= min_photos]
     rng = np.random.default_rng(seed)  # drawn as door_rule.run draws them
     per_visit = config.verification.attempts_per_visit
@@ -240,17 +232,15 @@ def run(config: Config, model_id: str, recorded: Recorded, people: Dict[str, Lis
             row["strangers_granted_per_visit"] = tally["strangers_granted"] / max(1, tally["stranger_visits"])
             row["strangers_granted_upper_95"] = upper_95(tally["strangers_granted"], tally["stranger_visits"])
             row["enrolled_refused_per_visit"] = tally["genuine_refused"] / max(1, tally["genuine_visits"])
-            row["bound_per_visit"] = _bound(run_config, model_id, counts_there if extrapolated else counts, threshold)
+            row["bound_per_visit"] = _bound(calibrated, run_config, counts_there if extrapolated else counts, threshold)
             rows.append(row)
     return rows
 
 
-def _bound(config: Config, model_id: str, counts: Sequence[int], threshold: float) -> Optional[float]:
+def _bound(calibrated, config: Config, counts: Sequence[int], threshold: float) -> Optional[float]:
     """What the calibration promises per visit at this threshold for this gallery."""
-    from appliance.recognition import calibration
     from appliance.recognition.decision import looks_per_visit
 
-    calibrated = calibration.load(model_id)
     return None if calibrated is None else calibrated.false_accept(threshold, list(counts), looks_per_visit(config))
 
 
