@@ -299,6 +299,27 @@ class UpdateConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    enabled: bool = setting(False, "serve the door's web page (a separate process: its crash never stops the door)")
+    address: str = setting("0.0.0.0", "address the page listens on (127.0.0.1: this machine only)")
+    port: int = setting(8443, "the page's TCP port", 1, 65535)
+    https: bool = setting(True, "serve over HTTPS (off only behind a proxy that does TLS: passwords cross the wire)")
+    cert_file: str = setting("web-cert.pem", "the page's TLS certificate, PEM (made at first start when missing; "
+                                             "replace it with the site's own)")
+    key_file: str = setting("web-key.pem", "the certificate's private key, PEM (owner-only permissions)")
+    users_file: str = setting("web-users.json", "the page's users and their scrypt password hashes")
+    live_dir: str = setting("web-live", "where the door leaves its live frame and status for the page, and the "
+                                        "page its requests to the door (on the board: tmpfs)")
+    live_fps: float = setting(3.0, "frames per second the live view gets, while someone watches", 0.5, 15)
+    session_minutes: float = setting(30.0, "a login ends after this long without a request", 1, 1440)
+    login_attempts: int = setting(5, "wrong passwords in a row (per user, and per address) before a lockout", 1, 100)
+    lockout_minutes: float = setting(15.0, "how long a lockout lasts", 1, 1440)
+    max_upload_mb: float = setting(12.0, "largest request (photo uploads), megabytes", 1, 100)
+    max_connections: int = setting(12, "browsers served at once; more wait (a slow one cannot hold them all long)",
+                                   2, 100)
+
+
+@dataclass(frozen=True)
 class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
@@ -317,6 +338,7 @@ class Config:
     audit: AuditConfig = field(default_factory=AuditConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
 
 # Command-line options that stand for a setting, the same in every command that takes them:

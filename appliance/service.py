@@ -93,6 +93,7 @@ class Service:
         self.panel = None  # the access panel a reader reports grants to (door.mode)
         self.card_reader = None  # card + face: the reader whose cards name the person
         self.agent = None  # the MQTT side, when enabled
+        self.live = None  # what the web page shows and asks (web/live.py), when the page is on
         self.stop_event = threading.Event()
         # (seconds, callback): called once the door loop has run that long (an update's proof)
         self.on_proven: Optional[tuple] = None
@@ -133,14 +134,20 @@ class Service:
                     self._refresh_gallery()
                     self._check_panel()
                 if frame is None:
+                    if self.live is not None:
+                        self.live.offer(None)
                     if self.reader.ended:
                         break
                     continue
                 self.counters.frames += 1
                 if not self._needs_detection(frame):
                     self.counters.skipped += 1
+                    if self.live is not None:
+                        self.live.offer(frame.image)
                     continue
-                self.process(frame)
+                outcome = self.process(frame)
+                if self.live is not None:
+                    self.live.offer(frame.image, outcome)
         finally:
             self.close()
         return self.counters
@@ -254,12 +261,40 @@ class Service:
         self.controller.deny_face(event)
         self.counters.decisions["deny"] += 1
 
+    def status(self) -> dict:
+        """The door as its web page shows it (written by the live feed's thread: plain reads)."""
+        controller = self.controller
+        return {"running": True, "time": time.time(), "pid": os.getpid(),
+                "access": controller.access.name, "door": controller.door.name, "faults": dict(controller.faults),
+                "relay": "connected" if controller.relay.connected else "not connected",
+                "decision": self.verifier.threshold.describe(), "mode": self.config.door.mode,
+                "liveness": self.config.liveness.enabled, "frames": self.counters.frames,
+                "decisions": dict(self.counters.decisions)}
+
+    def web_request(self, request: dict) -> dict:
+        """The web page's requests (web/live.py), carried out here so that only the door moves its
+        relay and changes its rule; each is audited with the page user's origin."""
+        origin = request.get("origin") or {}
+        verb = request.get("verb")
+        if verb == "relay_test":
+            opened = self.controller.remote_unlock("relay test from the web page", origin, source="web")
+            return {"ok": opened, "error": None if opened else "the door is busy or in a fault: not opened"}
+        if verb == "set_threshold":
+            previous = self.verifier.threshold.value
+            self.verifier.set_matching(float(request["distance_threshold"]), self.config.matching.min_margin,
+                                       force=bool(request.get("force")))
+            self.controller.emit(Event("change", detail={"action": "set_threshold", "origin": origin,
+                                                         "distance_threshold": request["distance_threshold"],
+                                                         "previous_threshold": previous}))
+            return {"ok": True, "decision": self.verifier.threshold.describe()}
+        return {"ok": False, "error": "unknown request %r" % verb}
+
     def close(self) -> None:
         """Lock first, then release everything else."""
         self.controller.shutdown()
         if self.watchdog is not None and self.failure:
             self.watchdog.close(deliberate=False)  # the board resets unless a restart feeds it
-        for part in [self.inputs, self.reader, self.watchdog, self.agent] + self.owned:
+        for part in [self.inputs, self.reader, self.watchdog, self.agent, self.live] + self.owned:
             if part is not None:
                 try:
                     part.stop() if part is self.agent else part.close()
@@ -349,6 +384,10 @@ def build_service(config: Config, pipeline=None, use_relay: bool = True) -> Serv
     service.agent = agent
     service.panel = panel
     service.card_reader = card_reader
+    if config.web.enabled:
+        from appliance.web.live import LiveFeed
+
+        service.live = LiveFeed(config.web.live_dir, config.web.live_fps, service.status, service.web_request)
     inputs.start()
     if agent is not None:
         agent.start()

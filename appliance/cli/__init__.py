@@ -14,7 +14,7 @@ from appliance.errors import FaceGateError
 COMMAND_MODULES = ("appliance.cli.models", "appliance.cli.detect", "appliance.cli.gallery",
                    "appliance.cli.identify", "appliance.cli.config", "appliance.cli.run", "appliance.cli.admin",
                    "appliance.cli.tune", "appliance.cli.relay", "appliance.cli.selftest", "appliance.cli.keys",
-                   "appliance.cli.access", "appliance.cli.update")
+                   "appliance.cli.access", "appliance.cli.update", "appliance.cli.web")
 # the host's evaluation commands, where the host tools are installed (never on a board)
 HOST_COMMAND_MODULES = ("facegate_host.cli",)
 

@@ -114,9 +114,10 @@ def open_gallery(args: argparse.Namespace, config: Config, model_id=None, create
     return GalleryStore(path, model_id=model_id, max_templates=config.gallery.max_templates)
 
 
-def record_change(config: Config, action: str, person=None, **detail) -> None:
+def record_change(config: Config, action: str, person=None, origin=None, **detail) -> None:
     """A change made at this console (enrol, remove, disable ...) goes into the door's audit trail
-    with who made it, when that trail exists here; a console away from any door has none."""
+    with who made it, when that trail exists here; a console away from any door has none. The web
+    page gives its own `origin` (its user and their address)."""
     import getpass
     from pathlib import Path
 
@@ -124,15 +125,16 @@ def record_change(config: Config, action: str, person=None, **detail) -> None:
 
     if not Path(config.audit.path).is_file():
         return
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = None
+    if origin is None:
+        try:
+            origin = {"via": "cli", "user": getpass.getuser()}
+        except (KeyError, OSError):
+            origin = {"via": "cli", "user": None}
     store = AuditStore(config.audit.path)
     try:
         store.record(Event("change", person_id=person.id if person else None,
                            person_name=person.name if person else None,
-                           detail=dict(detail, action=action, origin={"via": "cli", "user": user})))
+                           detail=dict(detail, action=action, origin=origin)))
     finally:
         store.close()
 

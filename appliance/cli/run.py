@@ -139,6 +139,8 @@ def _serve(args) -> int:
                                         config.gallery.path, len(service.verifier.index))
     _write_status(args.status_file, "running %s" % _version_name())
     _prove_update(service, config)
+    if config.web.enabled:
+        service.owned.append(_start_page(args, config))
     counters = service.run()
     if service.failure:
         raise FaceGateError("%s; the door is locked and the service stopped (restart it; the log above has "
@@ -147,6 +149,19 @@ def _serve(args) -> int:
           % (counters.frames, counters.detected, counters.skipped, service.reader.dropped,
              counters.decisions["grant"], counters.decisions["deny"]))
     return 0
+
+
+def _start_page(args, config):
+    """The web page in its own process, given the door's own paths and models."""
+    from appliance.web import WebChild, child_argv, page_address
+
+    flags = []
+    for option, value in (("--gallery", config.gallery.path), ("--audit", config.audit.path),
+                          ("--backend", args.backend), ("--models-dir", args.models_dir)):
+        if value:
+            flags += [option, value]
+    print("the door's page: %s" % page_address(config), flush=True)
+    return WebChild(child_argv(args.config, flags)).start()
 
 
 def _version_name() -> str:

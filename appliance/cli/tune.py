@@ -105,14 +105,11 @@ def _report(args) -> int:
         print("too little evidence: the gallery holds %d people; enrol at least two (better: dozens) "
               "before tuning" % len(people))
         return 1
-    evidence = analysis.pair_distances(matrix, ids)
     attempts = _attempts(audit_path, model_id)
     labelled = [e for e in attempts if e.label]
+    evidence = site_evidence(ids, matrix, labelled)
     if labelled:
         probes = np.stack([e.embedding for e in labelled])
-        attempt = analysis.probe_distances(probes, [e.label for e in labelled], matrix, ids)
-        evidence = analysis.Evidence(np.concatenate([evidence.genuine, attempt.genuine]),
-                                     np.concatenate([evidence.impostor, attempt.impostor]))
     print("evidence: %d people, %d templates, %d labelled attempts -> %d genuine and %d impostor distances"
           % (len(people), len(ids), len(labelled), evidence.genuine.size, evidence.impostor.size))
     if not labelled:
@@ -177,6 +174,31 @@ def _report(args) -> int:
           "rejects %.1f%%; apply with: facegate tune apply %.3f --config FILE"
           % (chosen, args.target_far, 100 * np.mean(evidence.genuine > chosen), chosen))
     return 0
+
+
+def site_evidence(ids, matrix, labelled):
+    """Genuine and impostor distances: the gallery's own pairs and the labelled attempts'."""
+    from appliance.tune import analysis
+
+    evidence = analysis.pair_distances(matrix, ids)
+    if labelled:
+        probes = np.stack([e.embedding for e in labelled])
+        attempt = analysis.probe_distances(probes, [e.label for e in labelled], matrix, ids)
+        evidence = analysis.Evidence(np.concatenate([evidence.genuine, attempt.genuine]),
+                                     np.concatenate([evidence.impostor, attempt.impostor]))
+    return evidence
+
+
+def threshold_preview(config, thresholds):
+    """[(threshold, false accepts per comparison, false rejects)] on this site's evidence, or []
+    when the gallery holds fewer than two people: what a change would do, before it is made."""
+    from appliance.tune import analysis
+
+    ids, matrix, people, model_id = _gallery_matrix(config.gallery.path)
+    if len(people) < 2:
+        return []
+    labelled = [e for e in _attempts(config.audit.path, model_id) if e.label]
+    return analysis.rates(site_evidence(ids, matrix, labelled), np.asarray(thresholds, float))
 
 
 def _liveness_line(config, attempts) -> None:
@@ -379,7 +401,8 @@ def _apply(args) -> int:
     backup = _replace_config(path, updated)
     from appliance.cli.common import record_change
 
-    record_change(config_module.load(path), "set_threshold", distance_threshold=args.threshold,
+    record_change(config_module.load(path), "set_threshold", origin=getattr(args, "origin", None),
+                  distance_threshold=args.threshold,
                   previous_threshold=previous, config_file=str(path), backup=str(backup))
     print("%s: matching.distance_threshold = %.4f, was %.4f (previous file kept as %s; 'facegate tune undo' "
           "restores it); restart the door, or send it live with 'facegate admin set-threshold'"

@@ -212,10 +212,11 @@ class DoorController:
     def exit_pressed(self) -> None:
         self._release_on_request(Event("exit", detail={"source": "exit_button"}))
 
-    def remote_unlock(self, reason: str, origin: Optional[dict] = None) -> bool:
-        """A signed, fresh, first-seen unlock command (checked by the MQTT side) asks to open;
-        `origin` (key fingerprint, operator, request id) goes into the audit event."""
-        detail = {"source": "mqtt", "reason": reason}
+    def remote_unlock(self, reason: str, origin: Optional[dict] = None, source: str = "mqtt") -> bool:
+        """A signed, fresh, first-seen unlock command (checked by the MQTT side), or the web page's
+        relay test (a logged-in user), asks to open; `origin` (key fingerprint or user, operator,
+        request id) goes into the audit event."""
+        detail = {"source": source, "reason": reason}
         if origin:
             detail["origin"] = origin
         return self._release_on_request(Event("remote_unlock", detail=detail), record_first=True)

@@ -129,7 +129,9 @@ def decode(data: bytes, name: str = "image", max_side: int = MAX_SIDE, max_pixel
             image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
     except cv2.error as err:
         raise ImageError("%s is not a readable image: %s" % (name, str(err).strip().splitlines()[-1])) from None
-    if image is None or image.shape[1] != width or image.shape[0] != height:
+    # a phone's portrait photo is stored sideways with an EXIF orientation, which the decoder
+    # applies: its pixels come out turned upright, width and height swapped
+    if image is None or image.shape[:2] not in ((height, width), (width, height)):
         raise ImageError("%s is not a readable image (corrupt or truncated)" % name)
     return image
 

@@ -1,0 +1,31 @@
+% rebase('base.tpl', title='Door')
+<h1>Door</h1>
+<dl class="facts" id="status">
+  <dt>Running</dt><dd>{{"yes" if status.get("running") else "no: " + status.get("why", "")}}</dd>
+  <dt>Door</dt><dd>{{status.get("door", "-")}} ({{status.get("mode", "-")}})</dd>
+  <dt>Relay</dt><dd>{{status.get("relay", "-")}}</dd>
+  <dt>Faults</dt><dd>{{"; ".join("%s: %s" % item for item in (status.get("faults") or {}).items()) or "none"}}</dd>
+  <dt>Decision</dt><dd>{{status.get("decision", "-")}}</dd>
+  <dt>Decisions</dt><dd>{{", ".join("%s %s" % item for item in (status.get("decisions") or {}).items())}}</dd>
+</dl>
+<form method="post" action="/door/relay-test" class="inline" id="relay-test">
+  <input type="hidden" name="csrf" value="{{csrf}}"><button>Test the relay (opens the door)</button>
+</form>
+<h2>Audit trail</h2>
+<form method="get" action="/door" class="row" id="audit-filter">
+  <input name="kind" value="{{filters['kind']}}" placeholder="kind (grant, deny, change…)">
+  <input name="person" value="{{filters['person']}}" placeholder="person">
+  <input name="since" value="{{filters['since']}}" placeholder="since 2026-12-01">
+  <input name="until" value="{{filters['until']}}" placeholder="until">
+  <button>Filter</button>
+  <a class="button" href="/door/audit.csv?kind={{filters['kind']}}&amp;person={{filters['person']}}&amp;since={{filters['since']}}&amp;until={{filters['until']}}">CSV</a>
+</form>
+<div class="scroll"><table class="audit" id="audit">
+<tr><th>time (UTC)</th><th>what</th><th>who</th><th>detail</th></tr>
+% for event in events:
+  % detail = event.detail
+  % origin = detail.get("origin") if isinstance(detail.get("origin"), dict) else {}
+<tr><td>{{event.time[:19].replace("T", " ")}}</td><td>{{event.kind}}</td><td>{{event.person_name or ""}}</td>
+<td>{{detail.get("reason") or detail.get("message") or detail.get("action") or ""}}{{" · by %s:%s@%s" % (origin.get("via"), origin.get("user"), origin.get("address")) if origin.get("via") == "web" else ""}}</td></tr>
+% end
+</table></div>
