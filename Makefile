@@ -9,7 +9,8 @@ export FACEGATE_MODELS_DIR ?= $(abspath models)
 # Debian packages the tests need: a real MQTT broker, openssl to make its test certificates,
 # shellcheck for the board scripts.
 # fonts: names in any script on annotated images (Latin, Greek, Cyrillic; Chinese, Japanese, Korean)
-DEBIAN_PACKAGES := mosquitto openssl shellcheck systemd fonts-dejavu-core fonts-wqy-microhei
+# chromium and its driver: the web page's tests and `make screenshots` run in a real browser
+DEBIAN_PACKAGES := mosquitto openssl shellcheck systemd fonts-dejavu-core fonts-wqy-microhei chromium chromium-driver
 LFW ?= ../shared/data/lfw-dev
 SEED ?= ../shared/data/seed-samples
 DEMO := demo
@@ -26,7 +27,7 @@ BOARD ?= rv1126
 RKNN_TARGET ?= rv1126b
 
 .PHONY: all venv models system-deps test test-slow test-board test-emulated rknn-env rknn-models rknn-check bundle deploy \
-	bench run demo eval-lfw eval-identification clean
+	bench run demo eval-lfw eval-identification clean screenshots
 
 all: test
 
@@ -129,15 +130,27 @@ demo: venv models
 	$(PY) tools/make-demo-video $(DEMO)/visitors.mp4 $(addprefix $(SEED)/probes/,$(PORTRAITS)) \
 	  $(wildcard $(addprefix $(LFW)/images/,$(STRANGERS)))
 
-# `make run`: the appliance on the demo video, driving an emulated relay on a pseudo-terminal.
+# `make run`: the appliance on the demo video, driving an emulated relay on a pseudo-terminal, with
+# its web page; at a terminal the page stays up after the video until Ctrl-C.
 run: demo
 	@rm -f $(DEMO)/relay $(DEMO)/audit.db $(DEMO)/audit.db-wal $(DEMO)/audit.db-shm
+	@$(VENV)/bin/facegate web setup-code --config tools/demo.toml 2>/dev/null | \
+	  sed 's|^|the web page has no user yet: make one at https://localhost:8443/setup with the code |' || true
 	@$(PY) tools/relay-emulator --link $(DEMO)/relay & emulator=$$!; \
 	for i in $$(seq 50); do [ -e $(DEMO)/relay ] && break; sleep 0.1; done; \
 	$(VENV)/bin/facegate run --config tools/demo.toml --camera $(DEMO)/visitors.mp4 \
 	  --relay-port $(DEMO)/relay --gallery $(DEMO)/gallery.db --audit $(DEMO)/audit.db; status=$$?; \
 	kill $$emulator; wait $$emulator; \
-	[ $$status -eq 0 ] && $(VENV)/bin/facegate audit --audit $(DEMO)/audit.db; exit $$status
+	[ $$status -eq 0 ] && $(VENV)/bin/facegate audit --audit $(DEMO)/audit.db; \
+	if [ $$status -eq 0 ] && [ -t 0 ] && [ -z "$$CI" ]; then \
+	  echo "the demo video has ended; its attempts stay on the page at https://localhost:8443/ until Ctrl-C"; \
+	  $(VENV)/bin/facegate web serve --config tools/demo.toml --gallery $(DEMO)/gallery.db --audit $(DEMO)/audit.db \
+	    || [ $$? -eq 130 ]; \
+	fi; exit $$status
+
+# every page of the web page at phone and desktop sizes, from the browser tests, into screenshots/
+screenshots: venv models system-deps
+	FACEGATE_SCREENSHOTS=$(abspath screenshots) $(PY) -m pytest -q tests/test_web.py
 
 eval-identification: venv models
 	$(VENV)/bin/facegate eval-identification --images $(LFW)/images --cache .eval-cache --json eval-identification.json

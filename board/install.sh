@@ -149,6 +149,12 @@ else
 		echo "install.sh: could not make this door's signing key (see above)" >&2
 		exit 1
 	fi
+	# the web page's certificate, made here once (kept across updates; the site may install its own);
+	# its fingerprint is printed for the installer to compare with what the phone's browser shows
+	if ! new web cert --config /etc/facegate/config.toml; then
+		echo "install.sh: could not make the web page's certificate (see above)" >&2
+		exit 1
+	fi
 	if [ -n "$old" ] && [ "$old" != "versions/$name" ] && [ -d "$lib/$old" ]; then
 		# a version runs here already: the new one is self-tested, switched to, and left again
 		# by itself if its door does not run (what 'facegate update' does)

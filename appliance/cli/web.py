@@ -22,6 +22,9 @@ def register(commands) -> None:
     passwd.add_argument("user")
     passwd.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     passwd.set_defaults(handler=run_passwd)
+    cert = actions.add_parser("cert", help="make the page's certificate if there is none; print its fingerprint")
+    add_config_options(cert)
+    cert.set_defaults(handler=run_cert)
     code = actions.add_parser("setup-code", help="print the one-time code that makes the first user at the page")
     add_config_options(code)
     code.set_defaults(handler=run_setup_code)
@@ -62,4 +65,17 @@ def run_setup_code(args) -> int:
     if Users(config.web.users_file).any():
         raise FaceGateError("the page has users already: 'facegate web passwd USER' adds or changes one")
     print(setup_code(Path(config.web.users_file).with_name("web-setup-code")))
+    return 0
+
+
+def run_cert(args) -> int:
+    from appliance.web.tls import fingerprint, server_context
+
+    config = load_config(args)
+    if not config.web.enabled or not config.web.https:
+        print("the web page is off or without HTTPS in this config: no certificate needed")
+        return 0
+    _, made = server_context(config.web.cert_file, config.web.key_file)
+    print("%s the web page's certificate %s, SHA-256 %s" % ("made" if made else "kept", config.web.cert_file,
+                                                         fingerprint(Path(config.web.cert_file))))
     return 0
