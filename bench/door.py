@@ -92,20 +92,32 @@ def _config(folder: Path, clip: Path, relay: str):
 
 @benchmark("door_latency")
 def door_latency() -> dict:
+    return measure_latency()
+
+
+def measure_latency(sections=None, beside=None, appearances: int = 24) -> dict:
+    """The latency run; `sections` change the door's config ({"web": {...}}), and `beside(config)`,
+    a context manager, runs something next to the door while it plays (the web page and its viewers)."""
+    import contextlib
+    from dataclasses import replace
+
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)
         clip = folder / "appear.mp4"
         emulator = RelayEmulator()
         config = _config(folder, clip, emulator.path)
+        for name, values in (sections or {}).items():
+            config = replace(config, **{name: replace(getattr(config, name), **values)})
         pipeline = FacePipeline.from_config(config)
-        starts = _write_clip(clip, 24, 1.5, 2.0, _portraits(pipeline))
+        starts = _write_clip(clip, appearances, 1.5, 2.0, _portraits(pipeline))
         store = GalleryStore(config.gallery.path, model_id=pipeline.embedder.model_id)
         Enroller(config, pipeline, store).enrol_folder(SEED / "gallery")
         store.close()
         captured = {}
-        service = build_service(config, pipeline=pipeline)
-        service.reader.on_frame = lambda frame: captured.__setitem__(frame.number, frame.captured)
-        counters = service.run()
+        with (beside(config, folder) if beside else contextlib.nullcontext()) as extra:
+            service = build_service(config, pipeline=pipeline)
+            service.reader.on_frame = lambda frame: captured.__setitem__(frame.number, frame.captured)
+            counters = service.run()
         ons = [e.at for e in emulator.changes() if e.on]
         emulator.close()
         pipeline.close()
@@ -121,7 +133,8 @@ def door_latency() -> dict:
     return {"protocol": "%d appearances of 4 enrolled portraits (face 150 px wide) in a %d fps 640x480 "
                         "clip, paced in real time; capture of the first face frame to relay-on bytes at the pty" % (len(starts), FPS),
             "latency": summarise(samples) if samples else None, "appearances_without_unlock": missed,
-            "frames": counters.frames, "frames_dropped": service.reader.dropped}
+            "frames": counters.frames, "frames_dropped": service.reader.dropped,
+            **({"beside": extra} if isinstance(extra, dict) else {})}
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -139,6 +139,7 @@ def main(argv=None) -> int:
     from appliance.config import set_in_text
 
     demo = set_in_text((ROOT / "tools" / "demo.toml").read_text(), "camera.every_frame", True)
+    demo = set_in_text(demo, "web.enabled", False)  # the service's door serves the page (checked below)
     (work / "tmp" / "demo.toml").write_text(demo)
     from facegate_host.emulator import RelayEmulator
 
@@ -184,6 +185,25 @@ def main(argv=None) -> int:
     return 0
 
 
+def _page_answers(url: str, timeout: float) -> str:
+    """The first page the door's web page serves at `url` (a user-less door sends /login to /setup)."""
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, context=ssl._create_unverified_context(), timeout=30) as answer:
+                body = answer.read().decode()
+                assert "First start: make the first user" in body, body[:500]
+                return "%s answered %d (%s)" % (url, answer.status, answer.url)
+        except (urllib.error.URLError, OSError):
+            if time.monotonic() > deadline:
+                raise SystemExit("test-emulated: the door's web page never answered at %s" % url)
+            time.sleep(2.0)  # the page's process is still starting under emulation
+
+
 def _install_and_update(work: Path, bundle: Path, tarball: Path, emulator) -> str:
     """install.sh's on-board branch, as an installer runs it on a board: the site's config is
     there first (kept), the door's key is made, the self-test gates, the init script starts the
@@ -207,6 +227,9 @@ def _install_and_update(work: Path, bundle: Path, tarball: Path, emulator) -> st
     assert "Starting facegate: OK" in installed.stdout, installed.stdout
     assert "kept the site's /etc/facegate/config.toml" in installed.stdout, installed.stdout
     assert in_root(work, ["/etc/init.d/S95facegate", "status"]).stdout.startswith("facegate is running")
+    assert "the web page's certificate /etc/facegate/secrets/web.crt" in installed.stdout, installed.stdout
+    page = _page_answers("https://127.0.0.1:8443/login", timeout=300)  # the door's page, from the bundle's bottle
+    print("the door's page in the arm64 root: %s" % page, flush=True)
     first = in_root(work, ["facegate", "update", "--status", "--json"])
     first = json.loads(first.stdout)["current"]
     assert emulator.wait_for(lambda e: len(e.events) >= 1, timeout=120), "the door never drove the relay"

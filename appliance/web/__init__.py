@@ -30,10 +30,7 @@ def serve(config: Config, config_path: Optional[str]) -> None:
     from appliance.web.auth import Users, setup_code as read_setup_code
     from appliance.web.server import BoundedServer
 
-    try:
-        os.nice(10)  # the door's loop comes first on a two-core board
-    except OSError:
-        pass
+    _yield_to_the_door()
     web = config.web
     context = None
     if web.https:
@@ -55,6 +52,19 @@ def serve(config: Config, config_path: Optional[str]) -> None:
         server.serve_forever(poll_interval=0.5)
     finally:
         server.server_close()
+
+
+def _yield_to_the_door() -> None:
+    """The page runs only on CPU time the door leaves idle (SCHED_IDLE, inherited by its threads):
+    a browser hammering it slows the page, not the door. Where that policy is missing, the lowest
+    nice level."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        try:
+            os.nice(19)
+        except OSError:
+            pass
 
 
 class WebChild:

@@ -147,9 +147,15 @@ def make_app(config: Config, config_path: Optional[str] = None, setup_code: Opti
     def error(err):
         for name, value in HEADERS.items():
             bottle.response.set_header(name, value)
+        from appliance.errors import FaceGateError
+
+        if err.status_code == 500 and isinstance(err.exception, FaceGateError):
+            bottle.response.status = 400  # a mistyped name, a refused change: said, not a failure
+            return bottle.template("error.tpl", user=None, csrf="", status={}, error=str(err.exception),
+                                   message=None)
         if err.status_code == 500:
-            log.error("web page: %s %s failed: %s", bottle.request.method, bottle.request.path, err.exception,
-                      exc_info=err.traceback and None)
+            log.error("web page: %s %s failed: %s\n%s", bottle.request.method, bottle.request.path,
+                      err.exception, err.traceback or "")
             return bottle.template("error.tpl", user=None, csrf="", status={}, error="the page failed: %s"
                                    % (err.exception or err.body), message=None)
         return bottle.template("error.tpl", user=None, csrf="", status={}, error=err.body, message=None)

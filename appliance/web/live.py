@@ -14,14 +14,12 @@ the door's loop only copies a reference.
 
 import json
 import logging
+import math
 import os
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
-
-import cv2
-import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +52,7 @@ def describe_outcome(outcome) -> List[Dict[str, Any]]:
             face["name"] = decision.match.person.name
         else:
             face["reasons"].append(decision.reason)
-        if np.isfinite(decision.match.distance):
+        if math.isfinite(decision.match.distance):
             face["distance"] = round(float(decision.match.distance), 3)
     if outcome.kind in ("grant", "deny"):
         face["decided"] = outcome.kind
@@ -94,7 +92,7 @@ class LiveFeed:
                 self._watched = False
         return self._watched
 
-    def offer(self, image: Optional[np.ndarray], outcome=None) -> None:
+    def offer(self, image, outcome=None) -> None:
         now = time.monotonic()
         if outcome is not None:
             faces = describe_outcome(outcome)
@@ -135,7 +133,9 @@ class LiveFeed:
             except Exception as err:  # the page goes without; the door must not
                 log.warning("web page feed: %s", err)
 
-    def _write_frame(self, image: np.ndarray, faces: List[Dict[str, Any]]) -> None:
+    def _write_frame(self, image, faces: List[Dict[str, Any]]) -> None:
+        import cv2  # here, not at the top: the page imports this module and needs no OpenCV to serve
+
         scale = min(1.0, FRAME_WIDTH / image.shape[1])
         if scale < 1.0:
             image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)

@@ -41,7 +41,7 @@ def register(app: bottle.Bottle, page) -> None:
         filters = {key: query.getunicode(key) or "" for key in ("kind", "person", "since", "until")}
         events, error = _events(page, filters, 100)
         return render("door.tpl", page=page, events=events, filters=filters, error=error,
-                      message=query.getunicode("message"))
+                      message=query.getunicode("message"), csv_query=_query(**filters))
 
     @app.get("/door/audit.csv")
     def audit_csv():
@@ -114,7 +114,10 @@ def register(app: bottle.Bottle, page) -> None:
         from appliance.cli.tune import _apply
 
         forms = bottle.request.forms
-        threshold = float(forms.get("threshold"))
+        try:
+            threshold = float(forms.get("threshold") or "")
+        except ValueError:
+            bottle.abort(400, "no threshold given: preview one first")
         force = bool(forms.get("force"))
         messages = []
         if page.config_path:

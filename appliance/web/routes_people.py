@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 CAPTURE_SECONDS = 30.0  # the camera enrolment gives up after this long without enough good frames
 CAPTURE_KEEP = 3  # good frames kept as templates
+MAX_PHOTOS = 10  # photos read from one enrolment form
 # what a person in front of the camera should do about each quality reason (vision/quality.py)
 GUIDANCE = (("too small", "come closer"), ("turned sideways", "look straight at the camera"),
             ("tilted up or down", "look at the camera, not up or down"), ("head tilted", "hold your head upright"),
@@ -154,7 +155,7 @@ def register(app: bottle.Bottle, page) -> None:
             enroller = Enroller(page.config, pipeline, store)
             from appliance.vision.images import decode
 
-            for upload in uploads[:page.config.mqtt.max_photos * 2]:
+            for upload in uploads[:MAX_PHOTOS]:
                 try:
                     image = decode(upload.file.read(), upload.raw_filename or "photo")
                     templates.append(enroller.template_from_image(image, upload.raw_filename or "photo"))
@@ -202,7 +203,9 @@ def register(app: bottle.Bottle, page) -> None:
         with page.gallery() as store:
             person = commands.set_enabled(store, person_id, action == "enable")
         page.record(action, person)
-        bottle.redirect("/people?message=" + bottle.html_quote("%sd %s" % (action, person.name)))
+        from urllib.parse import quote
+
+        bottle.redirect("/people?message=" + quote("%sd %s" % (action, person.name)))
 
     @app.get("/people/<person_id>/remove")
     def remove_confirm(person_id):

@@ -18,7 +18,7 @@
   <input name="since" value="{{filters['since']}}" placeholder="since 2026-12-01">
   <input name="until" value="{{filters['until']}}" placeholder="until">
   <button>Filter</button>
-  <a class="button" href="/door/audit.csv?kind={{filters['kind']}}&amp;person={{filters['person']}}&amp;since={{filters['since']}}&amp;until={{filters['until']}}">CSV</a>
+  <a class="button" href="/door/audit.csv?{{csv_query}}">CSV</a>
 </form>
 <div class="scroll"><table class="audit" id="audit">
 <tr><th>time (UTC)</th><th>what</th><th>who</th><th>detail</th></tr>
