@@ -197,11 +197,14 @@ class DoorConfig:
 @dataclass(frozen=True)
 class PanelConfig:
     protocol: str = setting("", "the building's access panel this door reports to as a reader (door.mode): osdp, "
-                                "or empty for none", choices=("", "osdp"))
+                                "wiegand, or empty for none", choices=("", "osdp", "wiegand"))
     port: str = setting("", "osdp: serial port of the RS-485 adapter, e.g. /dev/ttyUSB1")
     baudrate: int = setting(9600, "osdp: line speed, as the panel is set", 9600, 230400)
     address: int = setting(0, "osdp: this reader's address on the bus, as the panel is set", 0, 126)
     scbk_file: str = setting("", "osdp: file holding the secure channel key (32 hex digits), from the panel")
+    wiegand_data0: int = setting(-1, "wiegand: the GPIO number (sysfs) wired to the panel's DATA0 (-1: none)", -1, 4095)
+    wiegand_data1: int = setting(-1, "wiegand: the GPIO number (sysfs) wired to the panel's DATA1 (-1: none)", -1, 4095)
+    wiegand_gpio_root: str = setting("/sys/class/gpio", "wiegand: where the kernel's sysfs GPIO files are")
     wiegand_bits: int = setting(26, "the card format reported: Wiegand 26 (8-bit facility, 16-bit number) or 34 "
                                     "(16 and 16)", choices=(26, 34))
     card_reader_port: str = setting("", "card_and_face: serial port of a card reader that sends each card as a line "
@@ -232,6 +235,12 @@ class InputsConfig:
     door_contact_active_low: bool = setting(False, "the contact reads 0 when the door is open")
     exit_button: str = setting("", "request-to-exit button: a sysfs GPIO value file or chip:line (empty: none)")
     exit_button_active_low: bool = setting(True, "the button reads 0 when pressed")
+    tamper: str = setting("", "the case's tamper switch: a sysfs GPIO value file or chip:line (empty: none); an "
+                              "alarm, and reported to an OSDP panel")
+    tamper_active_low: bool = setting(False, "the switch reads 0 when the case is opened")
+    power_fail: str = setting("", "the supply monitor's line, active while mains power is lost (empty: none); an "
+                                  "alarm, and reported to an OSDP panel")
+    power_fail_active_low: bool = setting(True, "the monitor reads 0 while power is lost")
     debounce_ms: float = setting(50.0, "a level must hold this long to count", 0, 5000)
     poll_ms: float = setting(20.0, "how often the inputs are read", 1, 1000)
 
@@ -583,7 +592,11 @@ def panel_problems(config: Config) -> List[str]:
         return problems
     if config.door.mode != "relay" and not panel.protocol:
         problems.append("door.mode %s sends a granted person's card to an access panel: set panel.protocol "
-                        "(osdp) and its port" % config.door.mode)
+                        "(osdp and its port, or wiegand and its lines)" % config.door.mode)
+    if panel.protocol == "wiegand":
+        if panel.wiegand_data0 < 0 or panel.wiegand_data1 < 0 or panel.wiegand_data0 == panel.wiegand_data1:
+            problems.append("panel.protocol wiegand needs panel.wiegand_data0 and wiegand_data1, the two GPIO lines "
+                            "wired to the panel's DATA0 and DATA1 (different numbers)")
     if panel.protocol == "osdp":
         if not panel.port:
             problems.append("panel.protocol osdp needs panel.port, the RS-485 adapter (e.g. /dev/ttyUSB1)")

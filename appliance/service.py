@@ -94,12 +94,14 @@ class Service:
         self.card_reader = None  # card + face: the reader whose cards name the person
         self.agent = None  # the MQTT side, when enabled
         self.live = None  # what the web page shows and asks (web/live.py), when the page is on
+        self.version = ""  # the installed version's name, as `update --status` shows it
         self.stop_event = threading.Event()
         # (seconds, callback): called once the door loop has run that long (an update's proof)
         self.on_proven: Optional[tuple] = None
         self._motion = MotionGate(config.verification.motion_threshold)
         self._last_detection = -1e9
         self._next_refresh = 0.0
+        self._reported_status: Optional[tuple] = None  # (tamper, power lost) as the panel last heard it
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -147,7 +149,8 @@ class Service:
                     continue
                 outcome = self.process(frame)
                 if self.live is not None:
-                    self.live.offer(frame.image, outcome)
+                    self.live.offer(frame.image, outcome, self.verifier.too_small,
+                                    self.config.verification.min_face_pixels)
         finally:
             self.close()
         return self.counters
@@ -246,11 +249,24 @@ class Service:
     def _check_panel(self) -> None:
         if self.panel is None:
             return
+        self._report_local_status()
         if self.panel.secure:
             self.controller.clear_fault("panel")
         elif "panel" not in self.controller.faults:
             self.controller.report_fault("panel", "the access panel has no secure channel with this reader (check "
                                                   "panel.port, its address, baud rate and SCBK)")
+
+    def _report_local_status(self) -> None:
+        """Tamper and power to a panel that takes them (OSDP): at start and whenever either changes."""
+        if not hasattr(self.panel, "report_status") or not self.panel.secure:
+            return
+        states = self.inputs.states() if self.inputs is not None else {}
+        status = (bool(states.get("tamper")), bool(states.get("power_fail")))
+        if status != self._reported_status:
+            self.panel.report_status(*status)
+            self._reported_status = status
+            log.info("panel: told tamper %s, power %s", "OPEN" if status[0] else "closed",
+                     "LOST" if status[1] else "ok")
 
     def _deny(self, outcome: Outcome, frame: Frame) -> None:
         event = self._event("deny", outcome, frame)
@@ -269,7 +285,8 @@ class Service:
                 "relay": "connected" if controller.relay.connected else "not connected",
                 "decision": self.verifier.threshold.describe(), "mode": self.config.door.mode,
                 "liveness": self.config.liveness.enabled, "frames": self.counters.frames,
-                "decisions": dict(self.counters.decisions)}
+                "decisions": dict(self.counters.decisions), "version": self.version,
+                "inputs": self.inputs.states() if self.inputs is not None else {}}
 
     def web_request(self, request: dict) -> dict:
         """The web page's requests (web/live.py), carried out here so that only the door moves its
@@ -355,9 +372,9 @@ def build_service(config: Config, pipeline=None, use_relay: bool = True) -> Serv
             if panel_problems(config):
                 raise ConfigError("; ".join(panel_problems(config)))
         if config.door.mode in ("reader", "relay_and_reader"):
-            from appliance.panel import osdp
+            from appliance.panel import from_config as panel_from_config
 
-            panel = osdp.from_config(config.panel)
+            panel = panel_from_config(config.panel)
             parts.append(panel)
         if config.door.mode == "card_and_face":
             from appliance.panel.card_reader import CardReader
@@ -400,3 +417,8 @@ def _on_input(controller: DoorController, name: str, active: bool) -> None:
             controller.exit_pressed()
     elif name == "door_contact":
         controller.contact_changed(door_open=active)
+    elif name in ("tamper", "power_fail"):
+        # an alarm, not a fault: the door goes on deciding (a panel, when there is one, hears it too)
+        what = {"tamper": ("the case was opened", "the case was closed"),
+                "power_fail": ("mains power lost", "mains power back")}[name]
+        controller.emit(Event("alarm", detail={"alarm": name, "active": active, "message": what[0 if active else 1]}))

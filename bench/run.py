@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.harness import BENCHMARKS
 
-MODULES = ("bench.vision", "bench.gallery", "bench.door", "bench.mqtt", "bench.seed_job", "bench.cpu_budget", "bench.web")
+MODULES = ("bench.vision", "bench.gallery", "bench.door", "bench.mqtt", "bench.seed_job", "bench.cpu_budget", "bench.web", "bench.panel")
 
 
 def _rows(prefix: str, value):

@@ -277,3 +277,109 @@ def test_an_export_carries_the_cards_and_an_import_refuses_a_card_held_here(tmp_
         import_gallery(taken, tmp_path / "export.json")
     assert [p.name for p in taken.people()] == ["cy"]
     taken.close()
+
+
+def recorded_edges(lines):
+    """The recording's edges in microseconds from its first, as a logic analyser shows them."""
+    start = lines.edges[0][0]
+    return [((at - start) // 1000, line, level) for at, line, level in lines.edges]
+
+
+@pytest.mark.parametrize("bits,card", [(26, (7, 12345)), (26, (255, 65535)), (34, (4242, 1)), (34, (0, 40000))])
+def test_wiegand_output_plays_frames_a_panel_decodes_with_their_parity_and_timing(bits, card):
+    from appliance.panel.wiegand_out import RecordingLines, WiegandOutput
+
+    lines = RecordingLines()  # this machine has no GPIO and no gpio-sim: the recorder stands in for the lines
+    output = WiegandOutput(lines, bits)
+    assert output.send(*card).startswith("card %d:%d as Wiegand %d" % (card[0], card[1], bits))
+    frame_edges = recorded_edges(lines)
+    assert frame_edges[-2:] == [frame_edges[-2][:1] + ("D0", 1), frame_edges[-1][:1] + ("D1", 1)]  # left idle high
+    heard = wiegand.bits_from_edges(output.last)  # the edges as the lines saw them, each timestamped
+    assert wiegand.parse(heard) == card and len(heard) == bits
+    widths = [b[0] - a[0] for a, b in zip(output.last[::2], output.last[1::2])]
+    assert all(20 <= w <= 100 for w in widths)
+
+
+def test_wiegand_lines_are_driven_through_sysfs_files_and_a_missing_line_says_which(tmp_path):
+    from appliance.panel.wiegand_out import SysfsLines, WiegandOutput
+
+    root = tmp_path / "gpio"  # sysfs's layout in a folder: the files a kernel would give (no GPIO here)
+    for number in (17, 18):
+        (root / ("gpio%d" % number)).mkdir(parents=True)
+        (root / ("gpio%d" % number) / "value").write_text("1")
+    from appliance.config import from_dict
+    from appliance.panel import from_config
+
+    config = from_dict({"door": {"mode": "reader"}, "panel": {"protocol": "wiegand", "wiegand_data0": 17,
+                                                             "wiegand_data1": 18, "wiegand_gpio_root": str(root)}})
+    output = from_config(config.panel)  # what the door builds in reader mode
+    assert isinstance(output, WiegandOutput)
+    assert (root / "gpio17" / "direction").read_text() == "high"  # output, high, in one write
+    output.send(7, 12345)
+    assert (root / "gpio17" / "value").read_text() == "1" and (root / "gpio18" / "value").read_text() == "1"
+    output.close()
+    with pytest.raises(FaceGateError, match="GPIO 17 and 99"):
+        SysfsLines(17, 99, str(root))
+
+
+def test_a_wiegand_reader_needs_its_two_lines():
+    from appliance.config import from_dict, panel_problems
+
+    config = from_dict({"door": {"mode": "reader"}, "panel": {"protocol": "wiegand", "wiegand_data0": 17}})
+    assert any("wiegand_data0 and wiegand_data1" in p for p in panel_problems(config))
+    config = from_dict({"door": {"mode": "reader"},
+                        "panel": {"protocol": "wiegand", "wiegand_data0": 17, "wiegand_data1": 18}})
+    assert panel_problems(config) == []
+
+
+def set_line(path, level):
+    """A GPIO value file's new level, written whole (as the kernel's file changes)."""
+    temporary = path.with_name(path.name + ".new")
+    temporary.write_text("%d\n" % level)
+    os.replace(temporary, path)
+
+
+def test_a_reader_tells_the_panel_when_its_case_is_opened_or_its_power_lost(
+        tmp_path, gallery_path, pipeline, emulator, control_panel):  # noqa: F811
+    import threading
+
+    import osdp
+
+    panel, port, scbk = control_panel
+    tamper, power = tmp_path / "tamper", tmp_path / "power"
+    set_line(tamper, 1)  # closed (the switch reads 0 when opened)
+    set_line(power, 1)  # mains present (the monitor reads 0 while lost)
+    clip = tmp_path / "empty.mp4"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "make-demo-video"), str(clip), str(STRANGERS[0]),
+                    "--seconds", "1.0", "--fps", "10"], check=True)
+    config = door_config(tmp_path, gallery_path, clip, emulator.path, liveness={"enabled": False},
+                         door={"mode": "reader"}, camera={"loop": True, "realtime": True},
+                         inputs={"tamper": str(tamper), "tamper_active_low": True, "power_fail": str(power),
+                                 "debounce_ms": 20},
+                         panel={"protocol": "osdp", "port": port, "address": 5, "scbk_file": str(scbk)})
+    service = build_service(config, pipeline=pipeline)
+    running = threading.Thread(target=service.run)
+    running.start()
+    reports = []
+
+    def heard(report):
+        while True:
+            event = panel.get_event(5, timeout=0.2)
+            if event is None:
+                return reports and reports[-1] == report
+            if event["event"] == osdp.Event.Status:
+                reports.append(event["report"])
+    try:
+        assert wait_until(lambda: heard(b"\x00\x00"), timeout=15)  # at start: closed, powered
+        set_line(tamper, 0)
+        assert wait_until(lambda: heard(b"\x01\x00"), timeout=10)
+        set_line(power, 0)
+        assert wait_until(lambda: heard(b"\x01\x01"), timeout=10)
+        set_line(tamper, 1)
+        set_line(power, 1)
+        assert wait_until(lambda: heard(b"\x00\x00"), timeout=10)
+    finally:
+        service.stop()
+        running.join(timeout=30)
+    alarms = [(e.detail["alarm"], e.detail["active"]) for e in AuditStore(tmp_path / "audit.db").events(kind="alarm")]
+    assert alarms == [("tamper", True), ("power_fail", True), ("tamper", False), ("power_fail", False)]

@@ -45,7 +45,9 @@ def door(tmp_path_factory, gallery_path):  # noqa: F811
     folder = tmp_path_factory.mktemp("webdoor")
     gallery = folder / "gallery.db"
     shutil.copy(gallery_path, gallery)
-    clip = make_clip(folder / "door.mp4", [PROBES / "obama.jpg", STRANGERS[0], PROBES / "ldh.jpg"], seconds=3.0)
+    # zhangxueyou.jpg: a face too small to decide on, which the live view says so of
+    clip = make_clip(folder / "door.mp4", [PROBES / "obama.jpg", STRANGERS[0], PROBES / "ldh.jpg",
+                                           PROBES / "zhangxueyou.jpg"], seconds=3.0)
     relay = RelayEmulator(link=str(folder / "relay"))
     port = free_port()
     config = folder / "door.toml"
@@ -200,8 +202,9 @@ def test_logging_in_opens_the_live_view_with_the_doors_face_boxes_and_names(door
             "return Array.from(document.querySelectorAll('#faces li.face')).map(e => e.textContent)"))
         boxes.extend(browser.execute_script(
             "return Array.from(document.querySelectorAll('#overlay rect')).map(e => e.getAttribute('stroke'))"))
-        return any(text.startswith("obama") for text in seen) and any(text.startswith("unknown") for text in seen)
-    wait_for(browser, named, timeout=30)
+        return (any(text.startswith("obama") for text in seen) and any(text.startswith("unknown") for text in seen)
+                and any("too small" in text and "come closer" in text for text in seen))
+    wait_for(browser, named, timeout=40)
     assert "#22c55e" in boxes  # a named face is boxed in green
     assert "FAULT" not in css(browser, "#door-state")[0].text
 
@@ -348,6 +351,15 @@ def test_the_relay_test_opens_the_door_through_the_door_and_the_trail_exports_as
     assert status == 200 and headers["Content-Type"].startswith("text/csv")
     lines = body.decode().splitlines()
     assert lines[0].startswith("id,time_utc,kind") and "web:ada@127.0.0.1" in lines[1]
+
+
+def test_the_door_page_runs_the_self_test_beside_the_running_door(door, browser):
+    browser.get(door["url"] + "/door")
+    assert "none configured" in shown(browser, "#status")  # inputs: this door has none
+    submit(browser, css(browser, "#selftest button")[0])
+    result = shown(browser, "#selftest-result")
+    assert "models          ok" in result and result.endswith("selftest passed")
+    assert door["process"].poll() is None
 
 
 def test_removing_a_person_asks_first(door, browser):

@@ -137,7 +137,8 @@ def _serve(args) -> int:
                                         config.camera.source,
                                         "none (dry run)" if args.no_relay else config.relay.port,
                                         config.gallery.path, len(service.verifier.index))
-    _write_status(args.status_file, "running %s" % _version_name())
+    service.version = _version_name()
+    _write_status(args.status_file, "running %s" % service.version)
     _prove_update(service, config)
     if config.web.enabled:
         service.owned.append(_start_page(args, config))

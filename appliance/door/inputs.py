@@ -120,7 +120,9 @@ class InputWatcher:
     def from_config(cls, config: InputsConfig, on_change, on_error=None, on_recovered=None) -> "InputWatcher":
         inputs = []
         for name, spec, active_low in (("door_contact", config.door_contact, config.door_contact_active_low),
-                                       ("exit_button", config.exit_button, config.exit_button_active_low)):
+                                       ("exit_button", config.exit_button, config.exit_button_active_low),
+                                       ("tamper", config.tamper, config.tamper_active_low),
+                                       ("power_fail", config.power_fail, config.power_fail_active_low)):
             if spec:
                 inputs.append(DebouncedInput(name, open_line(spec), active_low, config.debounce_ms / 1000))
         return cls(inputs, on_change, config.poll_ms / 1000, on_error, on_recovered)

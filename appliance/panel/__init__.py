@@ -1,6 +1,22 @@
 """A building's access panel: the door as a reader that tells the panel whose card is here.
 
 `cards.py` reads and writes a person's card (facility code and number); `wiegand.py` makes and
-checks Wiegand 26 and 34-bit frames and the pulses that carry them; `osdp.py` is the door as an
-OSDP peripheral device (PD) on a serial line, through libosdp, with the secure channel on.
+checks Wiegand 26 and 34-bit frames and the pulses that carry them; `wiegand_out.py` plays them
+on two GPIO lines; `osdp.py` is the door as an OSDP peripheral device (PD) on a serial line,
+through libosdp, with the secure channel on.
 """
+
+
+def from_config(panel):
+    """The output `panel.protocol` names (config.panel_problems has checked its settings): an OSDP
+    peripheral, or Wiegand on two GPIO lines (`wiegand_out.py`)."""
+    if panel.protocol == "osdp":
+        from appliance.panel import osdp
+
+        return osdp.from_config(panel)
+    if panel.protocol == "wiegand":
+        from appliance.panel.wiegand_out import SysfsLines, WiegandOutput
+
+        return WiegandOutput(SysfsLines(panel.wiegand_data0, panel.wiegand_data1, panel.wiegand_gpio_root),
+                             panel.wiegand_bits)
+    return None

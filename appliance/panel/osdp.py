@@ -82,6 +82,11 @@ class OsdpReader:
                                    "data": wiegand.packed(bits)})
         return "osdp card %d:%d (Wiegand %d)" % (facility, number, self.bits)
 
+    def report_status(self, tamper: bool, power_lost: bool) -> None:
+        """The reader's local status (OSDP's tamper and power bytes), sent when either changes."""
+        self._device.submit_event({"event": self._osdp.Event.Status, "type": self._osdp.StatusReportType.Local,
+                                   "report": bytes([int(tamper), int(power_lost)])})
+
     def close(self) -> None:
         try:
             self._device.stop()

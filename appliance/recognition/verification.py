@@ -15,7 +15,7 @@ count towards their face's visit, which locks the face out after `attempts_per_v
 
 import logging
 from dataclasses import dataclass, replace
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -61,6 +61,7 @@ class Verifier:
         self._threshold: Optional[Threshold] = None
         self._threshold_version = -1
         self._next_small_note = float("-inf")  # when "a face is in view but too small" may be said again
+        self.too_small: List = []  # the last frame's faces, when every one was too small to decide on
         # card + face: a card names the person whose face is then checked 1:1 (person, card, deadline)
         self.card_mode = config.door.mode == "card_and_face"
         self.expected: Optional[Tuple[Person, str, float]] = None
@@ -129,7 +130,9 @@ class Verifier:
         """Process one frame. With `verify` False (the door is busy) faces are only tracked."""
         faces = self.pipeline.detect(image)
         face = choose_face(faces, image.shape, self.rules.min_face_pixels, self.rules.choose)
-        if faces and face is None:
+        # what the live view boxes as "too small" (the door decides nothing for them)
+        self.too_small = faces if faces and face is None else []
+        if self.too_small:
             self._too_small(faces, captured)
         previous = self.tracker.track
         track = self.tracker.update(face, captured, frame_number)

@@ -92,10 +92,13 @@ class LiveFeed:
                 self._watched = False
         return self._watched
 
-    def offer(self, image, outcome=None) -> None:
+    def offer(self, image, outcome=None, too_small=(), min_pixels: int = 0) -> None:
         now = time.monotonic()
         if outcome is not None:
-            faces = describe_outcome(outcome)
+            faces = describe_outcome(outcome) + [
+                {"box": [round(float(v), 1) for v in face.box[:4]], "name": None,
+                 "reasons": ["too small: %.0f px wide, need %d (come closer)" % (face.box[2] - face.box[0], min_pixels)]}
+                for face in too_small]
             if faces or outcome.kind == "lost":
                 self._faces, self._faces_until = faces, now + 1.0
         frame = None

@@ -41,7 +41,27 @@ def register(app: bottle.Bottle, page) -> None:
         filters = {key: query.getunicode(key) or "" for key in ("kind", "person", "since", "until")}
         events, error = _events(page, filters, 100)
         return render("door.tpl", page=page, events=events, filters=filters, error=error,
-                      message=query.getunicode("message"), csv_query=_query(**filters))
+                      message=query.getunicode("message"), csv_query=_query(**filters), update=_update_state(),
+                      rules=_access_rules(page), selftest=None)
+
+    @app.post("/door/selftest")
+    def selftest():
+        """The door's self-test beside the running door: models, reference face, gallery, disk,
+        config; the relay and camera belong to the door, so they are left to it."""
+        import subprocess
+        import sys
+
+        argv = [sys.executable, "-m", "appliance", "selftest", "--no-relay", "--no-camera"]
+        argv += ["--config", page.config_path] if page.config_path else []
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+            text = (done.stdout + done.stderr).strip()
+        except subprocess.TimeoutExpired:
+            text = "the self-test did not finish within 10 minutes"
+        filters = {key: "" for key in ("kind", "person", "since", "until")}
+        events, error = _events(page, filters, 100)
+        return render("door.tpl", page=page, events=events, filters=filters, error=error, message=None,
+                      csv_query="", update=_update_state(), rules=_access_rules(page), selftest=text)
 
     @app.get("/door/audit.csv")
     def audit_csv():
@@ -176,6 +196,27 @@ def _events(page, filters, limit):
                             after=after, before=before), None
     finally:
         store.close()
+
+
+def _update_state():
+    """This installation's versions and its last update, or None in a development checkout."""
+    from appliance.update import running_installation
+
+    found = running_installation()
+    if found is None:
+        return None
+    installation, version = found
+    return dict(installation.state(), running=version)
+
+
+def _access_rules(page):
+    """The schedules and access groups (who may enter when), as `facegate access` lists them."""
+    from pathlib import Path
+
+    if not Path(page.config.gallery.path).exists():
+        return {"schedules": [], "groups": []}
+    with page.gallery() as store:
+        return {"schedules": store.schedule_rows(), "groups": store.group_rows()}
 
 
 def _current_threshold(page):

@@ -7,10 +7,37 @@
   <dt>Faults</dt><dd>{{"; ".join("%s: %s" % item for item in (status.get("faults") or {}).items()) or "none"}}</dd>
   <dt>Decision</dt><dd>{{status.get("decision", "-")}}</dd>
   <dt>Decisions</dt><dd>{{", ".join("%s %s" % item for item in (status.get("decisions") or {}).items())}}</dd>
+  <dt>Inputs</dt><dd>{{", ".join("%s %s" % (name, "active" if on else "inactive") for name, on in (status.get("inputs") or {}).items()) or "none configured"}}</dd>
+  <dt>Version</dt><dd>{{status.get("version") or "-"}}</dd>
+  % if update:
+  <dt>Update</dt><dd id="update">{{update.get("state", "-").upper() if update.get("state") in ("failed", "rolled_back") else update.get("state", "-")}}{{": " + update["reason"] if update.get("reason") else ""}} (previous version {{update.get("previous") or "none"}}; 'facegate update --rollback' on the door goes back)</dd>
+  % end
 </dl>
+<div class="row">
 <form method="post" action="/door/relay-test" class="inline" id="relay-test">
   <input type="hidden" name="csrf" value="{{csrf}}"><button>Test the relay (opens the door)</button>
 </form>
+<form method="post" action="/door/selftest" class="inline" id="selftest">
+  <input type="hidden" name="csrf" value="{{csrf}}"><button>Self-test</button>
+</form>
+</div>
+% if selftest:
+<pre id="selftest-result">{{selftest}}</pre>
+% end
+<h2>Who may enter when</h2>
+% if not rules["schedules"] and not rules["groups"]:
+<p>No schedules or access groups: everybody enabled and valid may enter at any time ('facegate access' sets them).</p>
+% else:
+<div class="scroll"><table id="rules">
+<tr><th>schedule or group</th><th>periods or doors</th><th>holidays or schedule</th></tr>
+% for name, first, second in rules["schedules"]:
+<tr><td>schedule {{name}}</td><td>{{first}}</td><td>{{second}}</td></tr>
+% end
+% for name, first, second in rules["groups"]:
+<tr><td>group {{name}}</td><td>{{first}}</td><td>{{second}}</td></tr>
+% end
+</table></div>
+% end
 <h2>Audit trail</h2>
 <form method="get" action="/door" class="row" id="audit-filter">
   <input name="kind" value="{{filters['kind']}}" placeholder="kind (grant, deny, change…)">

@@ -1,0 +1,131 @@
+"""Wiegand output from user space: a frame's pulses played on two GPIO lines (DATA0, DATA1).
+
+Lines are driven through the kernel's sysfs GPIO files (`/sys/class/gpio/gpioN/value`, held
+open, one pwrite per edge), which every RV1126 vendor kernel has and which need no library. The
+pulse timing comes from a busy wait on the monotonic clock, with the interpreter's switch interval
+raised for the frame's 50-70 ms, so no other thread of the door cuts into a pulse. User space
+cannot promise a pulse: the scheduler may still preempt the process; every frame's achieved
+edges are measured as it plays, and a frame whose pulses fall outside what a panel accepts is an
+error (the door reports a `panel` fault). A kernel driver (the vendor's wiegand-gpio, where the
+board's kernel has it) times pulses in the kernel instead.
+"""
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from appliance.errors import FaceGateError
+from appliance.panel import wiegand
+
+ATTEMPTS = 3  # plays of one frame before the door gives up and reports a fault
+FRAME_GAP_S = 0.03  # a panel ends a frame after about 25 ms of silence
+Edge = Tuple[int, str, int]  # (microseconds from the frame's start, "D0" or "D1", level)
+
+
+class SysfsLines:
+    """Two GPIO lines as outputs, idle high, through sysfs."""
+
+    def __init__(self, data0: int, data1: int, root: str = "/sys/class/gpio") -> None:
+        self.root = Path(root)
+        self._fds: Dict[str, int] = {}
+        try:
+            for name, number in (("D0", data0), ("D1", data1)):
+                line = self.root / ("gpio%d" % number)
+                if not line.exists():
+                    (self.root / "export").write_text(str(number))
+                (line / "direction").write_text("high")  # an output, and high, in one write: no glitch
+                self._fds[name] = os.open(str(line / "value"), os.O_WRONLY)
+        except OSError as err:
+            self.close()
+            raise FaceGateError("cannot drive Wiegand lines GPIO %d and %d through %s: %s (check panel.wiegand_data0 "
+                                "and wiegand_data1, and that the lines are free)" % (data0, data1, root, err)) from err
+
+    def set(self, line: str, level: int) -> None:
+        os.pwrite(self._fds[line], b"1" if level else b"0", 0)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+class RecordingLines:
+    """A logic analyser in memory: every set() with its time. What the tests and the benchmark
+    decode, since this machine has no GPIO and cannot load gpio-sim (a stand-in, said so)."""
+
+    def __init__(self) -> None:
+        self.edges: List[Tuple[int, str, int]] = []  # (perf_counter_ns, line, level)
+
+    def set(self, line: str, level: int) -> None:
+        self.edges.append((time.perf_counter_ns(), line, level))
+
+    def close(self) -> None:
+        pass
+
+
+def play(edges: Sequence[Edge], lines, spin_from_us: int = 1500) -> List[Edge]:
+    """Drive `edges` (wiegand.pulses) on `lines` at their times; the achieved edges, measured as
+    each was written. Waits longer than `spin_from_us` sleep most of the way, then spin."""
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(0.1)  # other Python threads wait for the frame, not the frame for them
+    achieved = []
+    try:
+        start = time.perf_counter_ns()
+        for at_us, line, level in edges:
+            due = start + at_us * 1000
+            left = due - time.perf_counter_ns()
+            if left > spin_from_us * 1000:
+                time.sleep((left - spin_from_us * 1000) / 1e9)
+            while time.perf_counter_ns() < due:
+                pass
+            lines.set(line, level)
+            achieved.append(((time.perf_counter_ns() - start) // 1000, line, level))
+    finally:
+        for line in ("D0", "D1"):
+            lines.set(line, 1)  # idle high, whatever happened
+        sys.setswitchinterval(switch)
+    return achieved
+
+
+class WiegandOutput:
+    """A reader's output to a panel's Wiegand input: `send(facility, number)` plays the frame and
+    checks its own timing as a panel would read it."""
+
+    def __init__(self, lines, bits: int = 26, pulse_us: int = wiegand.PULSE_US,
+                 interval_us: int = wiegand.INTERVAL_US) -> None:
+        self.lines = lines
+        self.bits = bits
+        self.pulse_us = pulse_us
+        self.interval_us = interval_us
+        self.secure = True  # nothing to negotiate: the service's panel check passes
+        self.last: Optional[List[Edge]] = None
+        self._lock = threading.Lock()
+        for line in ("D0", "D1"):
+            lines.set(line, 1)
+
+    def send(self, facility: int, number: int) -> str:
+        """Play the frame; one whose own timing a panel would refuse is played again after the
+        silence that ends a frame (a panel drops a bad frame; it never reads half of one)."""
+        bits = wiegand.frame(facility, number, self.bits)
+        problem = ""
+        with self._lock:
+            for attempt in range(1, ATTEMPTS + 1):
+                if attempt > 1:
+                    time.sleep(FRAME_GAP_S)
+                achieved = play(wiegand.pulses(bits, self.pulse_us, self.interval_us), self.lines)
+                self.last = achieved
+                try:
+                    if wiegand.bits_from_edges(achieved) == bits:
+                        return "card %d:%d as Wiegand %d%s" % (facility, number, self.bits,
+                                                              " (played %d times)" % attempt if attempt > 1 else "")
+                    problem = "the frame did not leave whole"
+                except FaceGateError as err:
+                    problem = str(err)
+        raise FaceGateError("the Wiegand frame for card %d:%d left with bad timing %d times (%s): the panel did not "
+                            "read it; a busy board needs a kernel Wiegand driver" % (facility, number, ATTEMPTS, problem))
+
+    def close(self) -> None:
+        self.lines.close()
