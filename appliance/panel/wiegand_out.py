@@ -1,15 +1,18 @@
 """Wiegand output from user space: a frame's pulses played on two GPIO lines (DATA0, DATA1).
 
 Lines are driven through the kernel's sysfs GPIO files (`/sys/class/gpio/gpioN/value`, held
-open, one pwrite per edge), which every RV1126 vendor kernel has and which need no library. The
+open, one pwrite per edge; a kernel built with CONFIG_GPIO_SYSFS), which need no library. The
 pulse timing comes from a busy wait on the monotonic clock, with the interpreter's switch interval
-raised for the frame's 50-70 ms, so no other thread of the door cuts into a pulse. User space
-cannot promise a pulse: the scheduler may still preempt the process; every frame's achieved
-edges are measured as it plays, and a frame whose pulses fall outside what a panel accepts is an
-error (the door reports a `panel` fault). A kernel driver (the vendor's wiegand-gpio, where the
-board's kernel has it) times pulses in the kernel instead.
+raised and the garbage collector held for the frame's 50-70 ms, so no other thread of the door
+cuts into a pulse. User space cannot promise a pulse all the same: the kernel may preempt the
+process mid-pulse. So every frame's edges are measured as it plays and decoded as a panel
+would; a frame a panel would refuse is played again after the silence that ends a frame, up to
+3 times, then the door reports a `panel` fault. A kernel Wiegand driver, where the board's
+kernel has one, times pulses in the kernel instead. (A real-time scheduling class for the frame
+was tried and measured worse on this host, a virtual machine whose pauses come from outside it.)
 """
 
+import gc
 import os
 import sys
 import threading
@@ -67,25 +70,39 @@ class RecordingLines:
 
 
 def play(edges: Sequence[Edge], lines, spin_from_us: int = 1500) -> List[Edge]:
-    """Drive `edges` (wiegand.pulses) on `lines` at their times; the achieved edges, measured as
-    each was written. Waits longer than `spin_from_us` sleep most of the way, then spin."""
+    """Drive `edges` (wiegand.pulses: a low edge, then its high edge, per bit) on `lines`; the
+    achieved edges, measured as each was written. A bit starts at its time from the frame's start
+    (a sleep that overshot makes it late, never the frame longer by the sum); its pulse is timed
+    from the moment it went low, so a late start never shortens it. Waits longer than
+    `spin_from_us` sleep most of the way, then spin."""
     switch = sys.getswitchinterval()
     sys.setswitchinterval(0.1)  # other Python threads wait for the frame, not the frame for them
+    collecting = gc.isenabled()
+    gc.disable()  # no collection in the middle of a pulse
     achieved = []
     try:
         start = time.perf_counter_ns()
+        went_low = start
         for at_us, line, level in edges:
-            due = start + at_us * 1000
+            if level == 0:
+                due = start + at_us * 1000
+            else:  # the pulse's width, from when this line actually went low
+                due = went_low + (at_us - previous_at_us) * 1000
             left = due - time.perf_counter_ns()
             if left > spin_from_us * 1000:
                 time.sleep((left - spin_from_us * 1000) / 1e9)
             while time.perf_counter_ns() < due:
                 pass
+            before = time.perf_counter_ns()
             lines.set(line, level)
-            achieved.append(((time.perf_counter_ns() - start) // 1000, line, level))
+            if level == 0:
+                went_low, previous_at_us = before, at_us
+            achieved.append(((before - start) // 1000, line, level))
     finally:
         for line in ("D0", "D1"):
             lines.set(line, 1)  # idle high, whatever happened
+        if collecting:
+            gc.enable()
         sys.setswitchinterval(switch)
     return achieved
 
