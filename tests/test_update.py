@@ -10,6 +10,7 @@ update and of the door, which leaves the page cache to the kernel (a real cut ma
 that were not synced, which is why every switch is fsynced before it counts).
 """
 
+import hashlib
 import json
 import os
 import random
@@ -402,3 +403,65 @@ state_path = "%s"
     finally:
         device.service("stop")
         server.shutdown()
+
+
+def test_the_installer_updates_a_door_from_its_web_page(tmp_path, bundles, gallery_path, emulator):
+    """An uploaded bundle goes to the same detached updater as a fleet update: self-tested,
+    switched, proven; the upload is audited with the page's user."""
+    from test_web import PASSWORD, free_port, request
+
+    port = free_port()
+    web = """[web]
+enabled = true
+address = "127.0.0.1"
+port = %d
+users_file = "%s"
+cert_file = "%s"
+key_file = "%s"
+live_dir = "%s"
+""" % (port, tmp_path / "web-users.json", tmp_path / "web-cert.pem", tmp_path / "web-key.pem", tmp_path / "live")
+    device = Device(tmp_path, bundles["9.1.0"], gallery_path, emulator.path, extra=web)
+    added = device.facegate("web", "passwd", "ada", "--config", device.config, "--password-stdin", input=PASSWORD)
+    assert added.returncode == 0, added.stderr
+    site = {"port": port}
+    first = device.link("current")
+    try:
+        assert device.service("start").returncode == 0
+        assert wait_until(lambda: _answers(site), timeout=60)
+        status, headers, _ = request(site, "GET", "/login")
+        pre = headers["Set-Cookie"].split(";")[0]
+        status, headers, _ = request(site, "POST", "/login", {"user": "ada", "password": PASSWORD,
+                                                             "csrf": pre.split("=", 1)[1]}, cookie=pre)
+        assert status == 303, status
+        cookie = headers["Set-Cookie"].split(";")[0]
+        page = request(site, "GET", "/door", cookie=cookie)[2].decode()
+        assert 'id="update-form"' in page  # an installed door offers it
+        token = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        boundary = "facegatetest"
+        body = ("--%s\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n%s\r\n--%s\r\nContent-Disposition: "
+                "form-data; name=\"bundle\"; filename=\"facegate-host-9.2.0.tar.gz\"\r\nContent-Type: "
+                "application/gzip\r\n\r\n" % (boundary, token, boundary)).encode() \
+            + bundles["9.2.0"].read_bytes() + ("\r\n--%s--\r\n" % boundary).encode()
+        status, headers, _ = request(site, "POST", "/door/update", body,
+                                     {"Content-Type": "multipart/form-data; boundary=" + boundary}, cookie=cookie)
+        assert status == 303 and "update+to+facegate-host-9.2.0.tar.gz+started" in headers["Location"], headers
+        assert wait_until(lambda: device.state().get("state") == "confirmed"
+                          and device.state()["current"].startswith("9.2.0-"), timeout=180), device.state()
+        assert device.running_version().startswith("9.2.0-") and first.startswith("9.1.0-")
+        changes = device.facegate("audit", "--audit", device.audit, "--kind", "change", "--json")
+        updates = [json.loads(line)["detail"] for line in changes.stdout.splitlines()
+                   if json.loads(line)["detail"].get("action") == "update"]
+        assert updates[-1]["origin"] == {"via": "web", "user": "ada", "address": "127.0.0.1"}
+        assert updates[-1]["sha256"] == hashlib.sha256(bundles["9.2.0"].read_bytes()).hexdigest()
+        assert wait_until(lambda: _answers(site), timeout=60)  # the new version's door serves its page
+    finally:
+        device.service("stop")
+
+
+def _answers(site):
+    from test_web import request
+
+    try:
+        return request(site, "GET", "/login")[0] == 200
+    except OSError:
+        return False

@@ -96,12 +96,21 @@ class UpdateLock:
 def launch(installation: Installation, url: str, digest: str, size: int, config_path: str) -> None:
     """Start the updater apart from the door: it stops this process on its way. Under systemd it
     gets a unit of its own (stopping the door's unit kills everything in it); elsewhere a new session."""
+    _start(installation, ["--url", url, "--sha256", digest, "--size", str(size), "--config", config_path])
+
+
+def launch_bundle(installation: Installation, bundle: Path, config_path: str) -> None:
+    """The same for a bundle already on this door (uploaded at its web page)."""
+    _start(installation, [str(bundle), "--config", config_path])
+
+
+def _start(installation: Installation, arguments) -> None:
     probe = UpdateLock(installation)
     if not probe.acquire():
         raise CommandError("busy", "an update is already under way on this door")
     probe.release()
     launcher = installation.root / "usr" / "bin" / "facegate"
-    command = [str(launcher), "update", "--url", url, "--sha256", digest, "--size", str(size), "--config", config_path]
+    command = [str(launcher), "update"] + list(arguments)
     if str(installation.root) == "/" and Path("/run/systemd/system").is_dir() and shutil.which("systemd-run"):
         command = ["systemd-run", "--unit", "facegate-update", "--collect", "--quiet"] + command
     # the door's own PYTHONPATH names `current`; the launcher sets it again for the updater

@@ -88,7 +88,7 @@ class WebChild:
         delay = self.FIRST_RESTART_SECONDS
         while not self._stop.is_set():
             started = time.monotonic()
-            self.process = subprocess.Popen(self.argv)
+            self.process = subprocess.Popen(self.argv, preexec_fn=_end_with_parent)
             code = self.process.wait()
             if self._stop.is_set():
                 return
@@ -107,6 +107,18 @@ class WebChild:
                 self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+
+def _end_with_parent() -> None:
+    """In the page's process before it starts: the kernel ends it if the door's process dies
+    (even by SIGKILL), so no orphaned page holds the port the next door's page needs."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def child_argv(config_path: Optional[str], flags: List[str]) -> List[str]:

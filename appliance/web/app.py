@@ -115,8 +115,10 @@ def make_app(config: Config, config_path: Optional[str] = None, setup_code: Opti
     def guard() -> None:
         request = bottle.request
         length = request.content_length
-        if length > max_body:
-            bottle.abort(413, "at most %g MB per request" % config.web.max_upload_mb)
+        # a version's bundle is the one upload larger than photos (update.download_max_mb)
+        limit = int(config.update.download_max_mb * (1 << 20)) if request.path == "/door/update" else max_body
+        if length > limit:
+            bottle.abort(413, "at most %g MB per request" % (limit / (1 << 20)))
         path = request.path
         if path.startswith(OPEN_PATHS):
             return

@@ -44,6 +44,45 @@ def register(app: bottle.Bottle, page) -> None:
                       message=query.getunicode("message"), csv_query=_query(**filters), update=_update_state(),
                       rules=_access_rules(page), selftest=None)
 
+    @app.post("/door/update")
+    def update():
+        """A new version from a bundle the installer uploads: the same updater a fleet update
+        starts (self-test, switch, prove, or go back), apart from the door and this page."""
+        import hashlib
+
+        from appliance.errors import CommandError
+        from appliance.update import running_installation
+        from appliance.update.fleet import launch_bundle
+
+        found = running_installation()
+        upload = bottle.request.files.get("bundle")
+        if found is None:
+            message = "this door runs from a development checkout: install.sh installs versions here"
+        elif upload is None or not (upload.raw_filename or "").endswith(".tar.gz"):
+            message = "choose a bundle, facegate-BOARD-VERSION.tar.gz ('make bundle' makes one)"
+        else:
+            installation = found[0]
+            target = installation.lib / "download" / "web-upload.tar.gz"  # where a fleet update downloads to
+            target.parent.mkdir(parents=True, exist_ok=True)
+            digest = hashlib.sha256()
+            with open(target, "wb") as handle:
+                while True:
+                    chunk = upload.file.read(1 << 20)
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    handle.write(chunk)
+            page.record("update", None, bundle=upload.raw_filename, sha256=digest.hexdigest(),
+                        size=target.stat().st_size)
+            try:
+                launch_bundle(installation, target, page.config_path or "/etc/facegate/config.toml")
+                message = ("update to %s started: it is self-tested, then the door restarts on it and keeps it once "
+                           "it has run %g s (or goes back by itself); this page returns with the door"
+                           % (upload.raw_filename, config.update.confirm_seconds))
+            except CommandError as err:
+                message = "not started: %s" % err
+        bottle.redirect("/door?" + _query(message=message))
+
     @app.post("/door/selftest")
     def selftest():
         """The door's self-test beside the running door: models, reference face, gallery, disk,

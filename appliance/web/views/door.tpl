@@ -21,6 +21,13 @@
   <input type="hidden" name="csrf" value="{{csrf}}"><button>Self-test</button>
 </form>
 </div>
+% if update:
+<form method="post" action="/door/update" enctype="multipart/form-data" class="card" id="update-form">
+  <input type="hidden" name="csrf" value="{{csrf}}">
+  <label>New version (a bundle, facegate-BOARD-VERSION.tar.gz) <input type="file" name="bundle" accept=".gz" required></label>
+  <button>Update this door</button>
+</form>
+% end
 % if selftest:
 <pre id="selftest-result">{{selftest}}</pre>
 % end
