@@ -207,8 +207,13 @@ class PanelConfig:
     wiegand_gpio_root: str = setting("/sys/class/gpio", "wiegand: where the kernel's sysfs GPIO files are")
     wiegand_bits: int = setting(26, "the card format reported: Wiegand 26 (8-bit facility, 16-bit number) or 34 "
                                     "(16 and 16)", choices=(26, 34))
-    card_reader_port: str = setting("", "card_and_face: serial port of a card reader that sends each card as a line "
-                                        "(FACILITY:NUMBER or NUMBER)")
+    card_reader_protocol: str = setting("serial", "card_and_face: serial (a reader that sends each card as a line, "
+                                                  "FACILITY:NUMBER or NUMBER) or osdp (an OSDP reader, this door its "
+                                                  "control panel)", choices=("serial", "osdp"))
+    card_reader_port: str = setting("", "card_and_face: serial port of the card reader (osdp: its RS-485 adapter)")
+    card_reader_address: int = setting(1, "card_and_face, osdp: the card reader's OSDP address", 0, 126)
+    card_reader_scbk_file: str = setting("", "card_and_face, osdp: file holding the reader's secure channel key "
+                                             "(32 hex digits)")
     card_reader_baudrate: int = setting(9600, "card_and_face: the card reader's line speed", 1200, 921600)
     card_seconds: float = setting(10.0, "card_and_face: how long after a card the door waits for its holder's face",
                                   1, 120)
@@ -589,6 +594,12 @@ def panel_problems(config: Config) -> List[str]:
     if config.door.mode == "card_and_face":
         if not panel.card_reader_port:
             problems.append("door.mode card_and_face needs panel.card_reader_port, the card reader's serial port")
+        if panel.card_reader_protocol == "osdp":
+            if not panel.card_reader_scbk_file:
+                problems.append("panel.card_reader_protocol osdp needs panel.card_reader_scbk_file, the reader's secure "
+                                "channel key (a card read in the clear can be replayed by anyone on the wire)")
+            elif not Path(os.path.expanduser(panel.card_reader_scbk_file)).is_file():
+                problems.append("panel.card_reader_scbk_file %s does not exist" % panel.card_reader_scbk_file)
         return problems
     if config.door.mode != "relay" and not panel.protocol:
         problems.append("door.mode %s sends a granted person's card to an access panel: set panel.protocol "

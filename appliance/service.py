@@ -377,11 +377,11 @@ def build_service(config: Config, pipeline=None, use_relay: bool = True) -> Serv
             panel = panel_from_config(config.panel)
             parts.append(panel)
         if config.door.mode == "card_and_face":
-            from appliance.panel.card_reader import CardReader
+            from appliance.panel.card_reader import card_reader_from_config
 
-            card_reader = CardReader(config.panel.card_reader_port, config.panel.card_reader_baudrate,
-                                     lambda message: controller.report_fault("card_reader", message),
-                                     lambda: controller.clear_fault("card_reader"), lost_threads)
+            card_reader = card_reader_from_config(config.panel,
+                                                  lambda message: controller.report_fault("card_reader", message),
+                                                  lambda: controller.clear_fault("card_reader"), lost_threads)
             parts.append(card_reader)
         agent = None
         if config.mqtt.enabled:

@@ -383,3 +383,58 @@ def test_a_reader_tells_the_panel_when_its_case_is_opened_or_its_power_lost(
         running.join(timeout=30)
     alarms = [(e.detail["alarm"], e.detail["active"]) for e in AuditStore(tmp_path / "audit.db").events(kind="alarm")]
     assert alarms == [("tamper", True), ("power_fail", True), ("tamper", False), ("power_fail", False)]
+
+
+def test_card_and_face_takes_cards_from_an_osdp_reader_over_its_secure_channel(tmp_path):
+    """The door as the control panel of an OSDP card reader: libosdp's own PD plays the reader on
+    the other end of a pseudo-terminal."""
+    import osdp
+
+    from appliance.config import from_dict
+    from appliance.panel.card_reader import card_reader_from_config
+
+    master, slave = pty.openpty()
+    tty.setraw(master)
+    tty.setraw(slave)
+    key = os.urandom(16)
+    (tmp_path / "reader.scbk").write_text(key.hex() + "\n")
+    reader = osdp.PeripheralDevice(osdp.PDInfo(3, fd_channel(master), scbk=key, name="reader"),
+                                   osdp.PDCapabilities([(osdp.Capability.CardDataFormat, 1, 1)]),
+                                   log_level=osdp.LogLevel.Error)
+    reader.start()
+    faults, backs = [], []
+    config = from_dict({"door": {"mode": "card_and_face"},
+                        "panel": {"card_reader_protocol": "osdp", "card_reader_port": os.ttyname(slave),
+                                  "card_reader_address": 3, "card_reader_scbk_file": str(tmp_path / "reader.scbk")}})
+    door = card_reader_from_config(config.panel, faults.append, lambda: backs.append(True))
+    try:
+        assert wait_until(lambda: door.secure and backs, timeout=15)
+
+        def read(bits):
+            reader.submit_event({"event": osdp.Event.CardRead, "reader_no": 0, "direction": 0,
+                                 "format": osdp.CardFormat.Wiegand, "length": len(bits), "data": wiegand.packed(bits)})
+        read(wiegand.frame(7, 12345, 26))
+        taken = []
+        assert wait_until(lambda: taken.append(door.take()) or taken[-1] is not None, timeout=5)
+        assert taken[-1] == (7, 12345)
+        damaged = wiegand.frame(7, 2, 26)
+        damaged[5] ^= 1  # a bit changed on the way: its parity says so, and the card is not taken
+        read(damaged)
+        read(wiegand.frame(300, 1, 34))
+        assert wait_until(lambda: taken.append(door.take()) or taken[-1] is not None, timeout=5)
+        assert taken[-1] == (300, 1) and door.take() is None
+        before = len(faults)  # the channel was down at start, before the reader answered: said then
+        reader.stop()  # the reader goes silent: a fault again
+        assert wait_until(lambda: len(faults) > before, timeout=30) and "no secure channel" in faults[-1]
+    finally:
+        door.close()
+        os.close(master)
+        os.close(slave)
+
+
+def test_an_osdp_card_reader_needs_its_key():
+    from appliance.config import from_dict, panel_problems
+
+    config = from_dict({"door": {"mode": "card_and_face"},
+                        "panel": {"card_reader_protocol": "osdp", "card_reader_port": "/dev/ttyUSB2"}})
+    assert any("card_reader_scbk_file" in p for p in panel_problems(config))

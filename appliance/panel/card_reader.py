@@ -79,3 +79,19 @@ class CardReader:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(2.0)
+
+
+def card_reader_from_config(panel, on_fault, on_back, on_died=None):
+    """The card reader `panel.card_reader_protocol` names: a line-per-card serial reader, or an
+    OSDP reader this door polls as its control panel (`osdp_cards.py`)."""
+    if panel.card_reader_protocol == "osdp":
+        import os
+
+        from appliance.panel.osdp import read_scbk
+        from appliance.panel.osdp_cards import OsdpCardReader
+
+        return OsdpCardReader(panel.card_reader_port, panel.card_reader_address,
+                              read_scbk(os.path.expanduser(panel.card_reader_scbk_file), "panel.card_reader_scbk_file"),
+                              panel.card_reader_baudrate,
+                              on_fault, on_back, on_died)
+    return CardReader(panel.card_reader_port, panel.card_reader_baudrate, on_fault, on_back, on_died)

@@ -17,18 +17,18 @@ from appliance.panel import wiegand
 log = logging.getLogger(__name__)
 
 
-def read_scbk(path: str) -> bytes:
+def read_scbk(path: str, setting: str = "panel.scbk_file") -> bytes:
     try:
         text = Path(path).read_text().strip()
         key = bytes.fromhex(text)
     except OSError as err:
-        raise ConfigError("panel.scbk_file %s cannot be read (%s): write the panel's 16-byte secure channel key "
-                          "there as 32 hex digits" % (path, err.strerror or err)) from err
+        raise ConfigError("%s %s cannot be read (%s): write the 16-byte secure channel key there as 32 hex "
+                          "digits" % (setting, path, err.strerror or err)) from err
     except ValueError:
-        raise ConfigError("panel.scbk_file %s is not 32 hex digits" % path) from None
+        raise ConfigError("%s %s is not 32 hex digits" % (setting, path)) from None
     if len(key) != 16:
-        raise ConfigError("panel.scbk_file %s holds %d bytes; the secure channel key is 16 (32 hex digits)"
-                          % (path, len(key)))
+        raise ConfigError("%s %s holds %d bytes; the secure channel key is 16 (32 hex digits)"
+                          % (setting, path, len(key)))
     return key
 
 
