@@ -168,3 +168,58 @@ def test_half_a_certificate_pair_is_an_error_that_says_what_to_do(tmp_path):
     (tmp_path / "cert.pem").write_text("not a certificate")
     with pytest.raises(FaceGateError, match="go together"):
         server_context(str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"))
+
+
+@pytest.fixture
+def page_server(tmp_path):
+    """The page's app without a door behind it, on its real server over HTTPS."""
+    from appliance.config import from_dict
+    from appliance.web.app import make_app
+    from appliance.web.server import BoundedServer
+    from appliance.web.tls import server_context
+
+    config = from_dict({"web": {"users_file": str(tmp_path / "users.json"), "live_dir": str(tmp_path / "live")},
+                        "gallery": {"path": str(tmp_path / "gallery.db")}, "audit": {"path": str(tmp_path / "a.db")}})
+    Users(config.web.users_file).set("ada", "a long passphrase")
+    context, _ = server_context(str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"))
+    server = BoundedServer(("127.0.0.1", 0), make_app(config), 4, context)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def raw(port, request: bytes) -> bytes:
+    """One request as bytes on the wire, and the whole answer."""
+    context = ssl._create_unverified_context()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as plain:
+        with context.wrap_socket(plain) as tls:
+            tls.sendall(request)
+            answer = b""
+            while True:
+                chunk = tls.recv(65536)
+                if not chunk:
+                    return answer
+                answer += chunk
+
+
+def test_hostile_requests_are_refused_before_they_cost_anything(page_server):
+    chunked = raw(page_server, b"POST /login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                               b"Content-Type: application/x-www-form-urlencoded\r\nConnection: close\r\n\r\n"
+                               b"ffffffff\r\n" + b"a" * 1000)
+    assert chunked.startswith(b"HTTP/1.0 411")  # a body without end never reaches the disk
+    huge = raw(page_server, b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n"
+                            b"Connection: close\r\n\r\n")
+    assert huge.startswith(b"HTTP/1.0 413")  # refused from the header, nothing read
+    odd = "user=ada&password=x&csrf=\u00e9\u00e9".encode()
+    strange = raw(page_server, b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded"
+                               b"\r\nContent-Length: %d\r\nCookie: facegate_login=abc\r\nConnection: close\r\n\r\n"
+                               % len(odd) + odd)
+    assert strange.startswith(b"HTTP/1.0 403")  # not a failure of the page: a refusal
+    anonymous = raw(page_server, b"GET /live/state.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert anonymous.startswith(b"HTTP/1.0 401")
+    page = raw(page_server, b"GET /people HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert page.startswith(b"HTTP/1.0 303") and b"Location: https://x/login" in page
+    for header in (b"Content-Security-Policy: default-src 'self'", b"X-Frame-Options: DENY",
+                   b"Strict-Transport-Security"):
+        assert header in page

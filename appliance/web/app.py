@@ -114,6 +114,8 @@ def make_app(config: Config, config_path: Optional[str] = None, setup_code: Opti
     @app.hook("before_request")
     def guard() -> None:
         request = bottle.request
+        if request.method == "POST" and (request.get_header("Transfer-Encoding") or request.content_length < 0):
+            bottle.abort(411, "refused: a request body without its length")  # or a body without end
         length = request.content_length
         # a version's bundle is the one upload larger than photos (update.download_max_mb)
         limit = int(config.update.download_max_mb * (1 << 20)) if request.path == "/door/update" else max_body
@@ -130,7 +132,7 @@ def make_app(config: Config, config_path: Optional[str] = None, setup_code: Opti
         if request.method == "POST":
             check_same_origin()
             token = request.forms.get("csrf") or request.get_header("X-CSRF-Token") or ""
-            if not hmac.compare_digest(token, session.csrf):
+            if not same(token, session.csrf):
                 log.warning("web page: a change without a valid CSRF token from %s refused", address())
                 bottle.abort(403, "refused: this form is stale or did not come from this page (reload it and try again)")
 
@@ -141,9 +143,11 @@ def make_app(config: Config, config_path: Optional[str] = None, setup_code: Opti
         if config.web.https:
             bottle.response.set_header("Strict-Transport-Security", "max-age=31536000")
 
+    @app.error(400)
     @app.error(401)
     @app.error(403)
     @app.error(404)
+    @app.error(411)
     @app.error(413)
     @app.error(500)
     def error(err):
@@ -183,7 +187,7 @@ def make_app(config: Config, config_path: Optional[str] = None, setup_code: Opti
     def login():
         request = bottle.request
         token = request.get_cookie(PRE_COOKIE) or ""
-        if not token or not hmac.compare_digest(request.forms.get("csrf") or "", token):
+        if not token or not same(request.forms.get("csrf") or "", token):
             bottle.abort(403, "refused: the login form is stale (reload it and try again)")
         user = request.forms.getunicode("user") or ""
         password = request.forms.getunicode("password") or ""
@@ -222,7 +226,7 @@ def make_app(config: Config, config_path: Optional[str] = None, setup_code: Opti
             keys = ("setup", "address:" + address())
             if page.throttle.locked(*keys) > 0:
                 error = "too many wrong setup codes: wait, then try again"
-            elif not hmac.compare_digest((forms.get("code") or "").strip(), page.setup_code):
+            elif not same((forms.get("code") or "").strip(), page.setup_code):
                 page.throttle.failed(*keys)
                 error = "wrong setup code: it is in the file the door's log names"
             else:
@@ -251,6 +255,12 @@ def make_app(config: Config, config_path: Optional[str] = None, setup_code: Opti
     routes_door.register(app, page)
     routes_people.register(app, page)
     return app
+
+
+def same(given: str, expected: str) -> bool:
+    """A secret compared in constant time; any text at all may arrive (compare_digest refuses
+    non-ASCII str), so as bytes."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), expected.encode("utf-8"))
 
 
 def check_same_origin() -> None:
