@@ -244,3 +244,18 @@ def test_a_gallery_a_newer_version_migrated_opens_if_the_migration_only_added(tm
     db.close()
     with pytest.raises(GalleryError, match="newer than this FaceGate understands.*backed up before the update"):
         GalleryStore(path)
+
+
+def test_a_last_valid_day_given_as_a_date_includes_that_whole_day():
+    import datetime
+
+    from appliance.gallery.store import Person
+
+    person = Person("p1", "Ada", "", True, "2026-12-01", "2026-12-31", "2026-11-30")
+    utc = datetime.timezone.utc
+    assert not person.valid_at(datetime.datetime(2026, 11, 30, 23, 59, tzinfo=utc))
+    assert person.valid_at(datetime.datetime(2026, 12, 1, 0, 0, tzinfo=utc))
+    assert person.valid_at(datetime.datetime(2026, 12, 31, 18, 30, tzinfo=utc))  # the last day, all of it
+    assert not person.valid_at(datetime.datetime(2027, 1, 1, 0, 0, 1, tzinfo=utc))
+    timed = Person("p2", "Bo", "", True, None, "2026-12-31T12:00", "2026-11-30")
+    assert not timed.valid_at(datetime.datetime(2026, 12, 31, 12, 30, tzinfo=utc))  # a time is kept to the minute

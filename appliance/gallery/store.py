@@ -109,8 +109,10 @@ class Person:
 
     def valid_at(self, when: datetime.datetime) -> bool:
         stamp = when.isoformat()
+        # a bare date as the last day means the whole of that day (as a date picker means it)
+        until = stamp[:10] if self.valid_until and len(self.valid_until) == 10 else stamp
         return ((not self.valid_from or self.valid_from <= stamp)
-                and (not self.valid_until or stamp <= self.valid_until))
+                and (not self.valid_until or until <= self.valid_until))
 
 
 @dataclass
