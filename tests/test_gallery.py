@@ -259,3 +259,18 @@ def test_a_last_valid_day_given_as_a_date_includes_that_whole_day():
     assert not person.valid_at(datetime.datetime(2027, 1, 1, 0, 0, 1, tzinfo=utc))
     timed = Person("p2", "Bo", "", True, None, "2026-12-31T12:00", "2026-11-30")
     assert not timed.valid_at(datetime.datetime(2026, 12, 31, 12, 30, tzinfo=utc))  # a time is kept to the minute
+
+
+def test_validity_dates_change_whole_or_not_at_all(tmp_path):
+    from conftest import run_cli
+
+    store = GalleryStore(tmp_path / "g.db", model_id="m")
+    store.enrol("Ada", [Template(np.eye(1, 128, 0, dtype=np.float32)[0], 1.0, "a.jpg")], "m")
+    store.close()
+    done = run_cli("people", "validity", "Ada", "2026-12-01", "-", "--gallery", tmp_path / "g.db")
+    assert done.returncode == 0 and "Ada: valid from 2026-12-01 until any time" in done.stdout, done.stderr
+    wrong = run_cli("people", "validity", "Ada", "2026-12-31", "2026-12-01", "--gallery", tmp_path / "g.db")
+    assert wrong.returncode == 2 and "is before valid_from" in wrong.stderr
+    store = GalleryStore(tmp_path / "g.db")
+    assert (store.find("Ada").valid_from, store.find("Ada").valid_until) == ("2026-12-01", None)
+    store.close()

@@ -366,6 +366,13 @@ def test_removing_a_person_asks_first(door, browser):
     browser.get(door["url"] + "/people?q=Gul")
     assert [p.text.split("\n")[0] for p in css(browser, "li.person .name")] == ["Abdullah Gul"]
     row = [p for p in css(browser, "li.person") if "Abdullah Gul" in p.text][0]
+    row.find_element("css selector", "details summary").click()
+    browser.execute_script("arguments[0].value = '2026-12-31'",  # a date picker's value, whatever its locale
+                           row.find_element("css selector", "input[name=valid_until]"))
+    submit(browser, row.find_element("css selector", "details button"))
+    assert "Abdullah Gul: valid from any time until 2026-12-31" in shown(browser, "#message")
+    row = [p for p in css(browser, "li.person") if "Abdullah Gul" in p.text][0]
+    assert "until 2026-12-31" in row.text
     submit(browser, row.find_element("css selector", "a.danger"))
     assert "Remove Abdullah Gul?" in browser.page_source
     submit(browser, css(browser, "#confirm-remove")[0])

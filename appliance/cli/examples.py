@@ -19,7 +19,8 @@ EXAMPLES = {
     "people": ["facegate people list", "facegate people show Ada", "facegate people disable Ada",
                "facegate people remove Ada --yes", "facegate people groups Ada staff   # Ada: the staff doors, in "
                                                    "office hours",
-               "facegate people card Ada 7:12345   # facility 7, card 12345: what a reader door sends its panel"],
+               "facegate people card Ada 7:12345   # facility 7, card 12345: what a reader door sends its panel",
+               "facegate people validity Ada 2026-12-01 2026-12-31   # the last day included; '-' leaves a side open"],
     "gallery": ["facegate gallery info", "facegate gallery export backup.json",
                 "facegate gallery import backup.json --gallery new.db"],
     "identify": ["facegate identify group.jpg --out named.jpg", "facegate identify --video entrance.mp4"],

@@ -22,10 +22,12 @@ def register(commands) -> None:
     enroll.set_defaults(handler=run_enroll)
 
     people = commands.add_parser("people", help="list, show, remove, disable or enable people")
-    people.add_argument("action", choices=["list", "show", "remove", "disable", "enable", "groups", "card"])
+    people.add_argument("action", choices=["list", "show", "remove", "disable", "enable", "groups", "card",
+                                           "validity"])
     people.add_argument("person", nargs="?", help="name or id (all but list)")
     people.add_argument("groups", nargs="*", help="with groups: every access group the person is in (none: every "
-                                                  "door, any time); with card: FACILITY:NUMBER or NUMBER")
+                                                  "door, any time); with card: FACILITY:NUMBER or NUMBER; with "
+                                                  "validity: FROM UNTIL, dates or times, '-' for open")
     people.add_argument("--clear", action="store_true", help="with card: take the person's card away")
     people.add_argument("--yes", action="store_true", help="remove without asking (asked only at a terminal)")
     add_config_options(people)
@@ -132,6 +134,14 @@ def run_people(args) -> int:
             person = commands.get(store, result["person_id"])
             record_change(config, "person_card", person, card=result["card"])
             print("%s: %s" % (person.name, "card %d:%d" % person.card if person.card else "no card"))
+        elif args.action == "validity":
+            if len(args.groups) != 2:
+                raise FaceGateError("'people validity WHO FROM UNTIL' needs two dates or times ('-' leaves one open)")
+            dates = [None if value == "-" else value for value in args.groups]
+            person = commands.set_validity(store, args.person, *dates)
+            record_change(config, "validity", person, valid_from=person.valid_from, valid_until=person.valid_until)
+            print("%s: valid from %s until %s" % (person.name, person.valid_from or "any time",
+                                                 person.valid_until or "any time"))
         elif args.action == "groups":
             result = commands.access_change(store, "person_groups", {"person_id": args.person, "groups": args.groups})
             person = commands.get(store, result["person_id"])

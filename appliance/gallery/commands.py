@@ -100,6 +100,11 @@ def set_enabled(store: GalleryStore, key: str, enabled: bool) -> Person:
     return store.set_enabled(get(store, key).id, enabled)
 
 
+def set_validity(store: GalleryStore, key: str, valid_from: Optional[str], valid_until: Optional[str]) -> Person:
+    """When a person may enter at all; an empty date leaves that side open."""
+    return store.set_validity(get(store, key).id, valid_from or None, valid_until or None)
+
+
 def page(store: GalleryStore, number: int, size: int) -> Dict[str, Any]:
     """One page of the people, by name."""
     people = store.people()

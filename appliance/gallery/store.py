@@ -494,6 +494,16 @@ class GalleryStore:
             self._bump()
         return self.find(person.id)
 
+    def set_validity(self, key: str, valid_from: Optional[str], valid_until: Optional[str]) -> Person:
+        """A person's first and last valid day or time (None: open), checked before it is written."""
+        check_validity(valid_from, valid_until)
+        with self.transaction():
+            person = self.find(key)
+            self.db.execute("UPDATE people SET valid_from = ?, valid_until = ?, updated = ? WHERE id = ?",
+                            [valid_from, valid_until, _now(), person.id])
+            self._bump()
+        return self.find(person.id)
+
     # templates --------------------------------------------------------------------------
     def matrix(self) -> Tuple[List[str], np.ndarray, int]:
         """(person id per row, float32 matrix of unit embeddings, gallery version), person-sorted."""

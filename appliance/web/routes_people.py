@@ -207,6 +207,19 @@ def register(app: bottle.Bottle, page) -> None:
 
         bottle.redirect("/people?message=" + quote("%sd %s" % (action, person.name)))
 
+    @app.post("/people/<person_id>/validity")
+    def set_validity(person_id):
+        from urllib.parse import quote
+
+        from appliance.gallery import commands
+
+        forms = bottle.request.forms
+        with page.gallery() as store:
+            person = commands.set_validity(store, person_id, forms.get("valid_from"), forms.get("valid_until"))
+        page.record("validity", person, valid_from=person.valid_from, valid_until=person.valid_until)
+        bottle.redirect("/people?message=" + quote("%s: valid from %s until %s" % (
+            person.name, person.valid_from or "any time", person.valid_until or "any time")))
+
     @app.get("/people/<person_id>/remove")
     def remove_confirm(person_id):
         from appliance.gallery import commands

@@ -18,6 +18,14 @@
       <input type="hidden" name="csrf" value="{{csrf}}"><button>{{'Disable' if person.enabled else 'Enable'}}</button>
     </form>
     <a class="button danger" href="/people/{{person.id}}/remove">Remove</a>
+    <details class="validity"><summary>Validity dates</summary>
+      <form method="post" action="/people/{{person.id}}/validity" class="row">
+        <input type="hidden" name="csrf" value="{{csrf}}">
+        <input type="date" name="valid_from" value="{{(person.valid_from or '')[:10]}}" aria-label="valid from">
+        <input type="date" name="valid_until" value="{{(person.valid_until or '')[:10]}}" aria-label="valid until">
+        <button>Save</button>
+      </form>
+    </details>
   </li>
 % end
 % if not people:
