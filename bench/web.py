@@ -81,29 +81,38 @@ def _web_sections(folder_name: str, port: int) -> dict:
                     "live_dir": str(base / "live")}}
 
 
+@contextlib.contextmanager
+def _serving(config, folder: Path):
+    """`facegate web serve` for `config` with a bench user, and a client logged in to it."""
+    from appliance.web.auth import Users
+
+    Users(config.web.users_file).set("bench", PASSWORD)
+    process = subprocess.Popen([sys.executable, "-m", "appliance", "web", "serve", "--config",
+                                str(_page_config(config, folder, config.web.port))], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client = Client(config.web.port)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)  # the page's process is starting
+        yield process, client
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
 def _page_with(viewers: int, hostile: bool):
     """The page process beside the door, and its viewers while the door plays."""
     @contextlib.contextmanager
     def beside(config, folder):
-        from appliance.web.auth import Users
-
-        Users(config.web.users_file).set("bench", PASSWORD)
-        process = subprocess.Popen([sys.executable, "-m", "appliance", "web", "serve", "--config",
-                                    str(_page_config(config, folder, config.web.port))], cwd=ROOT,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         stop = threading.Event()
         counts = {"requests": 0}
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    client = Client(config.web.port)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)  # the page's process is starting
-
+        with _serving(config, folder) as (_, client):
             def viewer():
                 period = 1.0 / config.web.live_fps
                 while not stop.is_set():
@@ -127,9 +136,6 @@ def _page_with(viewers: int, hostile: bool):
             stop.set()
             for thread in threads:
                 thread.join(timeout=30)
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
     return beside
 
 
@@ -157,27 +163,13 @@ def page_memory() -> dict:
         folder = Path(temporary)
         port = _free_port()
         from appliance.config import from_dict
-        from appliance.web.auth import Users
 
         config = from_dict({"models": {"dir": os.environ.get("FACEGATE_MODELS_DIR", "models")},
                             **{k: v for k, v in _web_sections("facegate-bench-web3", port).items()},
                             "gallery": {"path": str(folder / "gallery.db")}, "audit": {"path": str(folder / "a.db")}})
         subprocess.run([sys.executable, "-m", "appliance", "enroll", "--from-dir", str(SEED / "gallery"),
                         "--gallery", str(folder / "gallery.db")], cwd=ROOT, check=True, capture_output=True)
-        Users(config.web.users_file).set("bench", PASSWORD)
-        process = subprocess.Popen([sys.executable, "-m", "appliance", "web", "serve", "--config",
-                                    str(_page_config(config, folder, port))], cwd=ROOT,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    client = Client(port)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
+        with _serving(config, folder) as (process, client):
             for path in ("/people", "/attempts", "/door", "/live", "/tune"):
                 client.request("GET", path)
             serving = _memory_kib(process.pid)
@@ -193,9 +185,6 @@ def page_memory() -> dict:
             if status != 200 or b"ACCEPTED as obama" not in answer:
                 raise RuntimeError("the page's photo test did not name obama (%d)" % status)
             with_models = _memory_kib(process.pid)
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
     return {"serving_rss_mib": round(serving["VmRSS"] / 1024, 1),
             "after_photo_test_rss_mib": round(with_models["VmRSS"] / 1024, 1),
             "peak_rss_mib": round(with_models["VmHWM"] / 1024, 1),

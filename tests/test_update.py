@@ -408,7 +408,7 @@ state_path = "%s"
 def test_the_installer_updates_a_door_from_its_web_page(tmp_path, bundles, gallery_path, emulator):
     """An uploaded bundle goes to the same detached updater as a fleet update: self-tested,
     switched, proven; the upload is audited with the page's user."""
-    from test_web import PASSWORD, free_port, request
+    from test_web import PASSWORD, answers, free_port, request
 
     port = free_port()
     web = """[web]
@@ -427,7 +427,7 @@ live_dir = "%s"
     first = device.link("current")
     try:
         assert device.service("start").returncode == 0
-        assert wait_until(lambda: _answers(site), timeout=60)
+        assert wait_until(lambda: answers(site), timeout=60)
         status, headers, _ = request(site, "GET", "/login")
         pre = headers["Set-Cookie"].split(";")[0]
         status, headers, _ = request(site, "POST", "/login", {"user": "ada", "password": PASSWORD,
@@ -453,15 +453,7 @@ live_dir = "%s"
                    if json.loads(line)["detail"].get("action") == "update"]
         assert updates[-1]["origin"] == {"via": "web", "user": "ada", "address": "127.0.0.1"}
         assert updates[-1]["sha256"] == hashlib.sha256(bundles["9.2.0"].read_bytes()).hexdigest()
-        assert wait_until(lambda: _answers(site), timeout=60)  # the new version's door serves its page
+        assert wait_until(lambda: answers(site), timeout=60)  # the new version's door serves its page
     finally:
         device.service("stop")
 
-
-def _answers(site):
-    from test_web import request
-
-    try:
-        return request(site, "GET", "/login")[0] == 200
-    except OSError:
-        return False

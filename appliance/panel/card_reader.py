@@ -21,15 +21,11 @@ QUEUE = 8
 LINE = 64
 
 
-class CardReader:
-    def __init__(self, port: str, baudrate: int, on_fault: Callable[[str], None], on_back: Callable[[], None],
-                 on_died=None) -> None:
-        self.port_name, self.baudrate = port, baudrate
-        self.on_fault, self.on_back = on_fault, on_back
+class CardQueue:
+    """Cards read and not yet taken by the door, at most QUEUE of them: what every reader keeps."""
+
+    def __init__(self) -> None:
         self.cards: "queue.Queue[Tuple[int, int]]" = queue.Queue(QUEUE)
-        self._stop = threading.Event()
-        self.connected = threading.Event()  # the port is open (opening it drops whatever was waiting)
-        self._thread = threads.start("card reader", self._run, on_died)
 
     def take(self) -> Optional[Tuple[int, int]]:
         """The oldest card read and not yet taken, or None."""
@@ -37,6 +33,23 @@ class CardReader:
             return self.cards.get_nowait()
         except queue.Empty:
             return None
+
+    def keep(self, card: Tuple[int, int]) -> None:
+        try:
+            self.cards.put_nowait(card)
+        except queue.Full:
+            log.warning("card %d:%d dropped: %d cards are waiting for faces already", card[0], card[1], QUEUE)
+
+
+class CardReader(CardQueue):
+    def __init__(self, port: str, baudrate: int, on_fault: Callable[[str], None], on_back: Callable[[], None],
+                 on_died=None) -> None:
+        super().__init__()
+        self.port_name, self.baudrate = port, baudrate
+        self.on_fault, self.on_back = on_fault, on_back
+        self._stop = threading.Event()
+        self.connected = threading.Event()  # the port is open (opening it drops whatever was waiting)
+        self._thread = threads.start("card reader", self._run, on_died)
 
     def _run(self) -> None:
         import serial
@@ -71,10 +84,7 @@ class CardReader:
         except FaceGateError as err:
             log.warning("card reader sent %r: %s", text[:LINE], err)
             return
-        try:
-            self.cards.put_nowait(card)
-        except queue.Full:
-            log.warning("card %d:%d dropped: %d cards are waiting for faces already", card[0], card[1], QUEUE)
+        self.keep(card)
 
     def close(self) -> None:
         self._stop.set()

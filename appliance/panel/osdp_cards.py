@@ -6,19 +6,18 @@ or a lost secure channel is a `card_reader` fault, cleared when the channel is u
 """
 
 import logging
-import queue
 import threading
-from typing import Callable, Optional, Tuple
+from typing import Callable
 
 from appliance import threads
 from appliance.errors import ConfigError, FaceGateError
 from appliance.panel import wiegand
-from appliance.panel.card_reader import QUEUE
+from appliance.panel.card_reader import CardQueue
 
 log = logging.getLogger(__name__)
 
 
-class OsdpCardReader:
+class OsdpCardReader(CardQueue):
     def __init__(self, port: str, address: int, scbk: bytes, baudrate: int, on_fault: Callable[[str], None],
                  on_back: Callable[[], None], on_died=None) -> None:
         try:
@@ -29,9 +28,9 @@ class OsdpCardReader:
                 from err
         from appliance.panel.osdp import _channel
 
+        super().__init__()
         self.address = address
         self.on_fault, self.on_back = on_fault, on_back
-        self.cards: "queue.Queue[Tuple[int, int]]" = queue.Queue(QUEUE)
         try:
             self._port = serial.Serial(port, baudrate, timeout=0)
         except (serial.SerialException, OSError) as err:
@@ -48,13 +47,6 @@ class OsdpCardReader:
     @property
     def secure(self) -> bool:
         return bool(self._panel.is_sc_active(self.address))
-
-    def take(self) -> Optional[Tuple[int, int]]:
-        """The oldest card read and not yet taken, or None."""
-        try:
-            return self.cards.get_nowait()
-        except queue.Empty:
-            return None
 
     def _run(self) -> None:
         up = None
@@ -81,10 +73,7 @@ class OsdpCardReader:
         except FaceGateError as err:
             log.warning("card reader sent a card that fails its check: %s", err)
             return
-        try:
-            self.cards.put_nowait(card)
-        except queue.Full:
-            log.warning("card %d:%d dropped: %d cards are waiting for faces already", card[0], card[1], QUEUE)
+        self.keep(card)
 
     def close(self) -> None:
         self._stop.set()

@@ -56,7 +56,7 @@ def describe_outcome(outcome) -> List[Dict[str, Any]]:
             face["distance"] = round(float(decision.match.distance), 3)
     if outcome.kind in ("grant", "deny"):
         face["decided"] = outcome.kind
-    return face and [face]
+    return [face]
 
 
 class LiveFeed:

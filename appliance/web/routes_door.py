@@ -130,22 +130,17 @@ def register(app: bottle.Bottle, page) -> None:
         message = "the relay opened and will lock again" if reply.get("ok") else "not opened: %s" % reply.get("error")
         bottle.redirect("/door?" + _query(message=message))
 
+    plots = {}  # the session's last report's plot: one `tune report` run makes the page and its picture
+
     @app.get("/tune")
     def tune():
-        return render("tune.tpl", page=page, report=_report_text(page), preview=None)
+        return render("tune.tpl", page=page, report=_report_text(page, plots), preview=None)
 
     @app.get("/tune/plot.png")
     def plot():
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as folder:
-            path = folder + "/det.png"
-            _run_cli(page, ["tune", "report", "--plot", path])
-            try:
-                with open(path, "rb") as handle:
-                    data = handle.read()
-            except OSError:
-                bottle.abort(404, "no plot: the gallery needs at least two people")
+        data = plots.get(page.session().user)
+        if data is None:
+            bottle.abort(404, "no plot: the gallery needs at least two people")
         bottle.response.content_type = "image/png"
         return data
 
@@ -159,7 +154,7 @@ def register(app: bottle.Bottle, page) -> None:
             if not 0 < new < 2:
                 raise ValueError
         except ValueError:
-            return render("tune.tpl", page=page, report=_report_text(page), preview=None,
+            return render("tune.tpl", page=page, report=_report_text(page, plots), preview=None,
                           error="a threshold is a cosine distance between 0 and 2, like 0.45")
         status = page.door.status()
         current = _current_threshold(page)
@@ -187,7 +182,7 @@ def register(app: bottle.Bottle, page) -> None:
                 with contextlib.redirect_stdout(out):
                     _apply(args)
             except FaceGateError as err:
-                return render("tune.tpl", page=page, report=_report_text(page), preview=None, error=str(err))
+                return render("tune.tpl", page=page, report=_report_text(page, plots), preview=None, error=str(err))
             messages.append(out.getvalue().strip())
         reply = page.door.ask("set_threshold", page.origin(), distance_threshold=threshold, force=force)
         if reply.get("ok"):
@@ -196,8 +191,8 @@ def register(app: bottle.Bottle, page) -> None:
             messages.append("the running door was not changed (%s): it takes the file's threshold at its next "
                             "start" % reply.get("error"))
         else:
-            return render("tune.tpl", page=page, report=_report_text(page), preview=None, error=reply.get("error"))
-        return render("tune.tpl", page=page, report=_report_text(page), preview=None, message="; ".join(messages))
+            return render("tune.tpl", page=page, report=_report_text(page, plots), preview=None, error=reply.get("error"))
+        return render("tune.tpl", page=page, report=_report_text(page, plots), preview=None, message="; ".join(messages))
 
 
 def _query(**values) -> str:
@@ -282,5 +277,18 @@ def _run_cli(page, argv):
     return out.getvalue()
 
 
-def _report_text(page) -> str:
-    return _run_cli(page, ["tune", "report"])
+def _report_text(page, plots=None) -> str:
+    """`tune report`'s text; with `plots`, its DET plot kept there for the page's picture."""
+    if plots is None:
+        return _run_cli(page, ["tune", "report"])
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = folder + "/det.png"
+        text = _run_cli(page, ["tune", "report", "--plot", path])
+        try:
+            with open(path, "rb") as handle:
+                plots[page.session().user] = handle.read()
+        except OSError:
+            plots.pop(page.session().user, None)
+    return text
