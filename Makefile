@@ -86,10 +86,12 @@ rknn-check: rknn-env models
 	  --pipeline fp16:fp16,fp16:i16,fp16:i8,i8:i8 \
 	  --check --json rknn-check-$(RKNN_TARGET).json
 
-# one tarball for a board: overlay, wheelhouse, .rknn models, manifest (run rknn-models first)
+# one tarball for a board: overlay, wheelhouse, .rknn models, manifest (run rknn-models first);
+# the RV1126's needs SYSROOT=its root filesystem, to cross-build board/rv1126/source-wheels.txt
 bundle: venv
 	$(PY) tools/make-bundle --board $(BOARD) --models $(FACEGATE_MODELS_DIR) \
-	  $(if $(wildcard $(SEED)/probes/obama.jpg),--reference-photo $(SEED)/probes/obama.jpg)
+	  $(if $(wildcard $(SEED)/probes/obama.jpg),--reference-photo $(SEED)/probes/obama.jpg) \
+	  $(if $(SYSROOT),--sysroot $(SYSROOT))
 
 # copy the newest bundle to a board and install it there: make deploy HOST=root@door-front
 deploy:

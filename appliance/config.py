@@ -208,9 +208,14 @@ class PanelConfig:
     wiegand_bits: int = setting(26, "the card format reported: Wiegand 26 (8-bit facility, 16-bit number) or 34 "
                                     "(16 and 16)", choices=(26, 34))
     card_reader_protocol: str = setting("serial", "card_and_face: serial (a reader that sends each card as a line, "
-                                                  "FACILITY:NUMBER or NUMBER) or osdp (an OSDP reader, this door its "
-                                                  "control panel)", choices=("serial", "osdp"))
+                                                  "FACILITY:NUMBER or NUMBER), osdp (an OSDP reader, this door its "
+                                                  "control panel) or wiegand (a reader's DATA0 and DATA1 wires on two "
+                                                  "GPIO inputs)", choices=("serial", "osdp", "wiegand"))
     card_reader_port: str = setting("", "card_and_face: serial port of the card reader (osdp: its RS-485 adapter)")
+    card_reader_data0: str = setting("", "card_and_face, wiegand: the GPIO input wired to the reader's DATA0: a sysfs "
+                                         "value file (/sys/class/gpio/gpio20/value) or chip:line (gpiochip0:20)")
+    card_reader_data1: str = setting("", "card_and_face, wiegand: the GPIO input wired to the reader's DATA1, named "
+                                         "the same way")
     card_reader_address: int = setting(1, "card_and_face, osdp: the card reader's OSDP address", 0, 126)
     card_reader_scbk_file: str = setting("", "card_and_face, osdp: file holding the reader's secure channel key "
                                              "(32 hex digits)")
@@ -592,7 +597,12 @@ def panel_problems(config: Config) -> List[str]:
     """A reader with nowhere to report to, or a panel without its secure channel key."""
     panel, problems = config.panel, []
     if config.door.mode == "card_and_face":
-        if not panel.card_reader_port:
+        if panel.card_reader_protocol == "wiegand":
+            if not panel.card_reader_data0 or not panel.card_reader_data1 \
+                    or panel.card_reader_data0 == panel.card_reader_data1:
+                problems.append("panel.card_reader_protocol wiegand needs panel.card_reader_data0 and card_reader_data1, "
+                                "the two GPIO inputs wired to the reader's DATA0 and DATA1 (different lines)")
+        elif not panel.card_reader_port:
             problems.append("door.mode card_and_face needs panel.card_reader_port, the card reader's serial port")
         if panel.card_reader_protocol == "osdp":
             if not panel.card_reader_scbk_file:

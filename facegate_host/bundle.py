@@ -131,21 +131,40 @@ def download_platform_wheels(pins_file: Path, meta: Dict[str, str], folder: Path
                           "--python-version", python, "--abi", abi, "--abi", "abi3", "--abi", "none",
                           "--dest", str(folder)] + [a for p in platforms for a in ("--platform", p)]
                    + read_pins(pins_file), check=True)
-    machine = MACHINES[meta["ARCH"]]
     for wheel in set(folder.iterdir()) - before:
-        tags = wheel.name[:-len(".whl")].split("-")[-3:]  # python, abi, platform
-        if tags[2] != "any" and not all(tag.endswith("_" + machine) for tag in tags[2].split(".")):
-            raise FaceGateError("%s is built for %s, not this board (%s)" % (wheel.name, tags[2], ", ".join(platforms)))
-        if tags[1] not in ("none", "abi3", abi):
-            raise FaceGateError("%s is built for Python ABI %s, the board has %s" % (wheel.name, tags[1], abi))
+        check_wheel(wheel, meta)
+
+
+def check_wheel(wheel: Path, meta: Dict[str, str]) -> None:
+    """Refuse a wheel built for another machine or another Python than the board's."""
+    machine, abi = MACHINES[meta["ARCH"]], "cp" + meta["PYTHON"].replace(".", "")
+    tags = wheel.name[:-len(".whl")].split("-")[-3:]  # python, abi, platform
+    if tags[2] != "any" and not all(tag.endswith("_" + machine) for tag in tags[2].split(".")):
+        raise FaceGateError("%s is built for %s, not this board (%s)" % (wheel.name, tags[2], machine))
+    if tags[1] not in ("none", "abi3", abi):
+        raise FaceGateError("%s is built for Python ABI %s, the board has %s" % (wheel.name, tags[1], abi))
+
+
+SOURCE_PINS = "source-wheels.txt"  # a board's compiled packages with no wheel for its machine
 
 
 def build_wheelhouse(repo: Path, folder: Path, board_dir: Optional[Path] = None,
-                     meta: Optional[Dict[str, str]] = None) -> None:
+                     meta: Optional[Dict[str, str]] = None, sysroot: Optional[Path] = None) -> None:
+    source_pins = read_pins(board_dir / SOURCE_PINS) if board_dir and (board_dir / SOURCE_PINS).is_file() else []
+    if source_pins and sysroot is None:
+        raise FaceGateError("%s's bundle builds %s from source: give --sysroot (make bundle SYSROOT=...), the board's "
+                            "root filesystem with its Python headers (a Debian root with libpython%s-dev, or "
+                            "Buildroot's staging directory)" % (board_dir.name, ", ".join(source_pins),
+                                                                (meta or {}).get("PYTHON", "3")))
     folder.mkdir(parents=True)
     build_appliance_wheel(repo, folder)
     if board_dir is not None and (board_dir / "wheelhouse.txt").is_file():
         download_platform_wheels(board_dir / "wheelhouse.txt", meta or {}, folder)
+    if source_pins:
+        from facegate_host.source_wheels import build_source_wheels
+
+        for wheel in build_source_wheels(source_pins, meta or {}, sysroot, folder):
+            check_wheel(wheel, meta or {})
     pinned = read_pins(repo / WHEELHOUSE_PINS)
     before = set(folder.iterdir())
     # for platform "any" and the oldest Python, never the host's: only pure wheels can match, and
@@ -229,7 +248,8 @@ def finish(root: Path, board: str, out: Path) -> None:
     partial.replace(out)
 
 
-def build(board: str, repo: Path, models: Path, out: Path, reference_photo: Optional[Path] = None) -> Path:
+def build(board: str, repo: Path, models: Path, out: Path, reference_photo: Optional[Path] = None,
+          sysroot: Optional[Path] = None) -> Path:
     board_dir = repo / "board" / board
     if not (board_dir / "meta").is_file():
         boards = sorted(p.name for p in (repo / "board").iterdir() if (p / "meta").is_file())
@@ -246,7 +266,7 @@ def build(board: str, repo: Path, models: Path, out: Path, reference_photo: Opti
         (root / "overlay" / CONFIG_IN_OVERLAY).write_text(board_config_text(repo, board))
         shutil.copy2(board_dir / "meta", root / "meta")
         copy_installer(repo, root)
-        build_wheelhouse(repo, root / "wheelhouse", board_dir, meta)
+        build_wheelhouse(repo, root / "wheelhouse", board_dir, meta, sysroot)
         for path in model_files:
             target = root / "models" / path.relative_to(models)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -264,11 +284,14 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, help="tarball path (default dist/facegate-BOARD-VERSION.tar.gz)")
     parser.add_argument("--reference-photo", type=Path,
                         help="a photo of one face: the board's self-test checks its models against it")
+    parser.add_argument("--sysroot", type=Path,
+                        help="the board's root filesystem, with its Python headers: for a board whose "
+                             "source-wheels.txt names packages to cross-build (the RV1126's libosdp)")
     args = parser.parse_args(argv)
     repo = Path(__file__).resolve().parent.parent
     out = args.out or repo / "dist" / ("facegate-%s-%s.tar.gz" % (args.board, __version__))
     try:
-        print(build(args.board, repo, args.models, out, args.reference_photo))
+        print(build(args.board, repo, args.models, out, args.reference_photo, args.sysroot))
     except (FaceGateError, subprocess.CalledProcessError) as err:
         print("make-bundle: %s" % err, file=sys.stderr)
         return 2

@@ -164,6 +164,14 @@ def main(argv=None) -> int:
             osdp = in_root(work, ["env", "PYTHONPATH=/usr/lib/facegate/current/python", "python3",
                                   "/tmp/osdp-roundtrip"], timeout=600)
             print(osdp.stdout.strip(), flush=True)
+            # GPIO lines named chip:line through the bundle's gpiod: it loads, and a chip this root
+            # lacks is the one-line error a mistyped chip gives on a board
+            gpio = in_root(work, ["env", "PYTHONPATH=/usr/lib/facegate/current/python", "python3", "-c",
+                                  "from appliance.panel.wiegand_in import open_edges\n"
+                                  "try:\n    open_edges('gpiochip9:20', 'gpiochip9:21')\n"
+                                  "except Exception as err:\n    print(err)"])
+            assert "cannot watch Wiegand reader lines gpiochip9:20 and gpiochip9:21" in gpio.stdout, gpio.stdout
+            print("gpiod from the bundle: %s" % gpio.stdout.strip(), flush=True)
             in_root(work, ["facegate", "enroll", "--from-dir", "/tmp/gallery", "--gallery", "/tmp/gallery.db"] + cpu)
             door = in_root(work, ["facegate", "run", "--config", "/tmp/demo.toml"] + cpu +
                            ["--camera", "/tmp/visitors.mp4", "--relay-port", emulator.path, "--gallery", "/tmp/gallery.db",

@@ -12,7 +12,10 @@ appliance wheel, board/wheelhouse.txt, board/rv1126/wheelhouse.txt) and checks t
   one-line "needs Rockchip's NPU runtime librknn_api.so" (no runtime, no NPU here);
 - against tests/data/rknn_stub.c cross-compiled for armhf (rknn_api.h's ABI, 32-bit context
   handle), the runner's structs are the size the library expects, and pixels and outputs cross
-  intact. The real library on a real board remains the only proof against Rockchip's runtime.
+  intact. The real library on a real board remains the only proof against Rockchip's runtime;
+- libosdp, which PyPI has no armv7l wheel of, cross-built from its pinned source against this
+  root (board/rv1126/source-wheels.txt) and installed with the wheelhouse, carries a card from
+  the door's OSDP reader to libosdp's control panel over the secure channel (tools/osdp-roundtrip).
 """
 
 import json
@@ -26,9 +29,10 @@ from pathlib import Path
 from facegate_host.bundle import board_config_text, build_wheelhouse, read_meta
 from facegate_host.emulated import ROOT, Mounted, build_root, fresh_copy, in_root
 
-# debootstrap does not resolve virtual packages: cryptography needs cffi's backend named
+# debootstrap does not resolve virtual packages: cryptography needs cffi's backend named; the
+# Python headers are for cross-building board/rv1126/source-wheels.txt (libosdp) against this root
 PACKAGES = ("python3", "python3-numpy", "python3-opencv", "python3-cryptography", "python3-cffi-backend", "python3-pip",
-            "busybox")
+            "busybox", "libpython3.11-dev")
 CROSS_CC = "arm-linux-gnueabihf-gcc"
 CPU = "cortex-a7"  # the RV1126's cores
 CPU_DETECTOR, CPU_EMBEDDER = "retinaface_mnet025", "mobilefacenet_128d"  # what Debian's OpenCV 4.6 runs
@@ -143,7 +147,7 @@ def main() -> int:
                     str(ROOT / "tests" / "data" / "v4l2_layout.c")], check=True)
     board = ROOT / "board" / "rv1126"
     with tempfile.TemporaryDirectory(prefix="facegate-wheels-") as folder:
-        build_wheelhouse(ROOT, Path(folder) / "wheelhouse", board, read_meta(board / "meta"))
+        build_wheelhouse(ROOT, Path(folder) / "wheelhouse", board, read_meta(board / "meta"), sysroot=work)
         shutil.copytree(Path(folder) / "wheelhouse", work / "tmp" / "wheelhouse")
     wheels = sorted("/tmp/wheelhouse/" + p.name for p in (work / "tmp" / "wheelhouse").iterdir())
     config = work / "etc" / "facegate" / "config.toml"
@@ -157,6 +161,9 @@ def main() -> int:
                                   "--no-camera"], cpu=CPU, check=False)
         result = in_root(work, ["python3", "/tmp/check.py"], cpu=CPU)
         header = in_root(work, ["/tmp/v4l2_layout"], cpu=CPU)
+        # libosdp, cross-built from source for this root: the door's OSDP reader and a control panel on a pty
+        shutil.copy2(ROOT / "tools" / "osdp-roundtrip", work / "tmp" / "osdp-roundtrip")
+        osdp = in_root(work, ["python3", "/tmp/osdp-roundtrip"], cpu=CPU, timeout=600, check=False)
     print(selftest.stdout.strip())
     assert selftest.returncode == 1 and "FAIL: backend 'rknn_c' needs Rockchip's NPU runtime librknn_api.so" \
         in selftest.stdout, selftest.stdout + selftest.stderr[-3000:]
@@ -166,6 +173,9 @@ def main() -> int:
     assert "needs Rockchip's NPU runtime librknn_api.so or librknnrt.so" in found.get("missing", ""), found
     assert found["shape"] == [1, 128] and found["first"] == [10.0, 20.0, 200.0], found
     assert found["signed"] == "ping", found  # Ed25519 on the root's own cryptography
+    print("armhf root, OSDP: %s" % osdp.stdout.strip().replace("\n", "; "))
+    assert osdp.returncode == 0 and "panel received card (7, 12345) over the secure channel" in osdp.stdout, \
+        osdp.stdout + osdp.stderr[-3000:]
     kernel = [list(map(int, line.split())) for line in header.stdout.strip().splitlines()]
     assert found["v4l2"] == kernel, (found["v4l2"], kernel)  # the V4L2 reader's structs on armhf
     with Mounted(work, cpuinfo=False):

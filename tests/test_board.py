@@ -387,6 +387,38 @@ def test_a_boards_compiled_packages_are_pinned_for_its_python_and_machine():
     assert all(platform.endswith("_" + MACHINES[meta["ARCH"]]) for platform in meta["WHEEL_PLATFORMS"].split())
 
 
+def test_a_package_with_no_wheel_for_the_board_needs_the_boards_root_to_be_cross_built(tmp_path):
+    """The RV1126's libosdp is cross-built from source against its root (make test-emulated builds,
+    installs and runs it there); without a root, or with one lacking Python's headers, the bundle
+    says what to give before building anything, and a wheel for another machine is refused."""
+    from appliance.errors import FaceGateError
+    from facegate_host.bundle import SOURCE_PINS, build_wheelhouse, check_wheel, read_pins
+    from facegate_host.source_wheels import target_sysconfig
+
+    board = ROOT / "board" / "rv1126"
+    meta = read_meta(board / "meta")
+    assert [pin.split("==")[0] for pin in read_pins(board / SOURCE_PINS)] == ["libosdp"]
+    with pytest.raises(FaceGateError, match=r"builds libosdp==[0-9.]+ from source: give --sysroot"):
+        build_wheelhouse(ROOT, tmp_path / "wheelhouse", board, meta)
+    assert not (tmp_path / "wheelhouse").exists()
+    library = tmp_path / "root" / "usr" / "lib" / "python3.11"
+    library.mkdir(parents=True)
+    (library / "_sysconfigdata__linux_arm-linux-gnueabihf.py").write_text(
+        "build_time_vars = {'INCLUDEPY': '/usr/include/python3.11', 'CFLAGS': '-O2'}\n")
+    with pytest.raises(FaceGateError, match="no Python.h: install the board's Python headers"):
+        target_sysconfig(tmp_path / "root", "3.11", tmp_path)
+    (tmp_path / "root" / "usr" / "include" / "python3.11").mkdir(parents=True)
+    (tmp_path / "root" / "usr" / "include" / "python3.11" / "Python.h").write_text("")
+    assert target_sysconfig(tmp_path / "root", "3.11", tmp_path) == "_sysconfigdata__linux_arm-linux-gnueabihf"
+    moved = (tmp_path / "_sysconfigdata__linux_arm-linux-gnueabihf.py").read_text()
+    assert repr(str(tmp_path / "root" / "usr" / "include" / "python3.11")) in moved  # the root's headers
+    check_wheel(Path("libosdp-3.2.9-cp311-cp311-linux_armv7l.whl"), meta)
+    with pytest.raises(FaceGateError, match="built for linux_x86_64, not this board"):
+        check_wheel(Path("libosdp-3.2.9-cp311-cp311-linux_x86_64.whl"), meta)
+    with pytest.raises(FaceGateError, match="Python ABI cp312"):
+        check_wheel(Path("libosdp-3.2.9-cp312-cp312-linux_armv7l.whl"), meta)
+
+
 def test_the_buildroot_merge_appends_to_the_sdks_overlay_and_scripts(tmp_path):
     """The SDK's own overlay and post-build scripts stay; FaceGate's are added once. (A config
     file shaped like the SDK's: no SDK tree runs here, so merge_config.sh is skipped.)"""

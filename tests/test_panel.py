@@ -438,3 +438,128 @@ def test_an_osdp_card_reader_needs_its_key():
     config = from_dict({"door": {"mode": "card_and_face"},
                         "panel": {"card_reader_protocol": "osdp", "card_reader_port": "/dev/ttyUSB2"}})
     assert any("card_reader_scbk_file" in p for p in panel_problems(config))
+
+
+class RecordedWires:
+    """A Wiegand reader's two wires as the door's edge source sees them: the falling edges of
+    frames the door's own Wiegand output played (`RecordingLines`), each frame starting `apart_s`
+    after the last, handed out as real time reaches them. There is no GPIO here to carry them
+    (no gpio-sim either): this stands in for the kernel's edge events, and is said to."""
+
+    def __init__(self, recordings, apart_s=0.1):
+        import time
+
+        start = time.monotonic_ns() + 20_000_000
+        self.edges = []
+        for index, lines in enumerate(recordings):
+            first = lines.edges[0][0]
+            self.edges += [(name, start + int(index * apart_s * 1e9) + at - first)
+                           for at, name, level in lines.edges if level == 0]
+        self.closed = False
+
+    def wait(self, timeout_s):
+        import time
+
+        deadline = time.monotonic_ns() + int(timeout_s * 1e9)
+        while time.monotonic_ns() < deadline and not (self.edges and self.edges[0][1] <= time.monotonic_ns()):
+            time.sleep(0.0005)
+        due = [edge for edge in self.edges if edge[1] <= time.monotonic_ns()]
+        del self.edges[:len(due)]
+        return due
+
+    def close(self):
+        self.closed = True
+
+
+def played(bits, card=None, damage=None):
+    """The lines' recording of the door's Wiegand output playing a card (one bit flipped by `damage`)."""
+    from appliance.panel.wiegand_out import RecordingLines, play
+
+    frame = wiegand.frame(*card, bits)
+    if damage is not None:
+        frame[damage] ^= 1
+    lines = RecordingLines()
+    play(wiegand.pulses(frame), lines)
+    return lines
+
+
+def test_card_and_face_takes_cards_from_a_wiegand_readers_wires_and_drops_a_damaged_frame():
+    from appliance.panel.wiegand_in import WiegandCardReader
+
+    wires = RecordedWires([played(26, (7, 12345)), played(26, (9, 2), damage=4), played(34, (4242, 1))])
+    faults, backs = [], []
+    reader = WiegandCardReader(lambda: wires, faults.append, lambda: backs.append(True))
+    try:
+        taken = []
+        assert wait_until(lambda: taken.append(reader.take()) or taken[-1] is not None, timeout=5)
+        assert taken[-1] == (7, 12345)
+        assert wait_until(lambda: taken.append(reader.take()) or taken[-1] is not None, timeout=5)
+        assert taken[-1] == (4242, 1)  # the damaged frame between them failed its parity and was dropped
+        assert reader.take() is None and backs == [True] and faults == []
+    finally:
+        reader.close()
+    assert wires.closed
+
+
+def test_a_wiegand_frame_ends_at_its_silence_and_noise_is_no_card():
+    from appliance.panel.wiegand_in import MAX_BITS, FrameDecoder
+
+    decoder = FrameDecoder(gap_ns=25_000_000)
+    bits = wiegand.frame(7, 12345, 26)
+    at = 0
+    for bit in bits:
+        assert decoder.edge("D1" if bit else "D0", at) is None
+        at += 2_000_000
+    assert decoder.due(at + 20_000_000) is None  # 22 ms after the last bit: the frame may go on
+    assert decoder.due(at + 23_000_000) == bits
+    for index in range(MAX_BITS + 10):  # a long burst on the wires is capped, then refused as a card
+        decoder.edge("D0", 10**9 + index * 1000)
+    noise = decoder.edge("D1", 2 * 10**9)  # the next bit after silence starts a new frame
+    assert len(noise) == MAX_BITS and decoder.bits == [1]
+    with pytest.raises(FaceGateError, match="64 bits"):
+        wiegand.parse(noise)
+
+
+def test_wiegand_reader_lines_are_watched_through_sysfs_and_a_missing_line_is_a_fault_that_clears(tmp_path):
+    from appliance.config import from_dict, panel_problems
+    from appliance.panel.card_reader import card_reader_from_config
+    from appliance.panel.wiegand_in import WiegandCardReader
+
+    root = tmp_path / "gpio"  # sysfs's layout in a folder (no GPIO here); the lines are not exported yet
+    settings = {"card_reader_protocol": "wiegand", "card_reader_data0": str(root / "gpio20" / "value"),
+                "card_reader_data1": str(root / "gpio21" / "value")}
+    config = from_dict({"door": {"mode": "card_and_face"}, "panel": settings})
+    assert panel_problems(config) == []
+    faults, backs = [], []
+    reader = card_reader_from_config(config.panel, faults.append, lambda: backs.append(True))
+    try:
+        assert isinstance(reader, WiegandCardReader)
+        assert wait_until(lambda: faults, timeout=5)
+        assert "gpio20/value" in faults[-1] and "exported" in faults[-1] and not backs
+        for number in (20, 21):  # the init script exports them: the fault clears by itself
+            (root / ("gpio%d" % number)).mkdir(parents=True)
+            (root / ("gpio%d" % number) / "value").write_text("1\n")
+        assert wait_until(lambda: backs, timeout=5)
+        assert (root / "gpio20" / "direction").read_text() == "in" and (root / "gpio21" / "edge").read_text() == "falling"
+    finally:
+        reader.close()
+    half = from_dict({"door": {"mode": "card_and_face"},
+                      "panel": dict(settings, card_reader_data1=settings["card_reader_data0"])})
+    assert any("card_reader_data0 and card_reader_data1" in p for p in panel_problems(half))
+
+
+def test_wiegand_reader_lines_named_chip_line_use_the_character_device_and_a_missing_chip_is_a_fault():
+    from appliance.errors import ConfigError
+    from appliance.panel.wiegand_in import CharDeviceEdges, WiegandCardReader, open_edges
+
+    faults = []
+    # no GPIO chip on this machine: the request fails as it would for a mistyped chip on a board
+    reader = WiegandCardReader(lambda: open_edges("gpiochip9:20", "gpiochip9:21"), faults.append, lambda: None)
+    try:
+        assert wait_until(lambda: faults, timeout=5)
+        assert "cannot watch Wiegand reader lines gpiochip9:20 and gpiochip9:21" in faults[-1]
+        assert "No such file" in faults[-1]
+    finally:
+        reader.close()
+    with pytest.raises(ConfigError, match="must be on one GPIO chip"):
+        CharDeviceEdges("gpiochip0:20", "gpiochip1:21")

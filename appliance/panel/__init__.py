@@ -3,7 +3,8 @@
 `cards.py` reads and writes a person's card (facility code and number); `wiegand.py` makes and
 checks Wiegand 26 and 34-bit frames and the pulses that carry them; `wiegand_out.py` plays them
 on two GPIO lines; `osdp.py` is the door as an OSDP peripheral device (PD) on a serial line,
-through libosdp, with the secure channel on.
+through libosdp, with the secure channel on. For card + face, the card readers: a serial one
+(`card_reader.py`), an OSDP one (`osdp_cards.py`) and a Wiegand one's wires (`wiegand_in.py`).
 """
 
 

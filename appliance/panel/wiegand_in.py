@@ -1,0 +1,185 @@
+"""A Wiegand card reader's two wires (DATA0, DATA1) on two GPIO inputs, for card + face.
+
+A reader pulls DATA0 low for a 0 and DATA1 low for a 1, a bit every 1-2 ms, and a frame ends
+with about 25 ms of silence. Each falling edge is a bit; a frame of 26 or 34 bits whose parity
+holds is a card (`wiegand.parse`), anything else is logged and dropped: a bit lost while the
+board was busy fails the parity, and the holder presents the card again.
+
+The edges are the kernel's, not a poll of the levels (a 50 us pulse is gone long before a poll):
+- a line named chip:offset (the RV1126B's kernel) is requested with falling-edge events from the
+  GPIO character device, through the gpiod bindings (libgpiod 2). The kernel timestamps and
+  queues every edge, so the door's own scheduling cannot lose or reorder one.
+- a line named by its sysfs value file (the RV1126's 4.19 kernel, exported by the board's init
+  script) has its `edge` set to falling and is waited on with poll(). The kernel counts an edge,
+  not each edge: two edges of one line closer than the door's wake-up (bits are 1-2 ms apart)
+  become one, which the parity then refuses.
+"""
+
+import logging
+import os
+import select
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+from appliance import threads
+from appliance.errors import ConfigError, FaceGateError, InputError
+from appliance.panel import wiegand
+from appliance.panel.card_reader import CardQueue
+
+log = logging.getLogger(__name__)
+
+FRAME_GAP_NS = 25_000_000  # silence that ends a frame
+MAX_BITS = 64  # a longer burst is noise on the wires, not a card
+Edge = Tuple[str, int]  # ("D0" or "D1", monotonic nanoseconds)
+
+
+class FrameDecoder:
+    """Falling edges in, frames (lists of bits) out once their silence has passed."""
+
+    def __init__(self, gap_ns: int = FRAME_GAP_NS) -> None:
+        self.gap_ns = gap_ns
+        self.bits: List[int] = []
+        self.last_ns: Optional[int] = None
+
+    def edge(self, line: str, at_ns: int) -> Optional[List[int]]:
+        """Add one bit; the frame before it when this bit starts a new one."""
+        done = self.due(at_ns)
+        if len(self.bits) < MAX_BITS:
+            self.bits.append(1 if line == "D1" else 0)
+        self.last_ns = at_ns
+        return done
+
+    def due(self, now_ns: int) -> Optional[List[int]]:
+        """The frame received so far, once `gap_ns` has passed without an edge."""
+        if self.bits and self.last_ns is not None and now_ns - self.last_ns >= self.gap_ns:
+            done, self.bits = self.bits, []
+            return done
+        return None
+
+
+class SysfsEdges:
+    """Falling edges of two exported sysfs GPIO lines, named by their value files."""
+
+    def __init__(self, data0: str, data1: str) -> None:
+        self._names: Dict[int, str] = {}
+        self._poll = select.poll()
+        try:
+            for name, value in (("D0", data0), ("D1", data1)):
+                folder = Path(value).parent
+                (folder / "direction").write_text("in")
+                (folder / "edge").write_text("falling")
+                fd = os.open(value, os.O_RDONLY)
+                self._names[fd] = name
+                os.read(fd, 8)  # what is there now is not an edge
+                self._poll.register(fd, select.POLLPRI | select.POLLERR)
+        except OSError as err:
+            self.close()
+            raise InputError("cannot watch Wiegand reader lines %s and %s: %s (are they exported, and is the kernel's "
+                             "sysfs GPIO there?)" % (data0, data1, err)) from err
+
+    def wait(self, timeout_s: float) -> List[Edge]:
+        ready = self._poll.poll(timeout_s * 1000)
+        now = time.monotonic_ns()
+        edges = []
+        for fd, _ in ready:
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.read(fd, 8)  # read to arm the next edge
+            edges.append((self._names[fd], now))
+        return edges
+
+    def close(self) -> None:
+        for fd in self._names:
+            os.close(fd)
+        self._names.clear()
+
+
+class CharDeviceEdges:
+    """Falling edges of two lines of one GPIO chip (chip:offset), timestamped by the kernel."""
+
+    def __init__(self, data0: str, data1: str) -> None:
+        try:
+            import gpiod
+            from gpiod.line import Direction, Edge as LineEdge
+        except ImportError as err:
+            raise ConfigError("Wiegand reader lines %s and %s need the gpiod Python bindings (pip install gpiod, "
+                              "libgpiod 2); or give sysfs value files instead" % (data0, data1)) from err
+        chips = {spec.rpartition(":")[0] for spec in (data0, data1)}
+        if len(chips) != 1:
+            raise ConfigError("Wiegand reader lines %s and %s must be on one GPIO chip" % (data0, data1))
+        chip = chips.pop()
+        offsets = {int(data0.rpartition(":")[2]): "D0", int(data1.rpartition(":")[2]): "D1"}
+        self._names = offsets
+        try:
+            self._request = gpiod.request_lines(
+                chip if chip.startswith("/") else "/dev/" + chip, consumer="facegate wiegand",
+                config={tuple(offsets): gpiod.LineSettings(direction=Direction.INPUT,
+                                                           edge_detection=LineEdge.FALLING)})
+        except OSError as err:
+            raise InputError("cannot watch Wiegand reader lines %s and %s: %s" % (data0, data1, err)) from err
+
+    def wait(self, timeout_s: float) -> List[Edge]:
+        if not self._request.wait_edge_events(timeout_s):
+            return []
+        return [(self._names[event.line_offset], event.timestamp_ns) for event in self._request.read_edge_events()]
+
+    def close(self) -> None:
+        self._request.release()
+
+
+def open_edges(data0: str, data1: str):
+    """The edge source the lines' names call for (as door inputs name lines: inputs.py)."""
+    if all(":" in spec and spec.rpartition(":")[2].isdigit() and "gpiochip" in spec for spec in (data0, data1)):
+        return CharDeviceEdges(data0, data1)
+    return SysfsEdges(data0, data1)
+
+
+class WiegandCardReader(CardQueue):
+    """Cards from a Wiegand reader's wires, decoded on a thread; a line that cannot be watched is a
+    `card_reader` fault, tried again every second and cleared when it opens."""
+
+    def __init__(self, open_source: Callable[[], object], on_fault: Callable[[str], None],
+                 on_back: Callable[[], None], on_died=None) -> None:
+        super().__init__()
+        self.open_source = open_source
+        self.on_fault, self.on_back = on_fault, on_back
+        self.decoder = FrameDecoder()
+        self._stop = threading.Event()
+        self.connected = threading.Event()
+        self._thread = threads.start("wiegand card reader", self._run, on_died)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                source = self.open_source()
+            except FaceGateError as err:
+                self.on_fault("card reader: %s" % err)
+                self._stop.wait(1.0)
+                continue
+            self.connected.set()
+            self.on_back()
+            try:
+                while not self._stop.is_set():
+                    # a frame in progress is ended by its silence; between cards, wake seldom
+                    for line, at_ns in source.wait(0.01 if self.decoder.bits else 0.5):
+                        self._frame(self.decoder.edge(line, at_ns))
+                    self._frame(self.decoder.due(time.monotonic_ns()))
+            except OSError as err:
+                self.connected.clear()
+                self.on_fault("card reader: its Wiegand lines cannot be read: %s" % err)
+                self._stop.wait(1.0)
+            finally:
+                source.close()
+
+    def _frame(self, bits: Optional[List[int]]) -> None:
+        if not bits:
+            return
+        try:
+            self.keep(wiegand.parse(bits))
+        except FaceGateError as err:
+            log.warning("card reader sent %d bits that are not a card: %s", len(bits), err)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2.0)
