@@ -286,7 +286,9 @@ class Service:
                 "decision": self.verifier.threshold.describe(), "mode": self.config.door.mode,
                 "liveness": self.config.liveness.enabled, "frames": self.counters.frames,
                 "decisions": dict(self.counters.decisions), "version": self.version,
-                "inputs": self.inputs.states() if self.inputs is not None else {}}
+                "inputs": self.inputs.states() if self.inputs is not None else {},
+                # what the access panel told this reader to show and sound: its answer in reader mode
+                "panel": self.panel.indication.state() if hasattr(self.panel, "indication") else None}
 
     def web_request(self, request: dict) -> dict:
         """The web page's requests (web/live.py), carried out here so that only the door moves its

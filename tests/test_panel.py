@@ -154,9 +154,21 @@ def test_a_reader_door_reports_the_granted_persons_card_to_the_panel_over_a_secu
     service = build_service(config, pipeline=pipeline)
     assert wait_until(lambda: panel.is_sc_active(5), timeout=10)  # the secure channel is up
     panel.submit_command(5, {"command": osdp.Command.LED, "reader": 0, "led_number": 0, "control_code": 1,
+                             "on_count": 1, "off_count": 0, "on_color": osdp.CommandLEDColor.Red,
+                             "off_color": osdp.CommandLEDColor.Black, "temporary": False})
+    panel.submit_command(5, {"command": osdp.Command.LED, "reader": 0, "led_number": 0, "control_code": 2,
                              "on_count": 5, "off_count": 5, "on_color": osdp.CommandLEDColor.Green,
-                             "off_color": osdp.CommandLEDColor.Black, "timer_count": 5, "temporary": True})
-    assert wait_until(lambda: service.panel.commands, timeout=5)  # the panel's LED command reached the door
+                             "off_color": osdp.CommandLEDColor.Black, "timer_count": 600, "temporary": True})
+    panel.submit_command(5, {"command": osdp.Command.Buzzer, "reader": 0, "control_code": 2, "on_count": 2,
+                             "off_count": 2, "rep_count": 0})
+    # the panel's LED and buzzer commands reach the door, whose status (the web page's header) shows them
+    assert wait_until(lambda: service.status()["panel"] == {"led": "green flashing", "buzzer": True}, timeout=10)
+    panel.submit_command(5, {"command": osdp.Command.LED, "reader": 0, "led_number": 0, "control_code": 1,
+                             "on_count": 0, "off_count": 0, "on_color": 0, "off_color": 0, "timer_count": 0,
+                             "temporary": True})  # the temporary state cancelled: the permanent red shows
+    panel.submit_command(5, {"command": osdp.Command.Buzzer, "reader": 0, "control_code": 1, "on_count": 0,
+                             "off_count": 0, "rep_count": 0})
+    assert wait_until(lambda: service.status()["panel"] == {"led": "red", "buzzer": False}, timeout=10)
     service.run()
     reads = []
     while True:
@@ -563,3 +575,23 @@ def test_wiegand_reader_lines_named_chip_line_use_the_character_device_and_a_mis
         reader.close()
     with pytest.raises(ConfigError, match="must be on one GPIO chip"):
         CharDeviceEdges("gpiochip0:20", "gpiochip1:21")
+
+
+def test_the_panels_led_and_buzzer_commands_are_kept_as_osdp_times_them():
+    from appliance.panel.indication import PanelIndication, describe
+
+    now = [100.0]
+    shown = PanelIndication(clock=lambda: now[0])
+    assert shown.state() == {"led": "off", "buzzer": False}
+    shown.command({"control_code": 1, "on_count": 1, "off_count": 0, "on_color": 1, "off_color": 0}, "LED")
+    shown.command({"temporary": True, "control_code": 2, "on_count": 3, "off_count": 3, "on_color": 2,
+                   "off_color": 1, "timer_count": 20}, "LED")  # 2 s of red and green in turn
+    shown.command({"control_code": 2, "on_count": 1, "off_count": 1, "rep_count": 3}, "buzzer")  # 3 x 0.2 s
+    assert shown.state() == {"led": "green/red alternating", "buzzer": True}
+    now[0] += 0.7
+    assert shown.state() == {"led": "green/red alternating", "buzzer": False}
+    now[0] += 1.4
+    assert shown.state()["led"] == "red"  # the temporary state's 2 s are over: the permanent one again
+    shown.command({"command": 99}, "command")  # another command (text, output): not shown, no harm
+    assert describe({"on_color": 2, "off_color": 0, "on_count": 0, "off_count": 5}) == "off"
+    assert describe({"on_color": 9, "off_count": 0}) == "colour 9"

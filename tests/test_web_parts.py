@@ -223,3 +223,24 @@ def test_hostile_requests_are_refused_before_they_cost_anything(page_server):
     for header in (b"Content-Security-Policy: default-src 'self'", b"X-Frame-Options: DENY",
                    b"Strict-Transport-Security"):
         assert header in page
+
+
+def test_every_pages_header_and_the_door_page_show_what_the_access_panel_tells_this_reader():
+    """In reader mode the panel decides, and its answer is the LED and buzzer it commands."""
+    import bottle
+
+    from appliance.web.app import HERE
+
+    bottle.TEMPLATE_PATH[:] = [str(HERE / "views")]  # as make_app sets it
+    status = {"running": True, "door": "locked", "access": "idle", "faults": {},
+              "panel": {"led": "green flashing", "buzzer": True}}
+    values = dict(user="ada", csrf="x", message=None, error=None, events=[], csv_query="", update=None,
+                  rules={"schedules": [], "groups": []}, selftest=None,
+                  filters={key: "" for key in ("kind", "person", "since", "until")})
+    html = bottle.template("door.tpl", status=status, **values)
+    assert 'id="panel-state" class="state panel" data-led="green">panel: green flashing · buzzer<' in html
+    assert "the access panel shows green flashing on this reader's LED and sounds its buzzer" in html
+    quiet = bottle.template("door.tpl", status=dict(status, panel={"led": "red", "buzzer": False}), **values)
+    assert 'data-led="red">panel: red<' in quiet and "sounds its buzzer" not in quiet
+    relay_door = bottle.template("door.tpl", status=dict(status, panel=None), **values)
+    assert "panel-state" not in relay_door and "access panel shows" not in relay_door

@@ -1,6 +1,7 @@
 """The door as an OSDP peripheral device (PD) on a serial line (an RS-485 adapter), through
-libosdp (Apache-2.0): it reports a granted person's card as a raw Wiegand card read, and logs
-the panel's LED and buzzer commands. The secure channel's key (SCBK, 16 bytes as 32 hex digits)
+libosdp (Apache-2.0): it reports a granted person's card as a raw Wiegand card read, and keeps
+the panel's LED and buzzer commands (`indication.py`), which the door's status shows. The secure
+channel's key (SCBK, 16 bytes as 32 hex digits)
 is read from `panel.scbk_file`; without one the door refuses to start in reader mode, since a
 card read sent in the clear can be replayed by anyone on the wire.
 """
@@ -13,6 +14,7 @@ from typing import List, Optional
 
 from appliance.errors import ConfigError, FaceGateError
 from appliance.panel import wiegand
+from appliance.panel.indication import PanelIndication
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class OsdpReader:
             raise ConfigError("panel.protocol = \"osdp\" needs libosdp: pip install 'facegate[panel]'") from err
         self.bits = bits
         self.commands: List[dict] = []  # the panel's LED, buzzer and other commands, newest last
+        self.indication = PanelIndication()
         try:
             self._port = serial.Serial(port, baudrate, timeout=0)
         except (serial.SerialException, OSError) as err:
@@ -63,8 +66,9 @@ class OsdpReader:
         with self._lock:
             self.commands = (self.commands + [dict(command)])[-50:]
         names = {self._osdp.Command.LED: "LED", self._osdp.Command.Buzzer: "buzzer"}
-        log.info("panel: %s %s", names.get(command.get("command"), "command"),
-                 {k: v for k, v in command.items() if k != "command"})
+        kind = names.get(command.get("command"), "command")
+        self.indication.command(command, kind)
+        log.info("panel: %s %s", kind, {k: v for k, v in command.items() if k != "command"})
         return 0, None
 
     @property

@@ -5,6 +5,7 @@
   var svg = document.getElementById("overlay");
   var list = document.getElementById("faces");
   var state = document.getElementById("door-state");
+  var panel = document.getElementById("panel-state");
   var period = 1000 / parseFloat(box.dataset.fps || "2");
   var NS = "http://www.w3.org/2000/svg";
 
@@ -36,6 +37,10 @@
       state.className = "state " + (bad ? "bad" : "ok");
       text(state, !status.running ? "door not running" :
         (bad ? "FAULT: " + Object.keys(status.faults).join(", ") : status.door + " · " + status.access));
+    }
+    if (panel && status.panel) {  // the access panel's answer, as it tells this reader's LED and buzzer
+      panel.dataset.led = status.panel.led.split(/[ \/]/)[0];
+      text(panel, "panel: " + status.panel.led + (status.panel.buzzer ? " · buzzer" : ""));
     }
   }
 

@@ -23,6 +23,10 @@
     {{status.get("door", "")}} · {{status.get("access", "")}}
     % end
   </span>
+  % panel = status.get("panel") if running else None
+  % if panel:
+  <span id="panel-state" class="state panel" data-led="{{panel['led'].split()[0].split('/')[0]}}">panel: {{panel["led"]}}{{" · buzzer" if panel["buzzer"] else ""}}</span>
+  % end
   <form method="post" action="/logout" class="inline"><input type="hidden" name="csrf" value="{{csrf}}"><button>Log out {{user}}</button></form>
   % end
 </header>

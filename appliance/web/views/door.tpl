@@ -7,6 +7,9 @@
   <dt>Faults</dt><dd>{{"; ".join("%s: %s" % item for item in (status.get("faults") or {}).items()) or "none"}}</dd>
   <dt>Decision</dt><dd>{{status.get("decision", "-")}}</dd>
   <dt>Decisions</dt><dd>{{", ".join("%s %s" % item for item in (status.get("decisions") or {}).items())}}</dd>
+  % if status.get("panel"):
+  <dt>Panel</dt><dd id="panel">the access panel shows {{status["panel"]["led"]}} on this reader's LED{{" and sounds its buzzer" if status["panel"]["buzzer"] else ""}}</dd>
+  % end
   <dt>Inputs</dt><dd>{{", ".join("%s %s" % (name, "active" if on else "inactive") for name, on in (status.get("inputs") or {}).items()) or "none configured"}}</dd>
   <dt>Version</dt><dd>{{status.get("version") or "-"}}</dd>
   % if update:
