@@ -83,7 +83,9 @@ class Enroller:
         crop = encode_crop(aligned) if self.config.gallery.keep_crops else None
         return Template(embedding, round(score, 4), source, crop)
 
-    def _duplicate_of(self, templates: Sequence[Template], person_id: Optional[str]):
+    def duplicate_of(self, templates: Sequence[Template], person_id: Optional[str]):
+        """The enrolled person (other than `person_id`) one of `templates` is too close to, if any:
+        the rule every enrolment path (CLI, MQTT, web page) refuses a second identity by."""
         self.index.refresh()
         for template in templates:
             match = self.index.search(template.embedding)
@@ -101,7 +103,7 @@ class Enroller:
         extends those who exist and enrols the others."""
         report_missing = report is None
         report = report or EnrolReport()
-        if not add and self._existing(name) is not None:
+        if not add and self.existing_person(name) is not None:
             # before reading any photo: a second run of a folder goes on where the first stopped,
             # and re-enrolling someone says the one option that does it
             report.already.append(name)
@@ -120,14 +122,14 @@ class Enroller:
         if not templates:
             report.skipped.append((name, "not enrolled: no usable photo"))
             return report
-        existing = self._existing(name) if add else None
+        existing = self.existing_person(name) if add else None
         if add and existing is None and report_missing:
             try:
                 self.store.find(name)
             except GalleryError as err:  # says who is close: a typo must not enrol a new person
                 report.skipped.append((name, "not enrolled: %s; leave out --add to enrol a new person" % err))
                 return report
-        duplicate = None if force else self._duplicate_of(templates, existing.id if existing else None)
+        duplicate = None if force else self.duplicate_of(templates, existing.id if existing else None)
         if duplicate is not None:
             report.skipped.append((name, "not enrolled: looks like %s already enrolled (distance "
                                          "%.2f); use --force if this is a different person"
@@ -147,7 +149,8 @@ class Enroller:
         self.index.refresh()
         return report
 
-    def _existing(self, name: str) -> Optional[Person]:
+    def existing_person(self, name: str) -> Optional[Person]:
+        """The person enrolled under exactly this name or id, or None (no near-name guessing)."""
         try:
             return self.store.find(name)
         except GalleryError:

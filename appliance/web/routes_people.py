@@ -102,10 +102,10 @@ def _distance(a, b) -> float:
 def enrol_templates(page, enroller, store, name, templates, force, how, valid_from=None, valid_until=None,
                     origin=None):
     """(message, enrolled): the enrolment rules (duplicates refused unless forced) in one transaction."""
-    existing = enroller._existing(name)
+    existing = enroller.existing_person(name)
     if existing is not None:
         return "%s is already enrolled: nothing changed (remove them first to enrol afresh)" % name, False
-    duplicate = None if force else enroller._duplicate_of(templates, None)
+    duplicate = None if force else enroller.duplicate_of(templates, None)
     if duplicate is not None:
         return ("not enrolled: looks like %s, already enrolled (distance %.2f); tick 'a different person' if it "
                 "is not them" % (duplicate.person.name, duplicate.distance)), False
