@@ -207,6 +207,9 @@ class PanelConfig:
     wiegand_gpio_root: str = setting("/sys/class/gpio", "wiegand: where the kernel's sysfs GPIO files are")
     wiegand_bits: int = setting(26, "the card format reported: Wiegand 26 (8-bit facility, 16-bit number) or 34 "
                                     "(16 and 16)", choices=(26, 34))
+    denial_card: str = setting("", "reader modes: a card (FACILITY:NUMBER) sent to the panel on a denial, for panels "
+                                   "that log failed attempts; one nobody holds and the panel knows as refused "
+                                   "(empty: a denial sends nothing)")
     card_reader_protocol: str = setting("serial", "card_and_face: serial (a reader that sends each card as a line, "
                                                   "FACILITY:NUMBER or NUMBER), osdp (an OSDP reader, this door its "
                                                   "control panel) or wiegand (a reader's DATA0 and DATA1 wires on two "
@@ -611,6 +614,19 @@ def panel_problems(config: Config) -> List[str]:
             elif not Path(os.path.expanduser(panel.card_reader_scbk_file)).is_file():
                 problems.append("panel.card_reader_scbk_file %s does not exist" % panel.card_reader_scbk_file)
         return problems
+    if panel.denial_card:
+        from appliance.errors import FaceGateError
+        from appliance.panel.cards import parse_card
+        from appliance.panel.wiegand import FORMATS
+
+        try:
+            facility, number = parse_card(panel.denial_card)
+            facility_bits, card_bits = FORMATS[panel.wiegand_bits]
+            if facility >= 1 << facility_bits or number >= 1 << card_bits:
+                problems.append("panel.denial_card %s does not fit Wiegand %d" % (panel.denial_card,
+                                                                                  panel.wiegand_bits))
+        except FaceGateError as err:
+            problems.append("panel.denial_card: %s" % err)
     if config.door.mode != "relay" and not panel.protocol:
         problems.append("door.mode %s sends a granted person's card to an access panel: set panel.protocol "
                         "(osdp and its port, or wiegand and its lines)" % config.door.mode)

@@ -28,6 +28,7 @@ from appliance.recognition.attempt import attempt_event
 from appliance.recognition.verification import DENY, GRANT, LOST, NOTHING, Outcome, Verifier
 from appliance.door.watchdog import Watchdog
 from appliance.gallery.index import GalleryIndex
+from appliance.panel.cards import parse_card
 from appliance.errors import ConfigError, FaceGateError, GalleryError
 from appliance.gallery.store import GalleryStore
 
@@ -274,8 +275,26 @@ class Service:
         if self.card_reader is not None and holder is not None and holder.card:
             event.detail["card"] = "%d:%d" % holder.card  # the card shown with the wrong face
         event.latency_ms = round((time.monotonic() - outcome.track.first_captured) * 1000, 1)
+        denial_card = self._denial_card()
+        if denial_card is not None:  # recorded before it is sent
+            event.detail["panel"] = "denial card %d:%d" % denial_card
         self.controller.deny_face(event)
         self.counters.decisions["deny"] += 1
+        if denial_card is not None:
+            self._tell_panel(*denial_card)
+
+    def _denial_card(self) -> Optional[tuple]:
+        """The card a reader sends the panel on a denial (panel.denial_card), unless somebody holds
+        it now: the panel would open the door for them."""
+        if self.panel is None or not self.config.panel.denial_card:
+            return None
+        card = parse_card(self.config.panel.denial_card)
+        holder = self.verifier.index.holder_of(card)
+        if holder is not None:
+            log.error("panel: denial card %d:%d is %s's card now: denials are not sent (choose another "
+                      "panel.denial_card)", card[0], card[1], holder.name)
+            return None
+        return card
 
     def status(self) -> dict:
         """The door as its web page shows it (written by the live feed's thread: plain reads)."""
@@ -376,6 +395,10 @@ def build_service(config: Config, pipeline=None, use_relay: bool = True) -> Serv
         if config.door.mode in ("reader", "relay_and_reader"):
             from appliance.panel import from_config as panel_from_config
 
+            holder = index.holder_of(parse_card(config.panel.denial_card)) if config.panel.denial_card else None
+            if holder is not None:
+                raise ConfigError("panel.denial_card %s is %s's card: a denial would open the door for them; choose a "
+                                  "card nobody holds" % (config.panel.denial_card, holder.name))
             panel = panel_from_config(config.panel)
             parts.append(panel)
         if config.door.mode == "card_and_face":

@@ -186,6 +186,46 @@ def test_a_reader_door_reports_the_granted_persons_card_to_the_panel_over_a_secu
     assert not any(change.on for change in emulator.changes())  # the panel drives the lock, not this relay
 
 
+def test_a_reader_sends_its_denial_card_on_a_denial_and_refuses_one_that_somebody_holds(
+        tmp_path, gallery_path, pipeline, emulator, control_panel):  # noqa: F811
+    import shutil
+
+    import osdp
+
+    from appliance.config import from_dict, panel_problems
+    from appliance.errors import ConfigError
+
+    panel, port, scbk = control_panel
+    gallery = tmp_path / "g.db"
+    shutil.copy(gallery_path, gallery)
+    clip = tmp_path / "stranger.mp4"
+    subprocess.run([sys.executable, str(ROOT / "tools" / "make-demo-video"), str(clip), str(STRANGERS[0]),
+                    "--seconds", "2.0", "--fps", "15", "--gap", "1.0"], check=True)
+    settings = {"protocol": "osdp", "port": port, "address": 5, "scbk_file": str(scbk), "denial_card": "0:1"}
+    config = door_config(tmp_path, gallery, clip, emulator.path, liveness={"enabled": False},
+                         door={"mode": "reader"}, panel=settings)
+    service = build_service(config, pipeline=pipeline)
+    assert wait_until(lambda: panel.is_sc_active(5), timeout=10)
+    service.run()
+    cards = []
+    while True:
+        event = panel.get_event(5, timeout=0.5)
+        if event is None:
+            break
+        if event["event"] == osdp.Event.CardRead:
+            cards.append(wiegand.parse(wiegand.unpacked(event["data"], event["length"])))
+    denials = [e for e in AuditStore(tmp_path / "audit.db").events() if e.kind == "deny"]
+    assert len(denials) >= 1 and cards == [(0, 1)] * len(denials)  # one denial card per denial, and nothing else
+    assert denials[0].detail["panel"] == "denial card 0:1"
+    store = GalleryStore(gallery)
+    store.set_card("obama", 1, 0)  # somebody now holds it: the panel would open the door for them
+    store.close()
+    with pytest.raises(ConfigError, match="denial_card 0:1 is obama's card"):
+        build_service(config, pipeline=pipeline)
+    wide = from_dict({"door": {"mode": "reader"}, "panel": dict(settings, denial_card="300:1")})
+    assert any("denial_card 300:1 does not fit Wiegand 26" in p for p in panel_problems(wide))
+
+
 def test_a_reader_without_its_panels_key_refuses_to_start(tmp_path, emulator):  # noqa: F811
     door = tmp_path / "door.toml"
     door.write_text('[door]\nmode = "reader"\n[panel]\nprotocol = "osdp"\nport = "/dev/null"\n')
