@@ -256,12 +256,15 @@ def test_a_phone_photo_enrols_a_new_person_shown_with_a_thumbnail_and_audited_wi
     form = css(browser, "#enrol-photos")[0]
     form.find_element("css selector", "input[name=name]").send_keys("Abdullah Gul")
     form.find_element("css selector", "input[name=photos]").send_keys(str(photo))
+    form.find_element("css selector", "input[name=card]").send_keys("7:4242")  # the panel's card, with the person
     submit(browser, form.find_element("css selector", "button"))
-    assert "enrolled Abdullah Gul from 1 photos" in shown(browser, "#message")
+    assert "enrolled Abdullah Gul from 1 photos with card 7:4242" in shown(browser, "#message")
     row = [p for p in css(browser, "li.person") if "Abdullah Gul" in p.text][0]
+    assert "card 7:4242" in row.text
     thumbnail = row.find_element("css selector", "img")
     wait_for(browser, lambda: browser.execute_script("return arguments[0].naturalWidth", thumbnail) == 112)
-    assert changes(door, "enroll")[-1].detail["origin"]["user"] == "ada"
+    enrolled = changes(door, "enroll")[-1]
+    assert enrolled.detail["origin"]["user"] == "ada" and enrolled.detail["card"] == "7:4242"
     # the same face again, under another name: refused as a duplicate, with the way to insist
     form = css(browser, "#enrol-photos")[0]
     form.find_element("css selector", "input[name=name]").send_keys("A. Gul")
@@ -377,6 +380,23 @@ def test_removing_a_person_asks_first(door, browser):
     assert "Abdullah Gul: valid from any time until 2026-12-31" in shown(browser, "#message")
     row = [p for p in css(browser, "li.person") if "Abdullah Gul" in p.text][0]
     assert "until 2026-12-31" in row.text
+    # a card belongs to one person: giving obama Abdullah Gul's is refused, and nothing changes
+    browser.get(door["url"] + "/people?q=obama")
+    obama = css(browser, "li.person")[0]
+    card_form = obama.find_elements("css selector", "details")[1]
+    card_form.find_element("css selector", "summary").click()
+    card_form.find_element("css selector", "input[name=card]").send_keys("7:4242")
+    submit(browser, card_form.find_element("css selector", "button"))
+    assert "card 7:4242 belongs to Abdullah Gul already" in shown(browser, "#error")
+    browser.get(door["url"] + "/people?q=Gul")
+    row = [p for p in css(browser, "li.person") if "Abdullah Gul" in p.text][0]
+    card_form = row.find_elements("css selector", "details")[1]
+    card_form.find_element("css selector", "summary").click()
+    card_form.find_element("css selector", "input[name=card]").clear()  # empty: the card is taken away
+    submit(browser, card_form.find_element("css selector", "button"))
+    assert "Abdullah Gul: no card" in shown(browser, "#message")
+    assert changes(door, "person_card")[-1].detail["card"] is None
+    row = [p for p in css(browser, "li.person") if "Abdullah Gul" in p.text][0]
     submit(browser, row.find_element("css selector", "a.danger"))
     assert "Remove Abdullah Gul?" in browser.page_source
     submit(browser, css(browser, "#confirm-remove")[0])

@@ -1,4 +1,4 @@
-"""People (list, enrol from photos or the door's camera, validity, disable, remove) and attempts
+"""People (list, enrol from photos or the door's camera, validity, card, disable, remove) and attempts
 (snapshots, labels as tuning evidence, a test photo against the gallery)."""
 
 import logging
@@ -36,8 +36,8 @@ class Capture:
     """Enrolment from the door's camera: the frames the door publishes, each checked at the
     enrolment limits; the best CAPTURE_KEEP of different moments are enrolled in one transaction."""
 
-    def __init__(self, page, name: str, force: bool, origin: Dict) -> None:
-        self.page, self.name, self.force, self.origin = page, name, force, origin
+    def __init__(self, page, name: str, force: bool, origin: Dict, card: str = "") -> None:
+        self.page, self.name, self.force, self.origin, self.card = page, name, force, origin, card
         self.advice = "look at the camera"
         self.kept = 0
         self.done = False
@@ -85,7 +85,7 @@ class Capture:
                         len(templates), CAPTURE_SECONDS, self.advice)
                     return
                 self.result, self.ok = enrol_templates(self.page, enroller, store, self.name, templates, self.force,
-                                                       how="camera", origin=self.origin)
+                                                       how="camera", origin=self.origin, card=self.card)
         except FaceGateError as err:
             self.result = "not enrolled: %s" % err
         except Exception as err:  # the page's thread: said on the page, never silent
@@ -100,19 +100,28 @@ def _distance(a, b) -> float:
 
 
 def enrol_templates(page, enroller, store, name, templates, force, how, valid_from=None, valid_until=None,
-                    origin=None):
-    """(message, enrolled): the enrolment rules (duplicates refused unless forced) in one transaction."""
+                    origin=None, card=""):
+    """(message, enrolled): the enrolment rules (duplicates refused unless forced), the person and
+    their access card (`card`, FACILITY:NUMBER, optional) in one transaction."""
+    from appliance.panel.cards import parse_card
+
     existing = enroller.existing_person(name)
     if existing is not None:
         return "%s is already enrolled: nothing changed (remove them first to enrol afresh)" % name, False
+    facility, number = parse_card(card) if card else (0, None)  # a mistyped card refuses before anything changes
     duplicate = None if force else enroller.duplicate_of(templates, None)
     if duplicate is not None:
         return ("not enrolled: looks like %s, already enrolled (distance %.2f); tick 'a different person' if it "
                 "is not them" % (duplicate.person.name, duplicate.distance)), False
-    person = store.enrol(name, templates, enroller.pipeline.embedder.model_id, valid_from=valid_from or None,
-                         valid_until=valid_until or None)
-    page.record("enroll", person, origin=origin, templates=len(templates), how=how)
-    return "enrolled %s from %d %s" % (person.name, len(templates), how if how == "photos" else "camera frames"), True
+    with store.transaction():  # a card someone else holds refuses the person too
+        person = store.enrol(name, templates, enroller.pipeline.embedder.model_id, valid_from=valid_from or None,
+                             valid_until=valid_until or None)
+        if number is not None:
+            person = store.set_card(person.id, number, facility)
+    page.record("enroll", person, origin=origin, templates=len(templates), how=how,
+                **({"card": "%d:%d" % person.card} if person.card else {}))
+    return "enrolled %s from %d %s%s" % (person.name, len(templates), how if how == "photos" else "camera frames",
+                                         " with card %d:%d" % person.card if person.card else ""), True
 
 
 def register(app: bottle.Bottle, page) -> None:
@@ -165,7 +174,8 @@ def register(app: bottle.Bottle, page) -> None:
                 return people_page(error="not enrolled: no usable photo (%s)" % "; ".join(skipped))
             try:
                 message, ok = enrol_templates(page, enroller, store, name, templates, bool(forms.get("force")),
-                                              "photos", forms.get("valid_from"), forms.get("valid_until"))
+                                              "photos", forms.get("valid_from"), forms.get("valid_until"),
+                                              card=(forms.getunicode("card") or "").strip())
             except FaceGateError as err:
                 message, ok = "not enrolled: %s" % err, False
         if skipped:
@@ -181,7 +191,8 @@ def register(app: bottle.Bottle, page) -> None:
         running = captures.get(user)
         if running is not None and not running.done:
             return people_page(error="a camera enrolment is already running")
-        captures[user] = Capture(page, name, bool(bottle.request.forms.get("force")), page.origin())
+        captures[user] = Capture(page, name, bool(bottle.request.forms.get("force")), page.origin(),
+                                 (bottle.request.forms.getunicode("card") or "").strip())
         bottle.redirect("/people/capture")
 
     @app.get("/people/capture")
@@ -219,6 +230,21 @@ def register(app: bottle.Bottle, page) -> None:
         page.record("validity", person, valid_from=person.valid_from, valid_until=person.valid_until)
         bottle.redirect("/people?message=" + quote("%s: valid from %s until %s" % (
             person.name, person.valid_from or "any time", person.valid_until or "any time")))
+
+    @app.post("/people/<person_id>/card")
+    def set_card(person_id):
+        """The person's access card for a panel (reader modes, card + face); empty takes it away."""
+        from urllib.parse import quote
+
+        from appliance.gallery import commands
+
+        card = (bottle.request.forms.getunicode("card") or "").strip()
+        with page.gallery() as store:
+            result = commands.access_change(store, "person_card", {"person_id": person_id, "card": card or None})
+            person = commands.get(store, person_id)
+        page.record("person_card", person, card=result["card"])
+        bottle.redirect("/people?message=" + quote("%s: %s" % (
+            person.name, "card %s" % result["card"] if result["card"] else "no card")))
 
     @app.get("/people/<person_id>/remove")
     def remove_confirm(person_id):

@@ -26,6 +26,13 @@
         <button>Save</button>
       </form>
     </details>
+    <details class="validity"><summary>Card</summary>
+      <form method="post" action="/people/{{person.id}}/card" class="row">
+        <input type="hidden" name="csrf" value="{{csrf}}">
+        <input name="card" value="{{'%d:%d' % person.card if person.card else ''}}" placeholder="FACILITY:NUMBER" inputmode="numeric" pattern="[0-9]+(:[0-9]+)?" aria-label="card">
+        <button>Save</button>
+      </form>
+    </details>
   </li>
 % end
 % if not people:
@@ -39,6 +46,7 @@
   <label>Photos of this person alone <input type="file" name="photos" accept="image/*" capture="user" multiple required></label>
   <label>Valid from (optional) <input type="date" name="valid_from"></label>
   <label>Valid until (optional) <input type="date" name="valid_until"></label>
+  <label>Card for the access panel (optional) <input name="card" placeholder="FACILITY:NUMBER" inputmode="numeric" pattern="[0-9]+(:[0-9]+)?"></label>
   <label class="check"><input type="checkbox" name="force" value="1"> a different person from anyone who looks alike</label>
   <button>Enrol</button>
 </form>
@@ -46,6 +54,7 @@
 <form method="post" action="/people/capture" class="card" id="enrol-camera">
   <input type="hidden" name="csrf" value="{{csrf}}">
   <label>Name of the person in front of the door <input name="name" required></label>
+  <label>Card for the access panel (optional) <input name="card" placeholder="FACILITY:NUMBER" inputmode="numeric" pattern="[0-9]+(:[0-9]+)?"></label>
   <label class="check"><input type="checkbox" name="force" value="1"> a different person from anyone who looks alike</label>
   <button>Start</button>
 </form>
