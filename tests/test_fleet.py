@@ -129,7 +129,8 @@ def test_site_wide_enrolment_with_a_door_offline_is_queued_then_applied(tmp_path
     door2.close()  # offline; its broker session keeps its subscriptions
     photo = sorted((SEED / "gallery" / "obama").iterdir())[0]
     try:
-        result = run_cli("admin", "enroll", "obama", photo, "--config", config, "--site-gallery", site)
+        result = run_cli("admin", "enroll", "obama", photo, "--card", "7:12345", "--config", config,
+                         "--site-gallery", site)  # the person and their card for a panel, in one change
         assert result.returncode == 0, result.stdout + result.stderr
         assert "site change 1: enrolled obama" in result.stdout
         assert re.search(r"door1: ok", result.stdout), result.stdout
@@ -143,6 +144,7 @@ def test_site_wide_enrolment_with_a_door_offline_is_queued_then_applied(tmp_path
         doors = status_json(config, "--site-gallery", site)
         assert doors["door2"]["state"] == "online" and doors["door2"]["site_changes_queued"] == 0
         assert [p[1] for p in door2.people()] == ["obama"]
+        assert door2.agent.store.find("obama").card == (7, 12345) == door1.agent.store.find("obama").card
         text = run_cli("admin", "status", "--config", config, "--site-gallery", site).stdout
         assert re.search(r"door2: online.*\n.*\n  gallery: site change 1 of 1, up to date", text), text
     finally:

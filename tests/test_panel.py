@@ -90,6 +90,18 @@ def test_the_people_command_gives_shows_and_takes_a_card(tmp_path, gallery_path)
     taken = run_cli("people", "card", "刘德华", "7:12345", "--gallery", gallery)
     assert taken.returncode == 2 and "belongs to obama already" in taken.stderr
     assert "no card" in run_cli("people", "card", "obama", "--clear", "--gallery", gallery).stdout
+    # a card given with the enrolment: the person and the card together, or neither
+    photo = STRANGERS[0]
+    run_cli("people", "card", "obama", "7:12345", "--gallery", gallery)
+    refused = run_cli("enroll", "Jacky", photo, "--card", "7:12345", "--force", "--gallery", gallery)
+    assert refused.returncode == 1 and "belongs to obama already" in refused.stdout
+    assert "Jacky" not in run_cli("people", "list", "--gallery", gallery).stdout
+    enrolled = run_cli("enroll", "Jacky", photo, "--card", "7:9", "--force", "--gallery", gallery)
+    assert enrolled.returncode == 0, enrolled.stdout + enrolled.stderr
+    assert any("Jacky" in line and "card 7:9" in line
+               for line in run_cli("people", "list", "--gallery", gallery).stdout.splitlines())
+    mistyped = run_cli("enroll", "Jo", photo, "--card", "seven", "--gallery", gallery)
+    assert mistyped.returncode == 2 and "FACILITY:NUMBER" in mistyped.stderr
 
 
 def fd_channel(fd):

@@ -61,6 +61,8 @@ def register(commands) -> None:
     sub.add_argument("photos", nargs="+")
     sub.add_argument("--note", default="")
     sub.add_argument("--force", action="store_true", help="enrol even if the face matches someone")
+    sub.add_argument("--card", default="", help="the person's access card for a building's panel, FACILITY:NUMBER: "
+                                                "with the person, refused whole when someone holds it")
     sub.set_defaults(handler=_enroll)
     for name, help_text in (("remove", "remove a person"), ("disable", "disable a person"),
                             ("enable", "enable a person")):
@@ -305,6 +307,8 @@ def _enroll(args) -> int:
         photos = [Path(p) for p in args.photos]
         body = {"name": args.name, "note": args.note,
                 "photos": [encode_photo(p) for p in photos]}
+        if args.card:
+            body["card"] = args.card
         if args.door:
             from appliance.gallery.store import person_id_for
 
@@ -314,7 +318,7 @@ def _enroll(args) -> int:
         try:
             with site.store.transaction():  # the person and the site change that records them, or neither
                 report = Enroller(session.config, pipeline, site.store).enrol(args.name, photos, force=args.force,
-                                                                              note=args.note)
+                                                                              note=args.note, card=args.card)
                 for photo, reason in report.skipped:
                     print("skipped %s: %s" % (photo, reason))
                 if report.already:

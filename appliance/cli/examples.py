@@ -14,6 +14,7 @@ EXAMPLES = {
     "detect": ["facegate detect group.jpg --out faces.jpg", "facegate detect portrait.jpg --json"],
     "compare": ["facegate compare ada1.jpg ada2.jpg"],
     "enroll": ["facegate enroll Ada ada1.jpg ada2.jpg --note 'night shift'",
+               "facegate enroll Ada ada1.jpg --card 7:12345   # with her card for the access panel",
                "facegate enroll Ada ada3.jpg --add",
                "facegate enroll --from-dir people/   # one folder per person, named after them"],
     "people": ["facegate people list", "facegate people show Ada", "facegate people disable Ada",

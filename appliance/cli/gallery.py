@@ -17,6 +17,8 @@ def register(commands) -> None:
     enroll.add_argument("--force", action="store_true",
                         help="enrol even when the face matches another person closely")
     enroll.add_argument("--note", default="", help="a note kept with the person")
+    enroll.add_argument("--card", default="", help="the person's access card for a building's panel, FACILITY:NUMBER "
+                                                   "(one person only): given with the photos, or nothing is")
     add_config_options(enroll)
     add_gallery_option(enroll)
     enroll.set_defaults(handler=run_enroll)
@@ -67,6 +69,8 @@ def run_enroll(args) -> int:
         raise FaceGateError("give either NAME PHOTO... or --from-dir DIR")
     if args.name and not args.photos:
         raise FaceGateError("no photos given for %s" % args.name)
+    if args.card and args.from_dir:
+        raise FaceGateError("--card is one person's: give NAME PHOTO... --card, or 'facegate people card' later")
     config = load_config(args)
     pipeline = FacePipeline.from_config(config)
     store = open_gallery(args, config, pipeline.embedder.model_id, create=True)
@@ -79,7 +83,8 @@ def run_enroll(args) -> int:
             progress = Progress(total, "enrolling")
             enroller.enrol_folder(Path(args.from_dir), args.force, args.add, progress.step, report=report)
         else:
-            report = enroller.enrol(args.name, [Path(p) for p in args.photos], args.force, args.add, args.note)
+            report = enroller.enrol(args.name, [Path(p) for p in args.photos], args.force, args.add, args.note,
+                                    card=args.card)
     except KeyboardInterrupt:  # each person is one transaction: who was enrolled stays enrolled
         interrupted = True
         print()
@@ -87,7 +92,8 @@ def run_enroll(args) -> int:
         store.close()
         pipeline.close()
     for person, count in report.enrolled:
-        record_change(config, "add_photos" if args.add else "enroll", person, templates=count)
+        record_change(config, "add_photos" if args.add else "enroll", person, templates=count,
+                      **({"card": "%d:%d" % person.card} if args.card else {}))
     status = _print_report(report, folder=bool(args.from_dir))
     if interrupted:
         print("interrupted: the %s enrolled above %s kept; run the same command again to go on (it skips who is "

@@ -73,11 +73,24 @@ def get(store: GalleryStore, key: str) -> Person:
 
 
 def enrol(store: GalleryStore, person_id: str, name: str, templates: Sequence[Template], model_id: str,
-          note: str = "", valid_from: Optional[str] = None, valid_until: Optional[str] = None) -> Person:
-    """The site's version of a person: enrolled afresh, replacing whatever `person_id` held,
-    whole or not at all (a refusal leaves the old person as they were)."""
-    return store.replace(person_id, name, templates, model_id, note=note, valid_from=valid_from,
-                         valid_until=valid_until)
+          note: str = "", valid_from: Optional[str] = None, valid_until: Optional[str] = None,
+          card: Optional[str] = None) -> Person:
+    """The site's version of a person, with their access card if given: enrolled afresh,
+    replacing whatever `person_id` held, whole or not at all (a refusal, a card someone else
+    holds included, leaves the old person as they were)."""
+    from appliance.errors import FaceGateError
+    from appliance.panel.cards import parse_card
+
+    try:
+        facility, number = parse_card(card) if card else (0, None)
+    except FaceGateError as err:
+        raise GalleryError(str(err)) from None
+    with store.transaction():
+        person = store.replace(person_id, name, templates, model_id, note=note, valid_from=valid_from,
+                               valid_until=valid_until)
+        if number is not None:
+            person = store.set_card(person.id, number, facility)
+    return person
 
 
 def add(store: GalleryStore, key: str, templates: Sequence[Template], model_id: str) -> Person:

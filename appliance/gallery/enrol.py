@@ -96,11 +96,15 @@ class Enroller:
 
     def enrol(self, name: str, photos: Sequence[Path], force: bool = False, add: bool = False,
               note: str = "", report: Optional[EnrolReport] = None,
-              on_photo: Optional[Callable[[], None]] = None) -> EnrolReport:
-        """Enrol (or with add=True extend) one person from photos; refusals go to the report.
+              on_photo: Optional[Callable[[], None]] = None, card: str = "") -> EnrolReport:
+        """Enrol (or with add=True extend) one person from photos, with their access card if
+        `card` (FACILITY:NUMBER) is given; refusals go to the report.
 
         Named alone with add=True, the person must exist; in a folder run (`report` given) add=True
         extends those who exist and enrols the others."""
+        from appliance.panel.cards import parse_card
+
+        facility, number = parse_card(card) if card else (0, None)  # a mistyped card: before any photo
         report_missing = report is None
         report = report or EnrolReport()
         if not add and self.existing_person(name) is not None:
@@ -138,10 +142,13 @@ class Enroller:
         model_id = self.pipeline.embedder.model_id
         with interrupt_after():  # a Ctrl-C after the commit must not lose the person from the report
             try:
-                if existing is not None:
-                    person = self.store.add_templates(existing.id, templates, model_id)
-                else:
-                    person = self.store.enrol(name, templates, model_id, note=note)
+                with self.store.transaction():  # a card someone else holds refuses the photos too
+                    if existing is not None:
+                        person = self.store.add_templates(existing.id, templates, model_id)
+                    else:
+                        person = self.store.enrol(name, templates, model_id, note=note)
+                    if number is not None:
+                        person = self.store.set_card(person.id, number, facility)
             except GalleryError as err:
                 report.skipped.append((name, "not enrolled: %s" % err))
                 return report

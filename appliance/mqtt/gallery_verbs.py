@@ -62,8 +62,9 @@ class GalleryVerbs:
         if not isinstance(note, str):
             raise CommandError("malformed", "note must be a string")
         valid_from, valid_until = text_field(body, "valid_from", False), text_field(body, "valid_until", False)
+        card = text_field(body, "card", False)  # the person's access card (FACILITY:NUMBER), with them
         person = commands.enrol(self.store, person_id, name, self.templates(body), self.model_id, note=note,
-                                valid_from=valid_from, valid_until=valid_until)
+                                valid_from=valid_from, valid_until=valid_until, card=card)
         return commands.summary(person)
 
     def add_photos(self, body) -> Dict[str, Any]:
