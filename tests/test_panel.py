@@ -590,6 +590,8 @@ def test_wiegand_reader_lines_are_watched_through_sysfs_and_a_missing_line_is_a_
     from appliance.panel.wiegand_in import WiegandCardReader
 
     root = tmp_path / "gpio"  # sysfs's layout in a folder (no GPIO here); the lines are not exported yet
+    root.mkdir()
+    (root / "export").write_text("")
     settings = {"card_reader_protocol": "wiegand", "card_reader_data0": str(root / "gpio20" / "value"),
                 "card_reader_data1": str(root / "gpio21" / "value")}
     config = from_dict({"door": {"mode": "card_and_face"}, "panel": settings})
@@ -600,6 +602,7 @@ def test_wiegand_reader_lines_are_watched_through_sysfs_and_a_missing_line_is_a_
         assert isinstance(reader, WiegandCardReader)
         assert wait_until(lambda: faults, timeout=5)
         assert "gpio20/value" in faults[-1] and "exported" in faults[-1] and not backs
+        assert (root / "export").read_text() == "20"  # the door asked the kernel for the line
         for number in (20, 21):  # the init script exports them: the fault clears by itself
             (root / ("gpio%d" % number)).mkdir(parents=True)
             (root / ("gpio%d" % number) / "value").write_text("1\n")

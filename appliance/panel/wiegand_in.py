@@ -9,8 +9,8 @@ The edges are the kernel's, not a poll of the levels (a 50 us pulse is gone long
 - a line named chip:offset (the RV1126B's kernel) is requested with falling-edge events from the
   GPIO character device, through the gpiod bindings (libgpiod 2). The kernel timestamps and
   queues every edge, so the door's own scheduling cannot lose or reorder one.
-- a line named by its sysfs value file (the RV1126's 4.19 kernel, exported by the board's init
-  script) has its `edge` set to falling and is waited on with poll(). The kernel counts an edge,
+- a line named by its sysfs value file (the RV1126's 4.19 kernel; exported here if it is not yet)
+  has its `edge` set to falling and is waited on with poll(). The kernel counts an edge,
   not each edge: two edges of one line closer than the door's wake-up (bits are 1-2 ms apart)
   become one, which the parity then refuses.
 """
@@ -68,6 +68,8 @@ class SysfsEdges:
         try:
             for name, value in (("D0", data0), ("D1", data1)):
                 folder = Path(value).parent
+                if not folder.exists() and folder.name[4:].isdigit() and (folder.parent / "export").exists():
+                    (folder.parent / "export").write_text(folder.name[4:])  # gpioN: ask the kernel for it
                 (folder / "direction").write_text("in")
                 (folder / "edge").write_text("falling")
                 fd = os.open(value, os.O_RDONLY)

@@ -72,8 +72,10 @@ class RecordingLines:
 def play(edges: Sequence[Edge], lines, spin_from_us: int = 1500) -> List[Edge]:
     """Drive `edges` (wiegand.pulses: a low edge, then its high edge, per bit) on `lines`; the
     achieved edges, measured as each was written. A bit starts at its time from the frame's start
-    (a sleep that overshot makes it late, never the frame longer by the sum); its pulse is timed
-    from the moment it went low, so a late start never shortens it. Waits longer than
+    (a sleep that overshot makes it late, never the frame longer by the sum), but never sooner
+    than half its planned silence after the last pulse ended, so a pulse that ended late (the
+    process was preempted) is not followed by one a panel would take for noise; its pulse is
+    timed from the moment it went low, so a late start never shortens it. Waits longer than
     `spin_from_us` sleep most of the way, then spin."""
     switch = sys.getswitchinterval()
     sys.setswitchinterval(0.1)  # other Python threads wait for the frame, not the frame for them
@@ -82,10 +84,11 @@ def play(edges: Sequence[Edge], lines, spin_from_us: int = 1500) -> List[Edge]:
     achieved = []
     try:
         start = time.perf_counter_ns()
-        went_low = start
+        went_low = went_high = start
+        high_at_us = 0
         for at_us, line, level in edges:
-            if level == 0:
-                due = start + at_us * 1000
+            if level == 0:  # on time, but never sooner than half the planned silence after the last pulse
+                due = max(start + at_us * 1000, went_high + (at_us - high_at_us) * 500)
             else:  # the pulse's width, from when this line actually went low
                 due = went_low + (at_us - previous_at_us) * 1000
             left = due - time.perf_counter_ns()
@@ -97,6 +100,8 @@ def play(edges: Sequence[Edge], lines, spin_from_us: int = 1500) -> List[Edge]:
             lines.set(line, level)
             if level == 0:
                 went_low, previous_at_us = before, at_us
+            else:
+                went_high, high_at_us = before, at_us
             achieved.append(((before - start) // 1000, line, level))
     finally:
         for line in ("D0", "D1"):
