@@ -566,7 +566,7 @@ def test_card_and_face_takes_cards_from_a_wiegand_readers_wires_and_drops_a_dama
 
 
 def test_a_wiegand_frame_ends_at_its_silence_and_noise_is_no_card():
-    from appliance.panel.wiegand_in import MAX_BITS, FrameDecoder
+    from appliance.panel.wiegand_in import MAX_BITS, UNORDERED, FrameDecoder
 
     decoder = FrameDecoder(gap_ns=25_000_000)
     bits = wiegand.frame(7, 12345, 26)
@@ -582,6 +582,16 @@ def test_a_wiegand_frame_ends_at_its_silence_and_noise_is_no_card():
     assert len(noise) == MAX_BITS and decoder.bits == [1]
     with pytest.raises(FaceGateError, match="64 bits"):
         wiegand.parse(noise)
+    # two bits that arrived together, order unknown (sysfs): swapped, they could keep the parity
+    # and name another card, so the frame is dropped whole
+    decoder = FrameDecoder(gap_ns=25_000_000)
+    for index, bit in enumerate(bits[:10]):
+        decoder.edge("D1" if bit else "D0", index * 2_000_000)
+    decoder.edge(UNORDERED, 20_000_000)
+    decoder.edge(UNORDERED, 20_000_000)
+    for index, bit in enumerate(bits[12:]):
+        decoder.edge("D1" if bit else "D0", 22_000_000 + index * 2_000_000)
+    assert decoder.due(10**9) is None and decoder.bits == []
 
 
 def test_wiegand_reader_lines_are_watched_through_sysfs_and_a_missing_line_is_a_fault_that_clears(tmp_path):

@@ -12,7 +12,8 @@ The edges are the kernel's, not a poll of the levels (a 50 us pulse is gone long
 - a line named by its sysfs value file (the RV1126's 4.19 kernel; exported here if it is not yet)
   has its `edge` set to falling and is waited on with poll(). The kernel counts an edge,
   not each edge: two edges of one line closer than the door's wake-up (bits are 1-2 ms apart)
-  become one, which the parity then refuses.
+  become one, which the frame's length then refuses; an edge on each line before the door woke
+  leaves their order unknown, and the frame is dropped.
 """
 
 import logging
@@ -32,20 +33,26 @@ log = logging.getLogger(__name__)
 
 FRAME_GAP_NS = 25_000_000  # silence that ends a frame
 MAX_BITS = 64  # a longer burst is noise on the wires, not a card
-Edge = Tuple[str, int]  # ("D0" or "D1", monotonic nanoseconds)
+UNORDERED = "D?"  # both lines fell before the door woke: which bit came first is unknown
+Edge = Tuple[str, int]  # ("D0", "D1" or UNORDERED, monotonic nanoseconds)
 
 
 class FrameDecoder:
-    """Falling edges in, frames (lists of bits) out once their silence has passed."""
+    """Falling edges in, frames (lists of bits) out once their silence has passed. A frame with
+    bits of unknown order is dropped whole: swapping two bits of one half keeps its parity, so
+    the parity would not catch the wrong card."""
 
     def __init__(self, gap_ns: int = FRAME_GAP_NS) -> None:
         self.gap_ns = gap_ns
         self.bits: List[int] = []
+        self.unordered = False
         self.last_ns: Optional[int] = None
 
     def edge(self, line: str, at_ns: int) -> Optional[List[int]]:
         """Add one bit; the frame before it when this bit starts a new one."""
         done = self.due(at_ns)
+        if line == UNORDERED:
+            self.unordered = True
         if len(self.bits) < MAX_BITS:
             self.bits.append(1 if line == "D1" else 0)
         self.last_ns = at_ns
@@ -55,6 +62,11 @@ class FrameDecoder:
         """The frame received so far, once `gap_ns` has passed without an edge."""
         if self.bits and self.last_ns is not None and now_ns - self.last_ns >= self.gap_ns:
             done, self.bits = self.bits, []
+            if self.unordered:
+                self.unordered = False
+                log.warning("card reader: %d bits dropped, two of them arrived together in unknown order; "
+                            "present the card again", len(done))
+                return None
             return done
         return None
 
@@ -84,12 +96,12 @@ class SysfsEdges:
     def wait(self, timeout_s: float) -> List[Edge]:
         ready = self._poll.poll(timeout_s * 1000)
         now = time.monotonic_ns()
-        edges = []
         for fd, _ in ready:
             os.lseek(fd, 0, os.SEEK_SET)
             os.read(fd, 8)  # read to arm the next edge
-            edges.append((self._names[fd], now))
-        return edges
+        if len(ready) > 1:  # one bit per line, in an order poll() does not keep
+            return [(UNORDERED, now), (UNORDERED, now)]
+        return [(self._names[fd], now) for fd, _ in ready]
 
     def close(self) -> None:
         for fd in self._names:
