@@ -58,8 +58,57 @@ def run_checks(config: Config, reference: Optional[Path] = None, relay: bool = T
         _attempt(checks, "camera", lambda: _camera(config))
     if config.mqtt.enabled:
         _attempt(checks, "mqtt", lambda: _mqtt(config))
+    if config.door.mode != "relay":
+        _attempt(checks, "panel", lambda: _panel(config))
     checks.append(_clock())
     return checks
+
+
+def _panel(config: Config) -> str:
+    """What reader mode and card + face need, checked without opening anything: the running door
+    holds the panel's line and the card reader's (its `panel` and `card_reader` faults say whether
+    they answer)."""
+    from appliance.config import panel_problems
+
+    panel = config.panel
+    problems = panel_problems(config)
+    needs_osdp = (config.door.mode == "card_and_face" and panel.card_reader_protocol == "osdp") or \
+        (config.door.mode != "card_and_face" and panel.protocol == "osdp")
+    if needs_osdp:
+        try:
+            import osdp  # noqa: F401
+        except ImportError:
+            problems.append("OSDP needs libosdp: install the bundle's wheel (pip install 'facegate[panel]')")
+    if config.door.mode == "card_and_face":
+        wires = (panel.card_reader_data0, panel.card_reader_data1) if panel.card_reader_protocol == "wiegand" \
+            else (panel.card_reader_port,)
+        what = "card reader (%s) on %s" % (panel.card_reader_protocol, " and ".join(wires))
+    elif panel.protocol == "osdp":
+        wires, what = (panel.port,), "reader at OSDP address %d on %s, %d baud" % (panel.address, panel.port,
+                                                                                 panel.baudrate)
+    else:
+        wires = ()
+        what = "Wiegand %d on GPIO %d and %d" % (panel.wiegand_bits, panel.wiegand_data0, panel.wiegand_data1)
+    for wire in filter(None, wires):
+        missing = _missing_wire(wire)
+        if missing:
+            problems.append(missing)
+    if problems:
+        raise FaceGateError("; ".join(problems))
+    return what
+
+
+def _missing_wire(wire: str) -> str:
+    """Why a serial port, a GPIO chip's line (gpiochip0:20) or a sysfs GPIO value file cannot be
+    there, or "" (a sysfs line not yet exported is fine: the door exports it)."""
+    if "gpiochip" in wire and wire.rpartition(":")[2].isdigit():
+        chip = wire.rpartition(":")[0]
+        chip = chip if chip.startswith("/") else "/dev/" + chip
+        return "" if Path(chip).exists() else "GPIO chip %s does not exist (check the setting: gpiodetect lists them)" % chip
+    if wire.startswith("/sys/"):
+        root = Path(wire).parent.parent
+        return "" if root.exists() else "%s does not exist: this kernel has no sysfs GPIO there" % root
+    return "" if Path(wire).exists() else "%s does not exist (check the cable and the setting)" % wire
 
 
 def _mqtt(config: Config) -> str:

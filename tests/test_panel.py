@@ -660,3 +660,34 @@ def test_the_panels_led_and_buzzer_commands_are_kept_as_osdp_times_them():
     shown.command({"command": 99}, "command")  # another command (text, output): not shown, no harm
     assert describe({"on_color": 2, "off_color": 0, "on_count": 0, "off_count": 5}) == "off"
     assert describe({"on_color": 9, "off_count": 0}) == "colour 9"
+
+
+def test_the_self_test_checks_what_reader_mode_and_card_and_face_need_without_opening_the_lines(tmp_path):
+    """The running door holds the panel's line, so the self-test beside it opens nothing: it says
+    what is set up and what is missing."""
+    from appliance.config import from_dict
+    from appliance.selftest import run_checks
+
+    master, slave = pty.openpty()
+    (tmp_path / "scbk").write_text("00" * 16 + "\n")
+    try:
+        def panel_check(door, panel):
+            config = from_dict({"door": door, "panel": panel})
+            return next(c for c in run_checks(config, relay=False, camera=False) if c.name == "panel")
+
+        ready = panel_check({"mode": "reader"}, {"protocol": "osdp", "port": os.ttyname(slave), "address": 4,
+                                                 "scbk_file": str(tmp_path / "scbk")})
+        assert ready.ok and ready.detail == "reader at OSDP address 4 on %s, 9600 baud" % os.ttyname(slave)
+        unplugged = panel_check({"mode": "reader"}, {"protocol": "osdp", "port": "/dev/ttyUSB9",
+                                                     "scbk_file": str(tmp_path / "scbk")})
+        assert not unplugged.ok and "/dev/ttyUSB9 does not exist" in unplugged.detail
+        wires = panel_check({"mode": "card_and_face"}, {"card_reader_protocol": "wiegand",
+                                                        "card_reader_data0": "gpiochip7:1",
+                                                        "card_reader_data1": "gpiochip7:2"})
+        assert not wires.ok and "GPIO chip /dev/gpiochip7 does not exist" in wires.detail
+        keyless = panel_check({"mode": "card_and_face"}, {"card_reader_protocol": "osdp",
+                                                          "card_reader_port": os.ttyname(slave)})
+        assert not keyless.ok and "card_reader_scbk_file" in keyless.detail
+    finally:
+        os.close(master)
+        os.close(slave)
