@@ -10,6 +10,7 @@ checked like a downloaded one (`bundle.check_wheel`), and `make test-emulated` i
 it in the RV1126's armhf root.
 """
 
+import ast
 import os
 import subprocess
 import sys
@@ -24,16 +25,23 @@ PLATFORMS = {"armhf": "linux-armv7l", "arm64": "linux-aarch64"}  # a board's ARC
 INCLUDE_KEYS = ("INCLUDEPY", "CONFINCLUDEPY", "INCLUDEDIR", "CONFINCLUDEDIR")
 
 
+def _build_time_vars(path: Path) -> Dict[str, object]:
+    """The root's `build_time_vars = {...}`, read as a literal: nothing from the root is run here."""
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["build_time_vars"]:
+            return dict(ast.literal_eval(node.value))
+    raise FaceGateError("%s holds no build_time_vars: not a Python sysconfig file" % path)
+
+
 def target_sysconfig(sysroot: Path, python: str, folder: Path) -> str:
     """The board's sysconfig data written into `folder` with its include directories under the
     root; the module's name, for _PYTHON_SYSCONFIGDATA_NAME."""
+    sysroot = sysroot.resolve()  # the build runs elsewhere: a relative root would fall back to the host's headers
     found = sorted((sysroot / "usr" / "lib" / ("python" + python)).glob("_sysconfigdata__linux_*.py"))
     if not found:
         raise FaceGateError("no Python %s in %s (expected usr/lib/python%s/_sysconfigdata__linux_*.py): give the "
                             "board's root filesystem" % (python, sysroot, python))
-    values: Dict[str, object] = {}
-    exec(compile(found[0].read_text(), str(found[0]), "exec"), values)  # a dict literal: the root's own build
-    variables = dict(values["build_time_vars"])
+    variables = _build_time_vars(found[0])
     for key in INCLUDE_KEYS:
         if isinstance(variables.get(key), str) and variables[key].startswith("/"):
             variables[key] = str(sysroot) + variables[key]
@@ -85,5 +93,26 @@ def build_source_wheels(pins: List[str], meta: Dict[str, str], sysroot: Path, ou
             if result.returncode != 0:
                 raise FaceGateError("cross-building %s failed (is the cross compiler installed?): %s"
                                     % (pin, (result.stderr.strip().splitlines() or ["no output"])[-1]))
-            built += sorted(set(out.glob("*.whl")) - before)
+            for wheel in sorted(set(out.glob("*.whl")) - before):
+                check_machine_code(wheel, meta["ARCH"])
+                built.append(wheel)
     return built
+
+
+ELF_MACHINES = {"armhf": 40, "arm64": 183}  # e_machine: EM_ARM, EM_AARCH64
+
+
+def check_machine_code(wheel: Path, arch: str) -> None:
+    """Every shared object in `wheel` is the board's machine code (a host compiler that slipped in
+    makes an x86 library with the board's name on it)."""
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as archive:
+        for name in archive.namelist():
+            if name.endswith(".so"):
+                header = archive.open(name).read(20)
+                machine = int.from_bytes(header[18:20], "little") if header[:4] == b"\x7fELF" else None
+                if machine != ELF_MACHINES[arch]:
+                    wheel.unlink()
+                    raise FaceGateError("%s in %s is not %s machine code (ELF machine %s): the cross compiler was "
+                                        "not used" % (name, wheel.name, arch, machine))

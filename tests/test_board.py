@@ -417,6 +417,17 @@ def test_a_package_with_no_wheel_for_the_board_needs_the_boards_root_to_be_cross
         check_wheel(Path("libosdp-3.2.9-cp311-cp311-linux_x86_64.whl"), meta)
     with pytest.raises(FaceGateError, match="Python ABI cp312"):
         check_wheel(Path("libosdp-3.2.9-cp312-cp312-linux_armv7l.whl"), meta)
+    # a library compiled for this host under the board's name is refused by its machine code
+    import zipfile
+
+    from facegate_host.source_wheels import check_machine_code
+
+    disguised = tmp_path / "libosdp-3.2.9-cp311-cp311-linux_armv7l.whl"
+    with zipfile.ZipFile(disguised, "w") as archive:
+        archive.write(Path(sys.executable).resolve(), "osdp_sys.cpython-311-arm-linux-gnueabihf.so")
+    with pytest.raises(FaceGateError, match="is not armhf machine code \\(ELF machine 62\\)"):
+        check_machine_code(disguised, "armhf")
+    assert not disguised.exists()
 
 
 def test_the_buildroot_merge_appends_to_the_sdks_overlay_and_scripts(tmp_path):
