@@ -211,10 +211,13 @@ class PanelConfig:
                                    "that log failed attempts; one nobody holds and the panel knows as refused "
                                    "(empty: a denial sends nothing)")
     card_reader_protocol: str = setting("serial", "card_and_face: serial (a reader that sends each card as a line, "
-                                                  "FACILITY:NUMBER or NUMBER), osdp (an OSDP reader, this door its "
-                                                  "control panel) or wiegand (a reader's DATA0 and DATA1 wires on two "
-                                                  "GPIO inputs)", choices=("serial", "osdp", "wiegand"))
-    card_reader_port: str = setting("", "card_and_face: serial port of the card reader (osdp: its RS-485 adapter)")
+                                                  "FACILITY:NUMBER or NUMBER), hid (a USB reader that types the "
+                                                  "card's number and Enter, as a keyboard), osdp (an OSDP reader, "
+                                                  "this door its control panel) or wiegand (a reader's DATA0 and "
+                                                  "DATA1 wires on two GPIO inputs)",
+                                        choices=("serial", "hid", "osdp", "wiegand"))
+    card_reader_port: str = setting("", "card_and_face: serial port of the card reader (osdp: its RS-485 adapter; "
+                                        "hid: its input device, /dev/input/by-id/...-event-kbd)")
     card_reader_data0: str = setting("", "card_and_face, wiegand: the GPIO input wired to the reader's DATA0: a sysfs "
                                          "value file (/sys/class/gpio/gpio20/value) or chip:line (gpiochip0:20)")
     card_reader_data1: str = setting("", "card_and_face, wiegand: the GPIO input wired to the reader's DATA1, named "
@@ -606,7 +609,8 @@ def panel_problems(config: Config) -> List[str]:
                 problems.append("panel.card_reader_protocol wiegand needs panel.card_reader_data0 and card_reader_data1, "
                                 "the two GPIO inputs wired to the reader's DATA0 and DATA1 (different lines)")
         elif not panel.card_reader_port:
-            problems.append("door.mode card_and_face needs panel.card_reader_port, the card reader's serial port")
+            problems.append("door.mode card_and_face needs panel.card_reader_port, the card reader's serial port or "
+                            "input device")
         if panel.card_reader_protocol == "osdp":
             if not panel.card_reader_scbk_file:
                 problems.append("panel.card_reader_protocol osdp needs panel.card_reader_scbk_file, the reader's secure "

@@ -691,3 +691,51 @@ def test_the_self_test_checks_what_reader_mode_and_card_and_face_need_without_op
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_card_and_face_takes_cards_a_usb_reader_types_and_refuses_a_line_with_letters(tmp_path):
+    """A USB reader that types (HID): its key events, in the kernel's struct input_event, arrive
+    through a FIFO standing in for /dev/input/eventN (no input devices and no uinput here)."""
+    import struct
+
+    from appliance.config import from_dict
+    from appliance.panel.card_reader import card_reader_from_config
+    from appliance.panel.hid_reader import HidCardReader
+
+    device = tmp_path / "event-kbd"
+    os.mkfifo(device)
+    writer = os.open(device, os.O_RDWR)  # held open: the reader sees a device that is plugged in
+    codes = {str(n): 1 + n for n in range(1, 10)}
+    codes["0"] = 11
+
+    def typed(text, keypad=False):
+        events = b""
+        for char in text:
+            code = 28 if char == "\n" else 30 if char == "A" else codes[char]  # 30 is KEY_A
+            if keypad and char == "\n":
+                code = 96  # the keypad's Enter
+            for value in (1, 0):  # pressed, released
+                events += struct.pack("llHHi", 1, 0, 1, code, value) + struct.pack("llHHi", 1, 0, 0, 0, 0)
+        return events
+
+    faults, backs = [], []
+    config = from_dict({"door": {"mode": "card_and_face"},
+                        "panel": {"card_reader_protocol": "hid", "card_reader_port": str(device)}})
+    reader = card_reader_from_config(config.panel, faults.append, lambda: backs.append(True))
+    try:
+        assert isinstance(reader, HidCardReader) and wait_until(lambda: backs, timeout=5)
+        data = typed("0012345678\n") + typed("12A3\n") + typed("42\n", keypad=True)
+        os.write(writer, data[:37])  # events split anywhere: whole ones are read, the rest waits
+        os.write(writer, data[37:])
+        taken = []
+        assert wait_until(lambda: taken.append(reader.take()) or taken[-1] is not None, timeout=5)
+        assert taken[-1] == (0, 12345678)
+        assert wait_until(lambda: taken.append(reader.take()) or taken[-1] is not None, timeout=5)
+        assert taken[-1] == (0, 42)  # the line with a letter in it was no card
+        os.close(writer)  # unplugged: a fault, tried again every second
+        writer = None
+        assert wait_until(lambda: faults, timeout=5) and "input ended" in faults[-1]
+    finally:
+        reader.close()
+        if writer is not None:
+            os.close(writer)

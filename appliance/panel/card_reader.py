@@ -92,9 +92,13 @@ class CardReader(CardQueue):
 
 
 def card_reader_from_config(panel, on_fault, on_back, on_died=None):
-    """The card reader `panel.card_reader_protocol` names: a line-per-card serial reader, an OSDP
-    reader this door polls as its control panel (`osdp_cards.py`), or a Wiegand reader's wires on
-    two GPIO inputs (`wiegand_in.py`)."""
+    """The card reader `panel.card_reader_protocol` names: a line-per-card serial reader, a USB
+    reader that types (`hid_reader.py`), an OSDP reader this door polls as its control panel
+    (`osdp_cards.py`), or a Wiegand reader's wires on two GPIO inputs (`wiegand_in.py`)."""
+    if panel.card_reader_protocol == "hid":
+        from appliance.panel.hid_reader import HidCardReader
+
+        return HidCardReader(panel.card_reader_port, on_fault, on_back, on_died)
     if panel.card_reader_protocol == "wiegand":
         from appliance.panel.wiegand_in import WiegandCardReader, open_edges
 
