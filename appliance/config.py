@@ -222,6 +222,10 @@ class PanelConfig:
                                          "value file (/sys/class/gpio/gpio20/value) or chip:line (gpiochip0:20)")
     card_reader_data1: str = setting("", "card_and_face, wiegand: the GPIO input wired to the reader's DATA1, named "
                                          "the same way")
+    card_reader_led: int = setting(-1, "card_and_face, wiegand: the GPIO number (sysfs) wired to the reader's LED "
+                                       "input, held low 2 s on a grant (-1: none)", -1, 4095)
+    card_reader_beeper: int = setting(-1, "card_and_face, wiegand: the GPIO number (sysfs) wired to the reader's "
+                                          "beeper input: one beep on a grant, three on a denial (-1: none)", -1, 4095)
     card_reader_address: int = setting(1, "card_and_face, osdp: the card reader's OSDP address", 0, 126)
     card_reader_scbk_file: str = setting("", "card_and_face, osdp: file holding the reader's secure channel key "
                                              "(32 hex digits)")

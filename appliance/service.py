@@ -210,6 +210,7 @@ class Service:
             self.counters.decisions["grant"] += 1
             if self.panel is not None and person.card:
                 self._tell_panel(*person.card)
+            self._answer_at_card_reader(True)
 
     def _tell_panel(self, facility: int, number: int) -> None:
         """A reader's grant: the card goes to the access panel. A panel that cannot be told is a
@@ -246,6 +247,18 @@ class Service:
             detail["nearest"] = {"id": person.id, "name": person.name}
         self.controller.emit(Event("deny", detail=detail))
         self.counters.decisions["deny"] += 1
+        self._answer_at_card_reader(False)
+
+    def _answer_at_card_reader(self, granted: bool) -> None:
+        """Card + face: the answer where the card was shown (the reader's LED and beeper, where it
+        has them and this door drives them)."""
+        indicate = getattr(self.card_reader, "indicate", None)
+        if indicate is None:
+            return
+        try:
+            indicate(granted)
+        except (FaceGateError, OSError) as err:  # the answer is a courtesy: the decision stands
+            log.warning("card reader: could not show the answer: %s", err)
 
     def _check_panel(self) -> None:
         if self.panel is None:
@@ -282,6 +295,8 @@ class Service:
         self.counters.decisions["deny"] += 1
         if denial_card is not None:
             self._tell_panel(*denial_card)
+        if "card" in event.detail:
+            self._answer_at_card_reader(False)
 
     def _denial_card(self) -> Optional[tuple]:
         """The card a reader sends the panel on a denial (panel.denial_card), unless somebody holds

@@ -299,10 +299,14 @@ def test_card_and_face_checks_the_cards_holder_one_to_one_and_denies_with_the_re
                              panel={"card_reader_port": port, "card_seconds": card_seconds})
         service = build_service(config, pipeline=pipeline)
         assert service.card_reader.connected.wait(5)
+        answers = []  # what the door answers at the reader (a serial reader has no LED: noted here)
+        service.card_reader.indicate = answers.append
         os.write(master, "".join(card + "\r\n" for card in cards).encode())  # cards shown as the clip starts
         service.run()
-        return [(e.kind, e.person_name, e.detail.get("card"), e.detail["reason"])
-                for e in AuditStore(audit).events() if e.kind in ("grant", "deny")]
+        decided = [(e.kind, e.person_name, e.detail.get("card"), e.detail["reason"])
+                   for e in AuditStore(audit).events() if e.kind in ("grant", "deny")]
+        assert answers == [kind == "grant" for kind, *_ in decided]  # each decision answered at the reader
+        return decided
 
     # obama's card, then his face: granted; his face again without a card: nothing is decided
     assert door("holder", [PROBES / "obama.jpg", PROBES / "obama.jpg"], ["7:12345"]) == [
@@ -383,7 +387,7 @@ def test_wiegand_lines_are_driven_through_sysfs_files_and_a_missing_line_says_wh
     assert (root / "gpio17" / "value").read_text() == "1" and (root / "gpio18" / "value").read_text() == "1"
     output.close()
     with pytest.raises(FaceGateError, match="GPIO 17 and 99"):
-        SysfsLines(17, 99, str(root))
+        SysfsLines({"D0": 17, "D1": 99}, str(root))
 
 
 def test_a_wiegand_reader_needs_its_two_lines():
@@ -462,9 +466,13 @@ def test_card_and_face_takes_cards_from_an_osdp_reader_over_its_secure_channel(t
     tty.setraw(slave)
     key = os.urandom(16)
     (tmp_path / "reader.scbk").write_text(key.hex() + "\n")
+    heard = []  # the LED and buzzer commands the reader is given
     reader = osdp.PeripheralDevice(osdp.PDInfo(3, fd_channel(master), scbk=key, name="reader"),
-                                   osdp.PDCapabilities([(osdp.Capability.CardDataFormat, 1, 1)]),
-                                   log_level=osdp.LogLevel.Error)
+                                   osdp.PDCapabilities([(osdp.Capability.CardDataFormat, 1, 1),
+                                                        (osdp.Capability.LEDControl, 1, 1),
+                                                        (osdp.Capability.AudibleControl, 1, 1)]),
+                                   log_level=osdp.LogLevel.Error,
+                                   command_handler=lambda command: (heard.append(command), (0, None))[1])
     reader.start()
     faults, backs = [], []
     config = from_dict({"door": {"mode": "card_and_face"},
@@ -487,6 +495,15 @@ def test_card_and_face_takes_cards_from_an_osdp_reader_over_its_secure_channel(t
         read(wiegand.frame(300, 1, 34))
         assert wait_until(lambda: taken.append(door.take()) or taken[-1] is not None, timeout=5)
         assert taken[-1] == (300, 1) and door.take() is None
+        # the door's answer at the reader: green and one beep for a grant, red and three for a denial
+        door.indicate(True)
+        door.indicate(False)
+        assert wait_until(lambda: len(heard) == 4, timeout=10)
+        leds = [c for c in heard if c["command"] == osdp.Command.LED]
+        beeps = [c for c in heard if c["command"] == osdp.Command.Buzzer]
+        assert [c["on_color"] for c in leds] == [osdp.CommandLEDColor.Green, osdp.CommandLEDColor.Red]
+        assert all(c["temporary"] and c["timer_count"] == 20 for c in leds)
+        assert [c["rep_count"] for c in beeps] == [1, 3]
         before = len(faults)  # the channel was down at start, before the reader answered: said then
         reader.stop()  # the reader goes silent: a fault again
         assert wait_until(lambda: len(faults) > before, timeout=30) and "no secure channel" in faults[-1]
@@ -739,3 +756,40 @@ def test_card_and_face_takes_cards_a_usb_reader_types_and_refuses_a_line_with_le
         reader.close()
         if writer is not None:
             os.close(writer)
+
+
+def test_a_wiegand_readers_led_and_beeper_lines_answer_a_grant_and_a_denial(tmp_path):
+    from appliance.config import from_dict
+    from appliance.panel.card_reader import card_reader_from_config
+
+    root = tmp_path / "gpio"  # sysfs's layout in a folder (no GPIO here): the kernel's files for each line
+    for number in (20, 21, 22, 23):
+        (root / ("gpio%d" % number)).mkdir(parents=True)
+        (root / ("gpio%d" % number) / "value").write_text("1")
+    config = from_dict({"door": {"mode": "card_and_face"},
+                        "panel": {"card_reader_protocol": "wiegand", "wiegand_gpio_root": str(root),
+                                  "card_reader_data0": str(root / "gpio20" / "value"),
+                                  "card_reader_data1": str(root / "gpio21" / "value"),
+                                  "card_reader_led": 22, "card_reader_beeper": 23}})
+    reader = card_reader_from_config(config.panel, lambda message: None, lambda: None)
+
+    def level(number):
+        return (root / ("gpio%d" % number) / "value").read_text()[:1]
+    try:
+        assert (root / "gpio22" / "direction").read_text() == "high"  # outputs, idle high
+        reader.signals.LED_SECONDS, reader.signals.BEEP_SECONDS = 1.0, 0.3
+        reader.indicate(True)
+        assert wait_until(lambda: level(22) == "0", timeout=2)  # green while the door opens
+        assert wait_until(lambda: level(22) == "1" and level(23) == "1", timeout=3)
+        edges = []
+        reader.indicate(False)
+
+        def three_beeps():
+            now = level(23)
+            if not edges or edges[-1] != now:
+                edges.append(now)
+            return edges.count("0") == 3 and edges[-1] == "1"
+        assert wait_until(three_beeps, timeout=5)
+        assert level(22) == "1"  # a denial leaves the LED alone
+    finally:
+        reader.close()

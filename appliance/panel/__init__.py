@@ -18,6 +18,6 @@ def from_config(panel):
     if panel.protocol == "wiegand":
         from appliance.panel.wiegand_out import SysfsLines, WiegandOutput
 
-        return WiegandOutput(SysfsLines(panel.wiegand_data0, panel.wiegand_data1, panel.wiegand_gpio_root),
-                             panel.wiegand_bits)
+        lines = SysfsLines({"D0": panel.wiegand_data0, "D1": panel.wiegand_data1}, panel.wiegand_gpio_root)
+        return WiegandOutput(lines, panel.wiegand_bits)
     return None

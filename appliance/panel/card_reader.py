@@ -100,10 +100,15 @@ def card_reader_from_config(panel, on_fault, on_back, on_died=None):
 
         return HidCardReader(panel.card_reader_port, on_fault, on_back, on_died)
     if panel.card_reader_protocol == "wiegand":
-        from appliance.panel.wiegand_in import WiegandCardReader, open_edges
+        from appliance.panel.wiegand_in import ReaderSignals, WiegandCardReader, open_edges
+        from appliance.panel.wiegand_out import SysfsLines
 
+        outputs = {name: number for name, number in (("LED", panel.card_reader_led),
+                                                     ("BEEP", panel.card_reader_beeper)) if number >= 0}
+        signals = ReaderSignals(SysfsLines(outputs, panel.wiegand_gpio_root, "panel.card_reader_led and "
+                                           "card_reader_beeper")) if outputs else None
         return WiegandCardReader(lambda: open_edges(panel.card_reader_data0, panel.card_reader_data1),
-                                 on_fault, on_back, on_died)
+                                 on_fault, on_back, on_died, signals)
     if panel.card_reader_protocol == "osdp":
         import os
 

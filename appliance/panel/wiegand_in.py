@@ -149,13 +149,48 @@ def open_edges(data0: str, data1: str):
     return SysfsEdges(data0, data1)
 
 
+class ReaderSignals:
+    """The reader's LED and beeper inputs (most readers: pulled low to light green, to beep),
+    driven from their own thread so the door's loop never waits for a beep."""
+
+    LED_SECONDS, BEEP_SECONDS = 2.0, 0.15
+
+    def __init__(self, lines) -> None:
+        self.lines = lines  # SysfsLines with "LED" and/or "BEEP", idle high
+        self._lock = threading.Lock()
+
+    def indicate(self, granted: bool) -> None:
+        threading.Thread(target=self._play, args=(granted,), name="reader signals", daemon=True).start()
+
+    def _play(self, granted: bool) -> None:
+        with self._lock:  # one answer at a time, whole
+            names = self.lines.names()
+            if granted and "LED" in names:
+                self.lines.set("LED", 0)
+            for _ in range(1 if granted else 3):
+                if "BEEP" in names:
+                    self.lines.set("BEEP", 0)
+                    time.sleep(self.BEEP_SECONDS)
+                    self.lines.set("BEEP", 1)
+                    time.sleep(self.BEEP_SECONDS)
+            if granted and "LED" in names:
+                time.sleep(max(0.0, self.LED_SECONDS - 2 * self.BEEP_SECONDS))
+                self.lines.set("LED", 1)
+
+    def close(self) -> None:
+        with self._lock:
+            self.lines.close()
+
+
 class WiegandCardReader(CardQueue):
     """Cards from a Wiegand reader's wires, decoded on a thread; a line that cannot be watched is a
-    `card_reader` fault, tried again every second and cleared when it opens."""
+    `card_reader` fault, tried again every second and cleared when it opens. `signals`, if given,
+    answers at the reader (its LED and beeper)."""
 
     def __init__(self, open_source: Callable[[], object], on_fault: Callable[[str], None],
-                 on_back: Callable[[], None], on_died=None) -> None:
+                 on_back: Callable[[], None], on_died=None, signals: Optional[ReaderSignals] = None) -> None:
         super().__init__()
+        self.signals = signals
         self.open_source = open_source
         self.on_fault, self.on_back = on_fault, on_back
         self.decoder = FrameDecoder()
@@ -194,6 +229,12 @@ class WiegandCardReader(CardQueue):
         except FaceGateError as err:
             log.warning("card reader sent %d bits that are not a card: %s", len(bits), err)
 
+    def indicate(self, granted: bool) -> None:
+        if self.signals is not None:
+            self.signals.indicate(granted)
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(2.0)
+        if self.signals is not None:
+            self.signals.close()

@@ -29,13 +29,15 @@ Edge = Tuple[int, str, int]  # (microseconds from the frame's start, "D0" or "D1
 
 
 class SysfsLines:
-    """Two GPIO lines as outputs, idle high, through sysfs."""
+    """GPIO lines as outputs, idle high, through sysfs: {name: GPIO number}; `settings` names
+    them in the error."""
 
-    def __init__(self, data0: int, data1: int, root: str = "/sys/class/gpio") -> None:
+    def __init__(self, numbers: Dict[str, int], root: str = "/sys/class/gpio",
+                 settings: str = "panel.wiegand_data0 and wiegand_data1") -> None:
         self.root = Path(root)
         self._fds: Dict[str, int] = {}
         try:
-            for name, number in (("D0", data0), ("D1", data1)):
+            for name, number in numbers.items():
                 line = self.root / ("gpio%d" % number)
                 if not line.exists():
                     (self.root / "export").write_text(str(number))
@@ -43,11 +45,14 @@ class SysfsLines:
                 self._fds[name] = os.open(str(line / "value"), os.O_WRONLY)
         except OSError as err:
             self.close()
-            raise FaceGateError("cannot drive Wiegand lines GPIO %d and %d through %s: %s (check panel.wiegand_data0 "
-                                "and wiegand_data1, and that the lines are free)" % (data0, data1, root, err)) from err
+            raise FaceGateError("cannot drive GPIO %s through %s: %s (check %s, and that the lines are free)"
+                                % (" and ".join(map(str, numbers.values())), root, err, settings)) from err
 
     def set(self, line: str, level: int) -> None:
         os.pwrite(self._fds[line], b"1" if level else b"0", 0)
+
+    def names(self) -> List[str]:
+        return list(self._fds)
 
     def close(self) -> None:
         for fd in self._fds.values():
