@@ -90,7 +90,7 @@ def play(edges: Sequence[Edge], lines, spin_from_us: int = 1500) -> List[Edge]:
     try:
         start = time.perf_counter_ns()
         went_low = went_high = start
-        high_at_us = 0
+        previous_at_us = high_at_us = 0
         for at_us, line, level in edges:
             if level == 0:  # on time, but never sooner than half the planned silence after the last pulse
                 due = max(start + at_us * 1000, went_high + (at_us - high_at_us) * 500)
