@@ -271,8 +271,12 @@ class Service:
                                                   "panel.port, its address, baud rate and SCBK)")
 
     def _report_local_status(self) -> None:
-        """Tamper and power to a panel that takes them (OSDP): at start and whenever either changes."""
-        if not hasattr(self.panel, "report_status") or not self.panel.secure:
+        """Tamper and power to a panel that takes them (OSDP): at start, whenever either changes,
+        and again whenever the secure channel comes back (a restarted panel knows nothing)."""
+        if not hasattr(self.panel, "report_status"):
+            return
+        if not self.panel.secure:
+            self._reported_status = None
             return
         states = self.inputs.states() if self.inputs is not None else {}
         status = (bool(states.get("tamper")), bool(states.get("power_fail")))
