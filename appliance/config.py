@@ -610,8 +610,9 @@ def panel_problems(config: Config) -> List[str]:
         if panel.card_reader_protocol == "wiegand":
             if not panel.card_reader_data0 or not panel.card_reader_data1 \
                     or panel.card_reader_data0 == panel.card_reader_data1:
-                problems.append("panel.card_reader_protocol wiegand needs panel.card_reader_data0 and card_reader_data1, "
-                                "the two GPIO inputs wired to the reader's DATA0 and DATA1 (different lines)")
+                problems.append("panel.card_reader_protocol wiegand needs panel.card_reader_data0 and "
+                                "card_reader_data1, the two GPIO inputs wired to the reader's DATA0 and DATA1 "
+                                "(different lines)")
         elif not panel.card_reader_port:
             problems.append("door.mode card_and_face needs panel.card_reader_port, the card reader's serial port or "
                             "input device")

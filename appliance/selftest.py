@@ -104,7 +104,9 @@ def _missing_wire(wire: str) -> str:
     if "gpiochip" in wire and wire.rpartition(":")[2].isdigit():
         chip = wire.rpartition(":")[0]
         chip = chip if chip.startswith("/") else "/dev/" + chip
-        return "" if Path(chip).exists() else "GPIO chip %s does not exist (check the setting: gpiodetect lists them)" % chip
+        if Path(chip).exists():
+            return ""
+        return "GPIO chip %s does not exist (check the setting: gpiodetect lists them)" % chip
     if wire.startswith("/sys/"):
         root = Path(wire).parent.parent
         return "" if root.exists() else "%s does not exist: this kernel has no sysfs GPIO there" % root
