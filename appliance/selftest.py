@@ -101,12 +101,13 @@ def _panel(config: Config) -> str:
 def _missing_wire(wire: str) -> str:
     """Why a serial port, a GPIO chip's line (gpiochip0:20) or a sysfs GPIO value file cannot be
     there, or "" (a sysfs line not yet exported is fine: the door exports it)."""
-    if "gpiochip" in wire and wire.rpartition(":")[2].isdigit():
-        chip = wire.rpartition(":")[0]
-        chip = chip if chip.startswith("/") else "/dev/" + chip
-        if Path(chip).exists():
+    from appliance.door.inputs import chip_line
+
+    named = chip_line(wire)
+    if named:
+        if Path(named[0]).exists():
             return ""
-        return "GPIO chip %s does not exist (check the setting: gpiodetect lists them)" % chip
+        return "GPIO chip %s does not exist (check the setting: gpiodetect lists them)" % named[0]
     if wire.startswith("/sys/"):
         root = Path(wire).parent.parent
         return "" if root.exists() else "%s does not exist: this kernel has no sysfs GPIO there" % root

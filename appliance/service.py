@@ -103,6 +103,7 @@ class Service:
         self._last_detection = -1e9
         self._next_refresh = 0.0
         self._reported_status: Optional[tuple] = None  # (tamper, power lost) as the panel last heard it
+        self.denial_card: Optional[tuple] = None  # (facility, number) sent to the panel on a denial
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -252,11 +253,10 @@ class Service:
     def _answer_at_card_reader(self, granted: bool) -> None:
         """Card + face: the answer where the card was shown (the reader's LED and beeper, where it
         has them and this door drives them)."""
-        indicate = getattr(self.card_reader, "indicate", None)
-        if indicate is None:
+        if self.card_reader is None:
             return
         try:
-            indicate(granted)
+            self.card_reader.indicate(granted)
         except (FaceGateError, OSError) as err:  # the answer is a courtesy: the decision stands
             log.warning("card reader: could not show the answer: %s", err)
 
@@ -305,9 +305,9 @@ class Service:
     def _denial_card(self) -> Optional[tuple]:
         """The card a reader sends the panel on a denial (panel.denial_card), unless somebody holds
         it now: the panel would open the door for them."""
-        if self.panel is None or not self.config.panel.denial_card:
+        card = self.denial_card
+        if self.panel is None or card is None:
             return None
-        card = parse_card(self.config.panel.denial_card)
         holder = self.verifier.index.holder_of(card)
         if holder is not None:
             log.error("panel: denial card %d:%d is %s's card now: denials are not sent (choose another "
@@ -405,7 +405,7 @@ def build_service(config: Config, pipeline=None, use_relay: bool = True) -> Serv
             if config.door.watchdog_device or notify_socket else None
         verifier = Verifier(config, pipeline, index)
         verifier.threshold  # noqa: B018 - computed and logged now: without a calibration, refused at start
-        panel = card_reader = None
+        panel = card_reader = denial_card = None
         if config.door.mode != "relay":
             from appliance.config import panel_problems
 
@@ -414,7 +414,8 @@ def build_service(config: Config, pipeline=None, use_relay: bool = True) -> Serv
         if config.door.mode in ("reader", "relay_and_reader"):
             from appliance.panel import from_config as panel_from_config
 
-            holder = index.holder_of(parse_card(config.panel.denial_card)) if config.panel.denial_card else None
+            denial_card = parse_card(config.panel.denial_card) if config.panel.denial_card else None
+            holder = index.holder_of(denial_card) if denial_card else None
             if holder is not None:
                 raise ConfigError("panel.denial_card %s is %s's card: a denial would open the door for them; choose a "
                                   "card nobody holds" % (config.panel.denial_card, holder.name))
@@ -444,6 +445,7 @@ def build_service(config: Config, pipeline=None, use_relay: bool = True) -> Serv
     service.owned = list(reversed(parts))  # a pipeline passed in belongs to the caller
     service.agent = agent
     service.panel = panel
+    service.denial_card = denial_card
     service.card_reader = card_reader
     if config.web.enabled:
         from appliance.web.live import LiveFeed

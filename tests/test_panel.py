@@ -144,6 +144,16 @@ def control_panel(tmp_path):
     os.close(slave)
 
 
+def panel_events(panel, address):
+    """Every event the control panel has heard from `address`, until half a second of silence."""
+    events = []
+    while True:
+        event = panel.get_event(address, timeout=0.5)
+        if event is None:
+            return events
+        events.append(event)
+
+
 def test_a_reader_door_reports_the_granted_persons_card_to_the_panel_over_a_secure_channel(
         tmp_path, gallery_path, pipeline, emulator, control_panel):  # noqa: F811
     import shutil
@@ -182,13 +192,7 @@ def test_a_reader_door_reports_the_granted_persons_card_to_the_panel_over_a_secu
                              "off_count": 0, "rep_count": 0})
     assert wait_until(lambda: service.status()["panel"] == {"led": "red", "buzzer": False}, timeout=10)
     service.run()
-    reads = []
-    while True:
-        event = panel.get_event(5, timeout=0.5)
-        if event is None:
-            break
-        reads.append(event)
-    cards = [e for e in reads if e["event"] == osdp.Event.CardRead]
+    cards = [e for e in panel_events(panel, 5) if e["event"] == osdp.Event.CardRead]
     assert len(cards) == 1 and cards[0]["format"] == osdp.CardFormat.Wiegand and cards[0]["length"] == 26
     assert wiegand.parse(wiegand.unpacked(cards[0]["data"], 26)) == (7, 12345)  # obama's, parity checked
     decided = [e for e in AuditStore(tmp_path / "audit.db").events() if e.kind in ("grant", "deny")]
@@ -219,13 +223,8 @@ def test_a_reader_sends_its_denial_card_on_a_denial_and_refuses_one_that_somebod
     service = build_service(config, pipeline=pipeline)
     assert wait_until(lambda: panel.is_sc_active(5), timeout=10)
     service.run()
-    cards = []
-    while True:
-        event = panel.get_event(5, timeout=0.5)
-        if event is None:
-            break
-        if event["event"] == osdp.Event.CardRead:
-            cards.append(wiegand.parse(wiegand.unpacked(event["data"], event["length"])))
+    cards = [wiegand.parse(wiegand.unpacked(e["data"], e["length"]))
+             for e in panel_events(panel, 5) if e["event"] == osdp.Event.CardRead]
     denials = [e for e in AuditStore(tmp_path / "audit.db").events() if e.kind == "deny"]
     assert len(denials) >= 1 and cards == [(0, 1)] * len(denials)  # one denial card per denial, and nothing else
     assert denials[0].detail["panel"] == "denial card 0:1"

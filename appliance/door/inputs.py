@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from appliance import threads
 from appliance.config import InputsConfig
@@ -38,18 +38,24 @@ class SysfsLine:
         pass
 
 
+def chip_line(spec: str) -> Optional[Tuple[str, int]]:
+    """(the chip's device, the line's offset) for a line named chip:offset (gpiochip0:17), or None
+    for a sysfs value file: how every GPIO setting of the door names a line."""
+    head, _, tail = spec.rpartition(":")
+    if head and tail.isdigit() and "gpiochip" in head:
+        return (head if head.startswith("/") else "/dev/" + head), int(tail)
+    return None
+
+
 class CharDeviceLine:
     def __init__(self, spec: str) -> None:
-        chip, _, line = spec.rpartition(":")
-        if not chip.startswith("/"):
-            chip = "/dev/" + chip
+        chip, self.offset = chip_line(spec)
         try:
             import gpiod
             from gpiod.line import Direction
         except ImportError as err:
             raise ConfigError("GPIO line %s needs the gpiod Python bindings (pip install gpiod, "
                               "libgpiod 2); or give a sysfs value file instead" % spec) from err
-        self.offset = int(line)
         try:
             self._request = gpiod.request_lines(
                 chip, consumer="facegate",
@@ -65,10 +71,7 @@ class CharDeviceLine:
 
 
 def open_line(spec: str):
-    head, _, tail = spec.rpartition(":")
-    if head and tail.isdigit() and "gpiochip" in head:
-        return CharDeviceLine(spec)
-    return SysfsLine(spec)
+    return CharDeviceLine(spec) if chip_line(spec) else SysfsLine(spec)
 
 
 class DebouncedInput:

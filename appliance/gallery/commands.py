@@ -6,7 +6,7 @@ id or exact name; an unknown one is `NotEnrolled`, with the close names. Templat
 elsewhere (gallery/enrol.py, from photos at the enrolment quality limits) and arrive here ready.
 """
 
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from appliance.errors import GalleryError
 from appliance.gallery.store import GalleryStore, Person, Template
@@ -54,13 +54,7 @@ def access_change(store: GalleryStore, verb: str, fields: Dict[str, Any], missin
             raise
         if verb == "person_groups":
             return summary(store.set_person_groups(person.id, fields["groups"]))
-        from appliance.errors import FaceGateError
-        from appliance.panel.cards import parse_card
-
-        try:
-            facility, number = parse_card(fields["card"]) if fields["card"] else (0, None)
-        except FaceGateError as err:
-            raise GalleryError(str(err)) from None
+        facility, number = checked_card(fields["card"]) or (0, None)
         return summary(store.set_card(person.id, number, facility))
     raise GalleryError("unknown access change %r" % verb)
 
@@ -78,19 +72,20 @@ def enrol(store: GalleryStore, person_id: str, name: str, templates: Sequence[Te
     """The site's version of a person, with their access card if given: enrolled afresh,
     replacing whatever `person_id` held, whole or not at all (a refusal, a card someone else
     holds included, leaves the old person as they were)."""
+    return store.replace(person_id, name, templates, model_id, note=note, valid_from=valid_from,
+                         valid_until=valid_until, card=checked_card(card))
+
+
+def checked_card(text: Optional[str]) -> Optional[Tuple[int, int]]:
+    """A card as given in a command (FACILITY:NUMBER or NUMBER; empty or None: no card), as
+    (facility, number); a mistyped one is the command's refusal."""
     from appliance.errors import FaceGateError
     from appliance.panel.cards import parse_card
 
     try:
-        facility, number = parse_card(card) if card else (0, None)
+        return parse_card(text) if text else None
     except FaceGateError as err:
         raise GalleryError(str(err)) from None
-    with store.transaction():
-        person = store.replace(person_id, name, templates, model_id, note=note, valid_from=valid_from,
-                               valid_until=valid_until)
-        if number is not None:
-            person = store.set_card(person.id, number, facility)
-    return person
 
 
 def add(store: GalleryStore, key: str, templates: Sequence[Template], model_id: str) -> Person:

@@ -104,7 +104,7 @@ class Enroller:
         extends those who exist and enrols the others."""
         from appliance.panel.cards import parse_card
 
-        facility, number = parse_card(card) if card else (0, None)  # a mistyped card: before any photo
+        card_value = parse_card(card) if card else None  # a mistyped card: said before any photo is read
         report_missing = report is None
         report = report or EnrolReport()
         if not add and self.existing_person(name) is not None:
@@ -142,13 +142,13 @@ class Enroller:
         model_id = self.pipeline.embedder.model_id
         with interrupt_after():  # a Ctrl-C after the commit must not lose the person from the report
             try:
-                with self.store.transaction():  # a card someone else holds refuses the photos too
-                    if existing is not None:
+                if existing is None:
+                    person = self.store.enrol(name, templates, model_id, note=note, card=card_value)
+                else:
+                    with self.store.transaction():  # a card someone else holds refuses the photos too
                         person = self.store.add_templates(existing.id, templates, model_id)
-                    else:
-                        person = self.store.enrol(name, templates, model_id, note=note)
-                    if number is not None:
-                        person = self.store.set_card(person.id, number, facility)
+                        if card_value is not None:
+                            person = self.store.set_card(person.id, card_value[1], card_value[0])
             except GalleryError as err:
                 report.skipped.append((name, "not enrolled: %s" % err))
                 return report

@@ -314,8 +314,9 @@ class GalleryStore:
 
     def enrol(self, name: str, templates: Sequence[Template], model_id: str, note: str = "",
               person_id: Optional[str] = None, valid_from: Optional[str] = None,
-              valid_until: Optional[str] = None) -> Person:
-        """Add a new person with their templates, all in one transaction."""
+              valid_until: Optional[str] = None, card: Optional[Tuple[int, int]] = None) -> Person:
+        """Add a new person with their templates and their access card (facility, number), if
+        given, all in one transaction: a card someone else holds refuses the person too."""
         self._check_new_person(name, templates, model_id, valid_from, valid_until)
         person_id = person_id or person_id_for(name)
         with self.transaction():
@@ -325,12 +326,16 @@ class GalleryStore:
                                    "'facegate enroll --add %s PHOTO...' or choose another name"
                                    % (name, name))
             self._insert_person(person_id, name, templates, model_id, note, valid_from, valid_until)
+            if card is not None:
+                self.set_card(person_id, card[1], card[0])
         return self.find(person_id)
 
     def replace(self, person_id: str, name: str, templates: Sequence[Template], model_id: str,
-                note: str = "", valid_from: Optional[str] = None, valid_until: Optional[str] = None) -> Person:
-        """Enrol `person_id` afresh (name, templates, dates), replacing whatever it held: one
-        transaction, checked before anything changes, so a refusal leaves the old person whole."""
+                note: str = "", valid_from: Optional[str] = None, valid_until: Optional[str] = None,
+                card: Optional[Tuple[int, int]] = None) -> Person:
+        """Enrol `person_id` afresh (name, templates, dates, card as enrol takes it), replacing
+        whatever it held: one transaction, checked before anything changes, so a refusal leaves
+        the old person whole."""
         self._check_new_person(name, templates, model_id, valid_from, valid_until)
         with self.transaction():
             other = self.db.execute("SELECT id FROM people WHERE name = ? AND id != ?",
@@ -343,6 +348,8 @@ class GalleryStore:
             self.db.execute("DELETE FROM people WHERE id = ?", [person_id])
             self._insert_person(person_id, name, templates, model_id, note, valid_from, valid_until,
                                 created=old[0] if old else None)
+            if card is not None:
+                self.set_card(person_id, card[1], card[0])
         return self.find(person_id)
 
     def add_templates(self, key: str, templates: Sequence[Template], model_id: str) -> Person:

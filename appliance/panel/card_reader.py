@@ -34,6 +34,9 @@ class CardQueue:
         except queue.Empty:
             return None
 
+    def indicate(self, granted: bool) -> None:
+        """The door's answer at the reader; a reader this door cannot light or sound shows nothing."""
+
     def keep(self, card: Tuple[int, int]) -> None:
         try:
             self.cards.put_nowait(card)

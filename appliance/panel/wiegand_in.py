@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 from appliance import threads
+from appliance.door.inputs import chip_line
 from appliance.errors import ConfigError, FaceGateError, InputError
 from appliance.panel import wiegand
 from appliance.panel.card_reader import CardQueue
+from appliance.panel.wiegand_out import export
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +82,8 @@ class SysfsEdges:
         try:
             for name, value in (("D0", data0), ("D1", data1)):
                 folder = Path(value).parent
-                if not folder.exists() and folder.name[4:].isdigit() and (folder.parent / "export").exists():
-                    (folder.parent / "export").write_text(folder.name[4:])  # gpioN: ask the kernel for it
+                if folder.name[4:].isdigit() and (folder.parent / "export").exists():
+                    export(folder.parent, int(folder.name[4:]))
                 (folder / "direction").write_text("in")
                 (folder / "edge").write_text("falling")
                 fd = os.open(value, os.O_RDONLY)
@@ -119,17 +121,15 @@ class CharDeviceEdges:
         except ImportError as err:
             raise ConfigError("Wiegand reader lines %s and %s need the gpiod Python bindings (pip install gpiod, "
                               "libgpiod 2); or give sysfs value files instead" % (data0, data1)) from err
-        chips = {spec.rpartition(":")[0] for spec in (data0, data1)}
-        if len(chips) != 1:
+        (chip, offset0), (other_chip, offset1) = chip_line(data0), chip_line(data1)
+        if chip != other_chip:
             raise ConfigError("Wiegand reader lines %s and %s must be on one GPIO chip" % (data0, data1))
-        chip = chips.pop()
-        offsets = {int(data0.rpartition(":")[2]): "D0", int(data1.rpartition(":")[2]): "D1"}
-        self._names = offsets
+        self._names = {offset0: "D0", offset1: "D1"}
         try:
             self._request = gpiod.request_lines(
-                chip if chip.startswith("/") else "/dev/" + chip, consumer="facegate wiegand",
-                config={tuple(offsets): gpiod.LineSettings(direction=Direction.INPUT,
-                                                           edge_detection=LineEdge.FALLING)})
+                chip, consumer="facegate wiegand",
+                config={(offset0, offset1): gpiod.LineSettings(direction=Direction.INPUT,
+                                                               edge_detection=LineEdge.FALLING)})
         except OSError as err:
             raise InputError("cannot watch Wiegand reader lines %s and %s: %s" % (data0, data1, err)) from err
 
@@ -143,8 +143,8 @@ class CharDeviceEdges:
 
 
 def open_edges(data0: str, data1: str):
-    """The edge source the lines' names call for (as door inputs name lines: inputs.py)."""
-    if all(":" in spec and spec.rpartition(":")[2].isdigit() and "gpiochip" in spec for spec in (data0, data1)):
+    """The edge source the lines' names call for (named as door inputs name lines: inputs.py)."""
+    if chip_line(data0) and chip_line(data1):
         return CharDeviceEdges(data0, data1)
     return SysfsEdges(data0, data1)
 

@@ -28,6 +28,14 @@ FRAME_GAP_S = 0.03  # a panel ends a frame after about 25 ms of silence
 Edge = Tuple[int, str, int]  # (microseconds from the frame's start, "D0" or "D1", level)
 
 
+def export(root: Path, number: int) -> Path:
+    """GPIO `number`'s sysfs folder, asking the kernel for it first when it is not there yet."""
+    line = root / ("gpio%d" % number)
+    if not line.exists():
+        (root / "export").write_text(str(number))
+    return line
+
+
 class SysfsLines:
     """GPIO lines as outputs, idle high, through sysfs: {name: GPIO number}; `settings` names
     them in the error."""
@@ -38,9 +46,7 @@ class SysfsLines:
         self._fds: Dict[str, int] = {}
         try:
             for name, number in numbers.items():
-                line = self.root / ("gpio%d" % number)
-                if not line.exists():
-                    (self.root / "export").write_text(str(number))
+                line = export(self.root, number)
                 (line / "direction").write_text("high")  # an output, and high, in one write: no glitch
                 self._fds[name] = os.open(str(line / "value"), os.O_WRONLY)
         except OSError as err:

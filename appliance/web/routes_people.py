@@ -108,16 +108,13 @@ def enrol_templates(page, enroller, store, name, templates, force, how, valid_fr
     existing = enroller.existing_person(name)
     if existing is not None:
         return "%s is already enrolled: nothing changed (remove them first to enrol afresh)" % name, False
-    facility, number = parse_card(card) if card else (0, None)  # a mistyped card refuses before anything changes
+    card_value = parse_card(card) if card else None  # a mistyped card refuses before anything changes
     duplicate = None if force else enroller.duplicate_of(templates, None)
     if duplicate is not None:
         return ("not enrolled: looks like %s, already enrolled (distance %.2f); tick 'a different person' if it "
                 "is not them" % (duplicate.person.name, duplicate.distance)), False
-    with store.transaction():  # a card someone else holds refuses the person too
-        person = store.enrol(name, templates, enroller.pipeline.embedder.model_id, valid_from=valid_from or None,
-                             valid_until=valid_until or None)
-        if number is not None:
-            person = store.set_card(person.id, number, facility)
+    person = store.enrol(name, templates, enroller.pipeline.embedder.model_id, valid_from=valid_from or None,
+                         valid_until=valid_until or None, card=card_value)  # a card someone holds refuses it all
     page.record("enroll", person, origin=origin, templates=len(templates), how=how,
                 **({"card": "%d:%d" % person.card} if person.card else {}))
     return "enrolled %s from %d %s%s" % (person.name, len(templates), how if how == "photos" else "camera frames",
