@@ -48,6 +48,8 @@ def run_checks(config: Config, reference: Optional[Path] = None, relay: bool = T
     checks: List[Check] = []
     loaded: list = []
     if _attempt(checks, "models", lambda: _load(config, loaded)):
+        if loaded[0].int8_verdict is not None:
+            checks.append(_int8(loaded[0].int8_verdict))
         try:
             _attempt(checks, "reference face", lambda: _reference(loaded[0], reference or reference_dir(config)))
         finally:
@@ -150,6 +152,17 @@ def _attempt(checks: List[Check], name: str, step: Callable[[], str]) -> bool:
     except Exception as err:  # a vendor runtime's own exception still names the check that failed
         checks.append(Check(name, False, "%s: %s" % (type(err).__name__, err)))
     return checks[-1].ok
+
+
+def _int8(verdict: dict) -> Check:
+    """The embedder's 8-bit copy as measured on this CPU: in use, or refused for the float model."""
+    from appliance.vision.int8_check import describe
+
+    if verdict["refused"]:
+        return Check("8-bit embedder", True, "out of tolerance on this CPU (%s: %s): the float model is used, "
+                                             "slower but as calibrated" % (verdict["cpu"], verdict["refused"]),
+                     warning=True)
+    return Check("8-bit embedder", True, "in use, on this CPU (%s) %s" % (verdict["cpu"], describe(verdict["figures"])))
 
 
 def _load(config: Config, loaded: list) -> str:

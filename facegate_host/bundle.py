@@ -181,8 +181,8 @@ def onnx_models(config: Config, models: Path) -> List[Path]:
     """The ONNX files of the board's detector and embedder (and the embedder's 8-bit copy, where
     made): the CPU fallback (`--backend onnxruntime`) for a board whose NPU runtime is missing or
     broken; and the liveness models, which the boards run on the CPU."""
-    from appliance.models import (get_spec, installed_int8_path, installed_path, int8_path, int8_stamp, is_prepared,
-                                  stamp_path)
+    from appliance.models import (get_spec, installed_int8_path, installed_path, int8_check_set, int8_path, int8_stamp,
+                                  is_prepared, stamp_path)
 
     from appliance.vision.pipeline import LIVENESS_MODELS
 
@@ -197,7 +197,8 @@ def onnx_models(config: Config, models: Path) -> List[Path]:
         if model_id == config.models.embedder:
             source = installed_path(spec, models)
             if installed_int8_path(source) is not None:  # so the fallback embeds as the host's door does
-                wanted += [int8_path(source), int8_stamp(source)]
+                # with its check set: the board measures the copy on its own CPU (vision/int8_check.py)
+                wanted += [int8_path(source), int8_stamp(source), int8_check_set(source)]
     missing = [str(path) for path in wanted if not path.is_file()]
     if missing:
         raise ModelError("the bundle needs %s: run 'make models'" % ", ".join(missing))

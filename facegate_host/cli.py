@@ -76,11 +76,19 @@ def register_int8(commands) -> None:
 def run_int8(args) -> int:
     import json
 
+    from appliance.vision.int8_check import describe
     from facegate_host.convert import onnx_int8
 
     config = load_config(args)
     lfw_dir = Path(args.lfw)
     print("8-bit embedder: %s" % onnx_int8.make_int8_embedder(config, lfw_dir))
+    verdict = onnx_int8.check_here(config)
+    print("8-bit embedder on this CPU (%s): %s" % (verdict["cpu"], describe(verdict["figures"])))
+    if verdict["refused"]:
+        print("8-bit embedder: out of the calibration's tolerance here (%s): the door will use the float model"
+              % verdict["refused"])
+    else:
+        print("8-bit embedder: within the calibration's tolerance here; the door uses it")
     if args.check:
         rows = onnx_int8.check(config, lfw_dir)
         print("\n".join(onnx_int8.table(rows)))
@@ -211,6 +219,9 @@ def run_calibration(args) -> int:
             return _validate_calibration(args, config, pipeline, cache)
         pairs, people = calibrate.run(pipeline, Path(args.images), cache, _progress)
         embedder = pipeline.embedder.runner.path.name
+        if embedder.endswith(".int8.onnx"):
+            from appliance.models import INT8_RECIPE
+            embedder += " (%s)" % INT8_RECIPE
     finally:
         pipeline.close()
     protocol = ("%s: every image of every other person against each person enrolled with their first k "

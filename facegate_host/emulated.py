@@ -158,6 +158,9 @@ def main(argv=None) -> int:
             assert "wrote this door's key" in keys.stdout, keys.stdout
             selftest = in_root(work, ["facegate", "selftest"] + board + cpu + ["--no-relay", "--no-camera"])
             assert "mqtt            ok" in selftest.stdout, selftest.stdout
+            # the embedder's 8-bit copy measured on the ARM CPU's own integer kernels, and used
+            int8 = next(line for line in selftest.stdout.splitlines() if "8-bit embedder" in line)
+            assert "in use, on this CPU (aarch64" in int8, selftest.stdout
             print(selftest.stdout.strip(), flush=True)
             # reader mode's OSDP: libosdp from the bundle, the door's PD and a control panel on a pty
             shutil.copy2(ROOT / "tools" / "osdp-roundtrip", work / "tmp" / "osdp-roundtrip")

@@ -151,21 +151,56 @@ def installed_path(spec: ModelSpec, directory: Path) -> Path:
     return target
 
 
+# How the 8-bit copy is made (facegate_host/convert/onnx_int8.py); a copy made another way is
+# remade by `make models`. r2: 7-bit weights, which no x86 integer kernel can saturate.
+INT8_RECIPE = "qdq-u8s8-7bit-weights-r2"
+CALIBRATION_FOLDER = Path(__file__).with_name("calibration")
+
+
 def int8_path(float_file: Path) -> Path:
     """The embedder's 8-bit copy for ONNX Runtime on a CPU, beside its float file."""
     return float_file.with_name(float_file.stem + ".int8.onnx")
 
 
 def int8_stamp(float_file: Path) -> Path:
-    """Beside the 8-bit copy: the sha256 of the float file it was quantised from."""
+    """Beside the 8-bit copy: the sha256 of the float file it was quantised from, and the recipe."""
     copy = int8_path(float_file)
     return copy.with_name(copy.name + ".source-sha256")
 
 
+def int8_check_set(float_file: Path) -> Path:
+    """Beside the 8-bit copy: aligned faces and the float model's embeddings of them, which the
+    copy is measured against on the CPU that runs it (vision/int8_check.py)."""
+    return float_file.with_name(float_file.stem + ".int8.check.npz")
+
+
+def int8_verdict(float_file: Path) -> Path:
+    """Beside the 8-bit copy: its last measurement against the check set, with the CPU it ran on."""
+    return float_file.with_name(float_file.stem + ".int8.check.json")
+
+
+def int8_stamp_text(float_file: Path) -> str:
+    return "%s %s" % (sha256_of(float_file), INT8_RECIPE)
+
+
 def int8_is_current(float_file: Path) -> bool:
-    """Whether the 8-bit copy exists and was quantised from this float file."""
+    """Whether the 8-bit copy exists and was quantised from this float file by this recipe."""
     target, stamp = int8_path(float_file), int8_stamp(float_file)
-    return target.is_file() and stamp.is_file() and stamp.read_text().strip() == sha256_of(float_file)
+    return target.is_file() and stamp.is_file() and stamp.read_text().strip() == int8_stamp_text(float_file)
+
+
+def int8_tolerance(model_id: str) -> Dict[str, float]:
+    """How far the 8-bit copy may stray from the float model before the door refuses it: written
+    beside the embedder's calibration, which was measured on an 8-bit copy within it."""
+    path = CALIBRATION_FOLDER / ("%s.json" % model_id)
+    try:
+        tolerance = json.loads(path.read_text()).get("int8_tolerance")
+    except (OSError, ValueError) as err:
+        raise ModelError("cannot read the calibration %s: %s" % (path, err)) from err
+    if not isinstance(tolerance, dict):
+        raise ModelError("the calibration %s names no int8_tolerance: the embedder's 8-bit copy cannot be "
+                         "checked; set models.embedder_int8 = false" % path)
+    return {str(key): float(value) for key, value in tolerance.items()}
 
 
 def installed_int8_path(source: Path) -> Optional[Path]:
@@ -176,7 +211,8 @@ def installed_int8_path(source: Path) -> Optional[Path]:
     if not target.is_file():
         return None
     if not int8_is_current(source):
-        raise ModelError("the embedder's 8-bit copy %s was made from another %s: remake it with 'make models' "
+        raise ModelError("the embedder's 8-bit copy %s was made from another %s or by an older recipe: remake "
+                         "it with 'make models' "
                          "(facegate quantise-embedder), or set models.embedder_int8 = false" % (target, source.name))
     return target
 

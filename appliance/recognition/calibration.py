@@ -156,6 +156,10 @@ def save(calibration: Calibration, folder: Path = FOLDER) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {"model_id": calibration.model_id, "grid_step": GRID_STEP, "grid_end": GRID_END,
             "protocol": calibration.protocol, "curves": curves}
+    try:  # the 8-bit copy's tolerance is written by hand beside the curves, and kept
+        body["int8_tolerance"] = json.loads(path.read_text())["int8_tolerance"]
+    except (OSError, ValueError, KeyError):
+        pass
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(body, separators=(",", ":")) + "\n")
     partial.replace(path)

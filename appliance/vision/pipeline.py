@@ -10,8 +10,10 @@ import numpy as np
 from appliance.config import Config
 from appliance.errors import ConfigError, ModelError
 from appliance.inference import NPU_BACKENDS, load_runner
+from appliance.inference.base import Runner
 from appliance.inference.rknn_files import rknn_path
-from appliance.models import get_spec, installed_int8_path, installed_path, models_dir
+from appliance.models import get_spec, installed_int8_path, installed_path, int8_path, models_dir
+from appliance.vision import int8_check
 from appliance.vision.align import align_face
 from appliance.vision.detector import DETECTOR_FAMILIES, Detector, Face
 from appliance.vision.embedder import Embedder
@@ -74,6 +76,23 @@ def model_files(config: Config) -> List[Tuple[str, Path]]:
     return [(model_id, model_file(config, model_id, role)) for model_id, role in wanted]
 
 
+def checked_embedder(config: Config, runner: Runner) -> Tuple[Runner, Optional[dict]]:
+    """The embedder's 8-bit copy where it embeds within the calibration's tolerance on this CPU,
+    else the float model, said in one line (vision/int8_check.py); and the copy's verdict."""
+    if config.models.backend != "onnxruntime" or not config.models.embedder_int8:
+        return runner, None
+    source = installed_path(get_spec(config.models.embedder), models_dir(config.models.dir or None))
+    if runner.path != int8_path(source):
+        return runner, None  # no copy was made: the float file serves
+    result = int8_check.verdict(runner, source)
+    if result["refused"] is None:
+        return runner, result
+    log.warning("the embedder's 8-bit copy is out of tolerance on this CPU (%s: %s): the door embeds with the "
+                "float model", result["cpu"], result["refused"])
+    runner.close()
+    return load_runner(config.models.backend, runner.spec, source, None, config.models.threads), result
+
+
 class FacePipeline:
     def __init__(self, config: Config, detector: Detector, embedder: Embedder,
                  liveness: Optional[LivenessChecker] = None) -> None:
@@ -81,6 +100,7 @@ class FacePipeline:
         self.detector = detector
         self.embedder = embedder
         self.liveness = liveness
+        self.int8_verdict: Optional[dict] = None  # the 8-bit embedder's measurement on this CPU, where one ran
 
     @classmethod
     def from_config(cls, config: Config) -> "FacePipeline":
@@ -109,11 +129,14 @@ class FacePipeline:
         family = DETECTOR_FAMILIES[detector_runner.spec.extra["family"]]
         detector = family(detector_runner, size, config.detector.keep_frame_aspect,
                           config.detector.score_threshold, config.detector.nms_threshold)
-        embedder = Embedder(runner_for(config.models.embedder, "embedder"), config.embedder.flip)
+        embedder_runner, int8_verdict = checked_embedder(config, runner_for(config.models.embedder, "embedder"))
+        embedder = Embedder(embedder_runner, config.embedder.flip)
         liveness = None
         if config.liveness.enabled:
             liveness = LivenessChecker([runner_for(m, "liveness") for m in LIVENESS_MODELS])
-        return cls(config, detector, embedder, liveness)
+        pipeline = cls(config, detector, embedder, liveness)
+        pipeline.int8_verdict = int8_verdict
+        return pipeline
 
     def detect(self, frame: np.ndarray) -> List[Face]:
         faces = self.detector.detect(frame)
