@@ -10,7 +10,8 @@ export FACEGATE_MODELS_DIR ?= $(abspath models)
 # shellcheck for the board scripts.
 # fonts: names in any script on annotated images (Latin, Greek, Cyrillic; Chinese, Japanese, Korean)
 # chromium and its driver: the web page's tests and `make screenshots` run in a real browser
-DEBIAN_PACKAGES := mosquitto openssl shellcheck systemd fonts-dejavu-core fonts-wqy-microhei chromium chromium-driver
+# qemu-user-static: the embedder's 8-bit copy checked on an emulated CPU without VNNI (tests/test_int8.py)
+DEBIAN_PACKAGES := mosquitto openssl shellcheck systemd fonts-dejavu-core fonts-wqy-microhei chromium chromium-driver qemu-user-static
 LFW ?= ../shared/data/lfw-dev
 SEED ?= ../shared/data/seed-samples
 DEMO := demo

@@ -93,9 +93,9 @@ class LivenessConfig:
     # on by default: a door must not open for a photo. The threshold and frames were chosen on
     # nuaa-dev split by subject (`facegate eval-liveness`; README, "Liveness")
     enabled: bool = setting(True, "refuse photos and screens: MiniFASNet liveness (V2 at 2.7x and V1SE at 4.0x) "
-                                  "scored on every good frame and fused over the attempt")
+                                  "scored on the good frames that match someone and fused over the attempt")
     threshold: float = setting(0.2, "a grant needs the attempt's fused live probability at least this high", 0, 1)
-    frames: int = setting(3, "live scores of the attempt's latest good frames averaged; a grant waits for this many",
+    frames: int = setting(3, "live scores of the attempt's latest matching frames averaged; a grant waits for this many",
                           1, 30)
 
 

@@ -115,9 +115,9 @@ for copy in sys.argv[2:]:
 
 
 def test_on_a_cpu_without_vnni_the_copy_stays_within_tolerance_where_8_bit_weights_saturated(models_dir, tmp_path):
-    emulator = shutil.which("qemu-x86_64")
+    emulator = shutil.which("qemu-x86_64-static") or shutil.which("qemu-x86_64")
     if emulator is None:
-        pytest.fail("qemu-x86_64 is missing: 'make system-deps' installs Debian's qemu-user")
+        pytest.fail("qemu-x86_64-static is missing: 'make system-deps' installs Debian's qemu-user-static")
     config, source = _private_models(models_dir, tmp_path)
     installed = int8_path(installed_path(get_spec(config.models.embedder), models_dir))
     old = tmp_path / "eight-bit-weights.onnx"

@@ -147,7 +147,7 @@ class Verifier:
 
     def _verify(self, image: np.ndarray, track: Track, new_track: bool, captured: float,
                 frame_number: int) -> Outcome:
-        result = self.pipeline.analyse_face(image, track.face, embed=False, live=self.config.liveness.enabled)
+        result = self.pipeline.analyse_face(image, track.face, embed=False)
         if not result.quality.passed:
             track.last_reasons = list(result.quality.reasons)
             return Outcome(APPEARED if new_track else TRACKING, track, result=result, new_track=new_track)
@@ -165,13 +165,16 @@ class Verifier:
             return Outcome(APPEARED if new_track else TRACKING, track, result=result, new_track=new_track)
         track.embeddings.append(result.embedding)
         track.good_frames.append(track.frames[-1])
-        if result.live_score is not None:
-            track.live_scores.append(result.live_score)
         track.best_quality = max(track.best_quality, result.quality.sharpness)
         fused = normalise(np.mean(track.embeddings[-self.rules.fuse_frames:], axis=0)[None, :])[0]
         track.identity = fused
         decision = self._decide(fused)
         outcome = Outcome(APPEARED if new_track else TRACKING, track, decision, result, new_track, fused)
+        if decision.accepted and self.pipeline.liveness is not None:
+            # liveness can only turn a match into a denial: a frame that matches nobody, an
+            # attempt already decided or a locked-out face never pays for the two models
+            result.live_score = self.pipeline.liveness.score(image, track.face.box)
+            track.live_scores.append(result.live_score)
         if decision.accepted:
             person_id = decision.match.person.id
             track.agreeing = track.agreeing + 1 if track.candidate == person_id else 1

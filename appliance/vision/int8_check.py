@@ -23,22 +23,23 @@ from appliance.vision.embedder import model_input, normalise
 
 log = logging.getLogger(__name__)
 
-# the CPU features that choose ONNX Runtime's integer kernels
-_KERNEL_FLAGS = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm", "sve")
+# the CPU features that choose ONNX Runtime's integer kernels, as numpy names them
+_KERNEL_FEATURES = ("AVX2", "AVX512F", "AVX512BW", "AVX512VNNI", "AVXVNNI", "AVX512_SPR", "ASIMDDP", "I8MM", "SVE")
 
 
 def cpu_kind() -> str:
     """The machine and the integer-kernel features its CPU reports: two CPUs of one kind run the
-    copy through the same kernels."""
-    flags = set()
+    copy through the same kernels. Asked of the CPU itself (numpy's own CPUID probe), as ONNX
+    Runtime asks it: /proc/cpuinfo describes the host even under an emulator or a masked VM."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("flags", "Features"):
-                flags.update(value.split())
-    except OSError:
-        pass
-    return " ".join([platform.machine()] + [flag for flag in _KERNEL_FLAGS if flag in flags])
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # numpy 1
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as features
+        except ImportError:
+            features = {}
+    found = [name.lower() for name in _KERNEL_FEATURES if features.get(name)]
+    return " ".join([platform.machine()] + found)
 
 
 def embeddings(runner: Runner, crops: np.ndarray) -> np.ndarray:

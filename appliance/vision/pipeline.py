@@ -108,7 +108,7 @@ class FacePipeline:
         backend, threads = models.backend, models.threads
         size = config.detector.input_size
 
-        def runner_for(model_id: str, role: str, warmup=None):
+        def runner_for(model_id: str, role: str, warmup=None, threads=threads):
             spec = get_spec(model_id)
             if spec.role != role:
                 raise ModelError("model %s is a %s, not a %s" % (model_id, spec.role, role))
@@ -133,7 +133,9 @@ class FacePipeline:
         embedder = Embedder(embedder_runner, config.embedder.flip)
         liveness = None
         if config.liveness.enabled:
-            liveness = LivenessChecker([runner_for(m, "liveness") for m in LIVENESS_MODELS])
+            # the two small models run side by side, a core each (vision/liveness.py): one thread
+            # apiece unless models.threads says otherwise
+            liveness = LivenessChecker([runner_for(m, "liveness", threads=threads or 1) for m in LIVENESS_MODELS])
         pipeline = cls(config, detector, embedder, liveness)
         pipeline.int8_verdict = int8_verdict
         return pipeline
