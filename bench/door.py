@@ -2,8 +2,8 @@
 
 Latency: a 25 fps clip alternates an empty doorway (1.5 s) with an enrolled person stepping in
 (2 s). The people are live to the door: webcam frames of four people of nuaa-dev's live set
-(640x480, faces 140-210 px wide), enrolled from three frames of their own and shown on frames the
-enrolment did not use; a portrait pasted on a background is a photo, which liveness rightly
+(640x480, faces 140-210 px wide), enrolled from three frames of their own and each shown on a frame the
+enrolment did not use, held for the 2 s with sensor noise; a portrait pasted on a background is a photo, which liveness rightly
 refuses. For each appearance, the time from the capture of the first frame showing the face to
 the arrival of the relay-on bytes at the pty master, as the relay emulator timestamps them; the
 audit trail says how each attempt was decided. Idle: `facegate run` as a process on 20 s of an
@@ -87,10 +87,14 @@ def _write_clip(path: Path, appearances: int, empty_seconds: float, face_seconds
             writer.write(_doorway(rng))
             number += 1
         starts.append(number + 1)
+        # one live frame per appearance, held with sensor noise: nuaa-dev's frames were captured
+        # far apart, so played in turn the head jumps from pose to pose, which the door rightly
+        # takes for a new face each time (and locks out after three undecided attempts)
         shown = visitors[index % len(visitors)]
-        for step in range(int(face_seconds * FPS)):
-            frame = read_image(shown[(index // len(visitors) * 7 + step) % len(shown)])
-            writer.write(cv2.resize(frame, SIZE) if frame.shape[:2] != (SIZE[1], SIZE[0]) else frame)
+        still = read_image(shown[(index // len(visitors) * 7) % len(shown)])
+        still = cv2.resize(still, SIZE) if still.shape[:2] != (SIZE[1], SIZE[0]) else still
+        for _ in range(int(face_seconds * FPS)):
+            writer.write(np.clip(still + rng.normal(0, 2, still.shape), 0, 255).astype(np.uint8))
             number += 1
     for _ in range(int(empty_seconds * FPS)):
         writer.write(_doorway(rng))

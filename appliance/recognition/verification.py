@@ -151,6 +151,10 @@ class Verifier:
         if not result.quality.passed:
             track.last_reasons = list(result.quality.reasons)
             return Outcome(APPEARED if new_track else TRACKING, track, result=result, new_track=new_track)
+        liveness = None
+        if self.pipeline.liveness is not None and track.candidate is not None and not track.decided:
+            # the last frame matched: this one likely decides, so its liveness runs beside the embedding
+            liveness = self.pipeline.liveness.start(image, track.face.box)
         result.embedding = self.pipeline.embedder.embed(result.aligned)
         if self._someone_else(track, result.embedding):
             log.info("attempt %d: a different face took the place; a new attempt starts", track.id)
@@ -172,8 +176,9 @@ class Verifier:
         outcome = Outcome(APPEARED if new_track else TRACKING, track, decision, result, new_track, fused)
         if decision.accepted and self.pipeline.liveness is not None:
             # liveness can only turn a match into a denial: a frame that matches nobody, an
-            # attempt already decided or a locked-out face never pays for the two models
-            result.live_score = self.pipeline.liveness.score(image, track.face.box)
+            # attempt already decided or a locked-out face never waits for the two models
+            pending = liveness or self.pipeline.liveness.start(image, track.face.box)
+            result.live_score = pending.result()
             track.live_scores.append(result.live_score)
         if decision.accepted:
             person_id = decision.match.person.id
