@@ -14,8 +14,12 @@ from typing import Callable
 
 log = logging.getLogger(__name__)
 
+# SIGABRT, SIGTRAP and SIGSYS too: sent by another process (kill -ABRT, a seccomp filter's
+# SIGSYS) they reach this handler like the rest. An abort() inside a C extension re-raises
+# SIGABRT with its default action once the handler returns, before any Python runs: that death,
+# like SIGKILL's, is left to the relay's default and the lock at the next start.
 _NAMES = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGVTALRM", "SIGPROF",
-          "SIGXCPU", "SIGXFSZ", "SIGPWR", "SIGIO", "SIGPOLL", "SIGSTKFLT")
+          "SIGXCPU", "SIGXFSZ", "SIGPWR", "SIGIO", "SIGPOLL", "SIGSTKFLT", "SIGABRT", "SIGTRAP", "SIGSYS")
 TERMINATING = tuple(sorted({getattr(signal, name) for name in _NAMES if hasattr(signal, name)}))
 
 

@@ -138,7 +138,8 @@ unlock_seconds = 60.0
 
 
 # SIGHUP and SIGUSR1 end a process at once by default, with no Python code run: the relay stayed on
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGQUIT])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGQUIT, signal.SIGABRT,
+                                    signal.SIGTRAP, signal.SIGSYS])
 def test_any_ending_signal_while_unlocked_locks_the_door_first(tmp_path, gallery_path, emulator, signum):
     service = start_door(tmp_path, gallery_path, emulator)
     try:
