@@ -25,7 +25,7 @@ from test_service import gallery_path  # noqa: F401
 from appliance.admin.site import SiteGallery
 from appliance.audit import Event
 from appliance.config import from_dict
-from appliance.keys import PrivateKey
+from appliance.keys import PrivateKey, PublicKey, TrustedKeys
 from appliance.mqtt.ledger import Ledger
 from appliance.mqtt.payload import check_age
 from appliance.mqtt.signing import envelope, seal, sign
@@ -660,6 +660,17 @@ def test_keygen_add_door_revoke_door_as_typed(tmp_path):
     assert "front" in listed and "REVOKED" in listed
     back = run_cli("admin", "add-door", "front", door_key, "--config", config)  # a stolen door's key, again
     assert back.returncode == 2 and "never trusted again" in back.stderr
+    # README's advice after a theft: the door gets a new key. The stolen one stays revoked, also
+    # when it comes back under another name
+    new_key = PrivateKey.generate().public
+    assert run_cli("admin", "add-door", "front", new_key.hex, "--config", config).returncode == 0
+    elsewhere = run_cli("admin", "add-door", "side", door_key, "--config", config)
+    assert elsewhere.returncode == 2 and "never trusted again" in elsewhere.stderr
+    trusted = TrustedKeys.load(str(tmp_path / "doors.keys"))
+    assert trusted.find(new_key.key_id, "door") is not None
+    assert trusted.find(PublicKey.from_hex(door_key).key_id, "door") is None  # what a reply's check asks
+    assert [e.role for e in trusted.entries if e.key_id != new_key.key_id] == ["revoked"]
+    assert run_cli("admin", "doors", "--config", config).stdout.count("REVOKED") == 1
 
 
 # -- an unsynchronised clock: judged against signed time, the administrator not locked out ---------

@@ -165,10 +165,11 @@ def _add_door(args) -> int:
         raise FaceGateError("a door name is 1-64 characters without / + # or control characters")
     registry = _door_registry(args)
     key = PublicKey.from_hex(args.public_key)
-    for entry in registry.named(args.door):
-        if entry.role == "revoked" and entry.key_id == key.key_id:
-            raise FaceGateError("door %s's key %s was revoked and is never trusted again: run 'facegate keys init' "
-                                "on the door after removing its key file, and add the new key" % (args.door, key.key_id))
+    revoked = registry.revoked(key.key_id)
+    if revoked is not None:
+        raise FaceGateError("door %s's key %s was revoked and is never trusted again, under any name: run 'facegate "
+                            "keys init' on the door after removing its key file, and add the new key"
+                            % (revoked.name, key.key_id))
     if any(e.key_id == key.key_id and e.name != args.door for e in registry.entries):
         raise FaceGateError("key %s already belongs to another name in %s" % (key.key_id, registry.path))
     registry.with_entry(Trusted("door", args.door, key)).save()

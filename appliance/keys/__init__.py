@@ -177,7 +177,9 @@ class TrustedKeys:
         self.entries = entries
         self.path = path
         self.stamp = stamp  # the file's modification time when read
+        # a key revoked anywhere in the file stays revoked, whatever line trusts it
         self._by_id: Dict[str, Trusted] = {e.key_id: e for e in entries}
+        self._by_id.update({e.key_id: e for e in entries if e.role == "revoked"})
 
     @classmethod
     def load(cls, path: str, what: str = "mqtt.trusted_keys_file", missing_ok: bool = False) -> "TrustedKeys":
@@ -232,9 +234,19 @@ class TrustedKeys:
     def of_role(self, role: str) -> List[Trusted]:
         return [e for e in self.entries if e.role == role]
 
+    def revoked(self, key_id: str) -> Optional[Trusted]:
+        entry = self._by_id.get(key_id)
+        return entry if entry is not None and entry.role == "revoked" else None
+
     def with_entry(self, entry: Trusted) -> "TrustedKeys":
-        """A copy in which `entry` replaces every key of the same name."""
-        return TrustedKeys([e for e in self.entries if e.name != entry.name] + [entry], self.path)
+        """A copy in which `entry` replaces the trusted keys of the same name. Revoked lines stay:
+        a door given a new key after a theft must not bring its stolen key back; and a revoked key
+        is refused under any name (ConfigError)."""
+        if entry.role != "revoked" and self.revoked(entry.key_id):
+            raise ConfigError("key %s was revoked (door %s) and is never trusted again, under any name"
+                              % (entry.key_id, self.revoked(entry.key_id).name))
+        kept = [e for e in self.entries if e.name != entry.name or (e.role == "revoked" and e.key_id != entry.key_id)]
+        return TrustedKeys(kept + [entry], self.path)
 
     def save(self) -> None:
         """Atomically, so a crash leaves the old file or the new one."""
