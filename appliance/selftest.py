@@ -159,8 +159,9 @@ def _int8(verdict: dict) -> Check:
     from appliance.vision.int8_check import describe
 
     if verdict["refused"]:
-        return Check("8-bit embedder", True, "out of tolerance on this CPU (%s: %s): the float model is used, "
-                                             "slower but as calibrated" % (verdict["cpu"], verdict["refused"]),
+        return Check("8-bit embedder", True, "out of tolerance on this CPU (%s: %s; %s): the float model is used, "
+                                             "slower but as calibrated" % (verdict["cpu"], verdict["refused"],
+                                                                           describe(verdict["figures"])),
                      warning=True)
     return Check("8-bit embedder", True, "in use, on this CPU (%s) %s" % (verdict["cpu"], describe(verdict["figures"])))
 
