@@ -267,6 +267,30 @@ def test_names_in_any_script_are_drawn_not_replaced_by_ids(tmp_path):
     assert overlap["刘德华"] > 0.5 and max(overlap["unknown"], overlap[person_id(gallery, "刘德华")]) < 0.3, overlap
 
 
+def feed_photo_after_interrupt(process, pipe, photo: bytes) -> None:
+    """Write `photo` into the pipe the process reads, once it opens it, unless it ends first."""
+    import errno
+    import os
+    import subprocess
+
+    while process.poll() is None:
+        try:
+            descriptor = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as err:
+            if err.errno != errno.ENXIO:  # ENXIO: nobody has it open for reading yet
+                raise
+            try:
+                process.wait(timeout=0.05)
+            except subprocess.TimeoutExpired:  # still running: look again
+                pass
+            continue
+        try:
+            os.write(descriptor, photo)  # smaller than a pipe's buffer: written whole at once
+        finally:
+            os.close(descriptor)
+        return
+
+
 def test_an_interrupted_folder_enrolment_says_what_it_kept_and_a_rerun_goes_on(tmp_path):
     import signal
     import sqlite3
@@ -302,9 +326,18 @@ def test_an_interrupted_folder_enrolment_says_what_it_kept_and_a_rerun_goes_on(t
     process = subprocess.Popen([sys.executable, "-m", "appliance", "enroll", "--from-dir", str(folder),
                                 "--gallery", str(gallery)], cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    assert wait_until(lambda: enrolled() >= 3, timeout=120)
-    process.send_signal(signal.SIGINT)  # Ctrl-C
-    out, err = process.communicate(timeout=60)
+    try:
+        assert wait_until(lambda: enrolled() >= 3, timeout=120)
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        # The photo arrives now. Python takes a signal between bytecodes; one that reached another
+        # thread while the main one was committing (SIGINT held back there) waits for the read
+        # to return, as it would for a slow disk
+        feed_photo_after_interrupt(process, held, sorted(people[9].iterdir())[0].read_bytes())
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:  # never left waiting on the pipe after a failure
+            process.kill()
+            process.wait()
     kept = enrolled()
     assert process.returncode == 130 and "Traceback" not in err
     assert "interrupted: the %d people enrolled above are kept" % kept in err

@@ -157,12 +157,25 @@ def log_in(driver, site, password=PASSWORD):
 
 def submit(driver, button):
     """Click a button that loads a page, and wait until the new page replaced the old one."""
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
+
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 
     old = driver.find_element("tag name", "html")
     button.click()
-    WebDriverWait(driver, 60).until(expected_conditions.staleness_of(old))
+
+    def replaced(_) -> bool:
+        try:
+            old.is_enabled()
+            return False
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as err:  # chromedriver's word for the same, caught mid-navigation
+            if "does not belong to the document" in str(err):
+                return True
+            raise
+
+    WebDriverWait(driver, 60).until(replaced)
 
 
 def shown(driver, selector):
