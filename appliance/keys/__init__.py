@@ -242,9 +242,10 @@ class TrustedKeys:
         """A copy in which `entry` replaces the trusted keys of the same name. Revoked lines stay:
         a door given a new key after a theft must not bring its stolen key back; and a revoked key
         is refused under any name (ConfigError)."""
-        if entry.role != "revoked" and self.revoked(entry.key_id):
+        revoked = self.revoked(entry.key_id)
+        if entry.role != "revoked" and revoked is not None:
             raise ConfigError("key %s was revoked (door %s) and is never trusted again, under any name"
-                              % (entry.key_id, self.revoked(entry.key_id).name))
+                              % (entry.key_id, revoked.name))
         kept = [e for e in self.entries if e.name != entry.name or (e.role == "revoked" and e.key_id != entry.key_id)]
         return TrustedKeys(kept + [entry], self.path)
 

@@ -29,8 +29,9 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 from appliance.errors import ModelError
+from appliance.models import CALIBRATION_FOLDER
 
-FOLDER = Path(__file__).resolve().parent.parent / "models" / "calibration"
+FOLDER = CALIBRATION_FOLDER  # beside the manifest; the 8-bit tolerance is read there too
 GRID_STEP = 0.0025
 GRID_END = 1.5
 TAIL_COUNT = 20  # fewer pairs than this below a distance: the estimate there is the fitted tail

@@ -36,27 +36,26 @@ def _live_probability(runner: Runner, frame_bgr: np.ndarray, box: np.ndarray) ->
     return float(_softmax(logits)[int(runner.spec.extra["live_class"])])
 
 
+class PendingScore:
+    """A face's liveness being scored: result() waits for every model, a runtime's error included."""
+
+    def __init__(self, parts: Sequence[Future]) -> None:
+        self._parts = list(parts)
+
+    def result(self) -> float:
+        return float(np.mean([part.result() for part in self._parts]))
+
+
 class LivenessChecker:
     def __init__(self, runners: Sequence[Runner]) -> None:
         self.runners = list(runners)
         self._helpers = ThreadPoolExecutor(len(self.runners), thread_name_prefix="liveness")
 
-    def start(self, frame_bgr: np.ndarray, box: np.ndarray) -> Future:
+    def start(self, frame_bgr: np.ndarray, box: np.ndarray) -> "PendingScore":
         """Score a face on the helper threads, a model each; the caller may embed meanwhile and
-        takes the mean probability of the live class from the future's result()."""
-        parts = [self._helpers.submit(_live_probability, runner, frame_bgr, box) for runner in self.runners]
-        done: Future = Future()
-
-        def gather(_) -> None:
-            if all(part.done() for part in parts) and not done.done():
-                try:
-                    done.set_result(float(np.mean([part.result() for part in parts])))
-                except Exception as err:  # a runtime's own error reaches the caller of result()
-                    done.set_exception(err)
-
-        for part in parts:
-            part.add_done_callback(gather)
-        return done
+        takes the mean probability of the live class from result()."""
+        return PendingScore([self._helpers.submit(_live_probability, runner, frame_bgr, box)
+                             for runner in self.runners])
 
     def score(self, frame_bgr: np.ndarray, box: np.ndarray) -> float:
         """Mean probability of the live class over the models."""
